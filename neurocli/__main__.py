@@ -1,0 +1,3 @@
+from neurocli.cli import main
+
+main()

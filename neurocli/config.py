@@ -1,0 +1,299 @@
+"""The YAML config: loaded safely, validated once by a pydantic schema, errors located.
+
+Every error names the file, the line and column of the offending value, the dotted key,
+and what was wrong, e.g. ``quick.yaml, line 12, column 18: training.learning_rate must be
+greater than 0, got -0.1``. A value that came from ``--set`` is located as ``--set KEY=VALUE``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from neurocli.errors import ConfigError
+
+# A config is a handful of keys; anything that expands to more nodes is an alias bomb.
+MAX_YAML_NODES = 10_000
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class DataConfig(_Schema):
+    path: str = Field(description="CSV file, relative to the config file's folder")
+    target: str = Field(description="column to predict")
+    features: list[str] | None = Field(None, min_length=1, description="default: every other column")
+    standardize: bool = Field(True, description="z-score the features (stats from the training split)")
+    missing: Literal["error", "drop"] = Field("error", description="what to do with empty/NA cells")
+    validation_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    delimiter: str = Field(",", min_length=1, max_length=1)
+
+    @model_validator(mode="after")
+    def _target_not_a_feature(self) -> "DataConfig":
+        if self.features is not None:
+            if self.target in self.features:
+                raise ValueError(f"the target {self.target!r} is also listed in data.features")
+            seen = set()
+            for name in self.features:
+                if name in seen:
+                    raise ValueError(f"feature {name!r} is listed twice in data.features")
+                seen.add(name)
+        return self
+
+
+class ModelConfig(_Schema):
+    weights_init: Literal["normal", "zeros"] | list[float] = "normal"
+    bias_init: Literal["target_mean"] | float = "target_mean"
+
+
+class EarlyStoppingConfig(_Schema):
+    patience: int = Field(20, ge=1)
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class TrainingConfig(_Schema):
+    epochs: int = Field(100, ge=1)
+    learning_rate: float = Field(0.01, gt=0.0)
+    batch_size: int | None = Field(None, ge=1)
+    shuffle: bool = True
+    early_stopping: EarlyStoppingConfig | None = None
+    dtype: Literal["float64", "float32"] = "float64"
+    log_every: int | None = Field(None, ge=1, description="epochs between plain log lines")
+
+
+class OutputConfig(_Schema):
+    dir: str = "runs/run"
+
+
+class Config(_Schema):
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    seed: int = Field(0, ge=0)
+    output: OutputConfig = OutputConfig()
+
+
+@dataclass
+class LoadedConfig:
+    """A validated config and where each key was written, for located errors later."""
+
+    config: Config
+    path: Path | None
+    locations: dict[tuple[str, ...], tuple[int, int]] = field(default_factory=dict)
+    overrides: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+    @property
+    def data_path(self) -> Path:
+        p = Path(self.config.data.path).expanduser()
+        if not p.is_absolute() and self.path is not None:
+            p = self.path.parent / p
+        return p
+
+    def error(self, keys: tuple[str, ...], message: str) -> ConfigError:
+        """A ConfigError located at the value of ``keys`` (or its nearest written parent)."""
+        return _located_error(self.path, self.locations, self.overrides, keys, message)
+
+    def resolved(self) -> dict[str, Any]:
+        """The config as plain data, with the data path made absolute."""
+        data = self.config.model_dump(mode="json")
+        data["data"]["path"] = str(self.data_path.resolve())
+        return data
+
+
+def _located_error(path, locations, overrides, keys, message) -> ConfigError:
+    dotted = ".".join(str(k) for k in keys)
+    for n in range(len(keys), -1, -1):
+        prefix = tuple(keys[:n])
+        if prefix in overrides:
+            return ConfigError(f"{message}", where=f"--set {overrides[prefix]}")
+        if prefix in locations:
+            line, col = locations[prefix]
+            return ConfigError(message, path=path, where=f"line {line}, column {col}")
+    return ConfigError(message, path=path, where=f"key {dotted}" if dotted else None)
+
+
+def _walk_nodes(node: yaml.Node, keys: tuple, locations: dict, path, budget: list[int]) -> None:
+    budget[0] += 1
+    if budget[0] > MAX_YAML_NODES:
+        raise ConfigError(
+            f"the YAML expands to more than {MAX_YAML_NODES} nodes (nested aliases?); refusing to load it",
+            path=path,
+            where=f"line {node.start_mark.line + 1}, column {node.start_mark.column + 1}",
+        )
+    locations.setdefault(keys, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+            if key in seen and not (keys == () and key == "<<"):
+                raise ConfigError(
+                    f"key {'.'.join(keys + (key,))!r} is written twice",
+                    path=path,
+                    where=f"line {key_node.start_mark.line + 1}, column {key_node.start_mark.column + 1}",
+                )
+            seen.add(key)
+            _walk_nodes(value_node, keys + (key,), locations, path, budget)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk_nodes(item, keys + (i,), locations, path, budget)
+
+
+def parse_yaml(text: str, path: Path | None) -> tuple[Any, dict]:
+    """Safe-load one YAML document; return (data, {key path: (line, column)})."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError("the config is empty; it needs at least a `data:` section", path=path)
+        locations: dict = {}
+        _walk_nodes(node, (), locations, path, [0])
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        if isinstance(exc, yaml.constructor.ConstructorError):
+            problem = f"{problem} (only plain YAML is accepted: no tags that build objects)"
+        raise ConfigError(f"YAML error: {problem}", path=path, where=where) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"YAML error: {exc}", path=path) from exc
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        kind = type(data).__name__ if data is not None else "nothing"
+        raise ConfigError(
+            f"the config must be a mapping of sections (data:, model:, training:, ...), got {kind}",
+            path=path,
+            where="line 1, column 1",
+        )
+    return data, locations
+
+
+def _apply_override(data: dict, item: str) -> tuple[tuple[str, ...], str]:
+    if "=" not in item:
+        raise ConfigError(f"expected KEY=VALUE, e.g. training.epochs=50", where=f"--set {item}")
+    dotted, raw = item.split("=", 1)
+    keys = tuple(k for k in dotted.strip().split("."))
+    if not all(keys):
+        raise ConfigError(f"{dotted!r} is not a dotted key like training.epochs", where=f"--set {item}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[keys[-1]] = value
+    return keys, item
+
+
+def _schema_fields(keys: tuple) -> list[str]:
+    model: Any = Config
+    for key in keys:
+        info = getattr(model, "model_fields", {}).get(key)
+        if info is None:
+            return []
+        ann = info.annotation
+        candidates = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not candidates and isinstance(ann, type) and issubclass(ann, BaseModel):
+            candidates = [ann]
+        if not candidates:
+            return []
+        model = candidates[0]
+    return list(getattr(model, "model_fields", {}))
+
+
+def _describe(error: dict) -> str:
+    keys = tuple(k for k in error["loc"] if not (isinstance(k, str) and ("[" in k or k in {"literal", "list", "float", "str", "int", "bool"})))
+    dotted = ".".join(str(k) for k in keys)
+    kind = error["type"]
+    given = error.get("input")
+    if kind == "extra_forbidden":
+        parent, name = keys[:-1], str(keys[-1])
+        choices = _schema_fields(parent)
+        close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+        hint = f"; did you mean {'.'.join(map(str, parent + (close[0],)))!r}?" if close else ""
+        known = f" (known keys: {', '.join(choices)})" if choices and not close else ""
+        return f"unknown key {dotted!r}{hint}{known}"
+    if kind == "missing":
+        return f"{dotted} is required but missing"
+    msg = error["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+        return msg
+    msg = msg[0].lower() + msg[1:]
+    msg = msg.replace("input should be", "must be")
+    return f"{dotted} {msg}, got {given!r}"
+
+
+def _error_keys(error: dict) -> tuple:
+    return tuple(k for k in error["loc"] if not (isinstance(k, str) and ("[" in k or k in {"literal", "list", "float", "str", "int", "bool"})))
+
+
+def validate(data: dict, path: Path | None, locations: dict, overrides: dict) -> LoadedConfig:
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        # A union reports one error per branch; the most specific (deepest) explains best.
+        first = max(errors, key=lambda e: (len(_error_keys(e)), e["type"] != "literal_error"))
+        same_place = [e for e in errors if _error_keys(e) == _error_keys(first)]
+        if len(same_place) > 1 and first["type"] in {"literal_error", "list_type", "float_type"}:
+            message = _union_message(_error_keys(first), first.get("input"))
+        else:
+            message = _describe(first)
+        raise _located_error(path, locations, overrides, _error_keys(first), message) from exc
+    return LoadedConfig(config=config, path=path, locations=locations, overrides=overrides)
+
+
+_UNION_HELP = {
+    ("model", "weights_init"): "'normal', 'zeros' or a list of numbers, one per feature",
+    ("model", "bias_init"): "'target_mean' or a number",
+}
+
+
+def _union_message(keys: tuple, given: Any) -> str:
+    dotted = ".".join(map(str, keys))
+    for prefix, text in _UNION_HELP.items():
+        if keys[: len(prefix)] == prefix:
+            return f"{'.'.join(prefix)} must be {text}, got {given!r}"
+    return f"{dotted} has an invalid value {given!r}"
+
+
+def load_config(path: Path, overrides: list[str] | None = None) -> LoadedConfig:
+    """Read, safe-load and validate a config file, applying ``--set`` overrides."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError("config file not found", path=path)
+    if path.is_dir():
+        raise ConfigError("is a directory, not a config file", path=path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config: {exc.strerror}", path=path) from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"not UTF-8 text (byte 0x{raw[exc.start]:02x})", path=path, where=f"line {line}") from exc
+    data, locations = parse_yaml(text, path)
+    applied = {}
+    for item in overrides or []:
+        keys, text_item = _apply_override(data, item)
+        applied[keys] = text_item
+    return validate(data, path, locations, applied)
+
+
+def config_from_dict(data: dict, path: Path | None = None) -> LoadedConfig:
+    """Validate an in-memory config (tests, resume)."""
+    return validate(data, path, {}, {})

@@ -1,0 +1,157 @@
+"""Files a run leaves behind, every one written atomically (temporary file, fsync, rename).
+
+A run directory holds ``model.json``, ``history.csv``, ``config.yaml`` and, while a run can
+still be resumed, ``checkpoint.json``. A crash or a full disk never leaves a half-written
+file: the old version stays until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from neurocli import __version__
+from neurocli.errors import ModelFileError, OutputError
+
+MODEL_FORMAT = "neurocli.model/1"
+CHECKPOINT_FORMAT = "neurocli.checkpoint/1"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    fd = None
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fd = None
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise OutputError(f"cannot write: {exc.strerror or exc}", path=path) from exc
+    finally:
+        if fd is not None:
+            os.close(fd)
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, data) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def history_csv(history: list[dict]) -> str:
+    buf = io.StringIO()
+    if history:
+        writer = csv.DictWriter(buf, fieldnames=list(history[0]), lineterminator="\n")
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def create_run_dir(requested: Path) -> Path:
+    """Claim a new, empty run directory: ``requested`` or, if that exists, ``requested-2``, ``-3``...
+
+    ``mkdir`` is atomic, so two runs never share a directory and no earlier run is touched.
+    """
+    requested = Path(requested)
+    try:
+        requested.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder: {exc.strerror or exc}", path=requested.parent) from exc
+    for i in range(1, 10_000):
+        candidate = requested if i == 1 else requested.with_name(f"{requested.name}-{i}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputError(f"cannot create the run directory: {exc.strerror or exc}", path=candidate) from exc
+    raise OutputError("too many existing runs with this name", path=requested)
+
+
+def check_writable(directory: Path) -> None:
+    """Fail early (before training) if files cannot be created in ``directory``."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".probe.", dir=directory)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise OutputError(f"the run directory is not writable: {exc.strerror or exc}", path=directory) from exc
+
+
+def package_versions() -> dict:
+    import numpy
+    import pandas
+    import pydantic
+
+    return {
+        "neurocli": __version__,
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "pandas": pandas.__version__,
+        "pydantic": pydantic.__version__,
+    }
+
+
+def write_config(path: Path, resolved: dict) -> None:
+    atomic_write_text(path, yaml.safe_dump(resolved, sort_keys=False))
+
+
+def read_json_file(path: Path, kind: str) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"{kind} file not found", path=path)
+    if path.is_dir():
+        raise ModelFileError(f"is a directory, not a {kind} file", path=path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelFileError(f"not a {kind} file: not UTF-8 text", path=path) from exc
+    except OSError as exc:
+        raise ModelFileError(f"cannot read the {kind} file: {exc.strerror}", path=path) from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(
+            f"not a valid {kind} file: {exc.msg} (truncated or not JSON?)",
+            path=path, where=f"line {exc.lineno}, column {exc.colno}",
+        ) from exc
+    if not isinstance(data, dict):
+        raise ModelFileError(f"not a {kind} file: expected a JSON object", path=path, where="line 1, column 1")
+    return data
+
+
+def load_model(path: Path) -> dict:
+    """Read and check a model.json: format, version, and the fields predict needs."""
+    data = read_json_file(path, "model")
+    fmt = data.get("format")
+    if fmt != MODEL_FORMAT:
+        raise ModelFileError(
+            f"incompatible model format {fmt!r}; this neurocli {__version__} reads {MODEL_FORMAT!r}", path=path
+        )
+    try:
+        names = data["features"]
+        w = [float(v) for v in data["weights_standardized"]]
+        float(data["bias_standardized"])
+        if len(w) != len(names) or not all(isinstance(n, str) for n in names):
+            raise ValueError("weights and features differ in length")
+        std = data.get("standardization")
+        if std is not None and (len(std["mean"]) != len(names) or len(std["scale"]) != len(names)):
+            raise ValueError("standardization statistics differ in length from features")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"model file is incomplete or damaged: {exc}", path=path) from exc
+    return data

@@ -1,0 +1,217 @@
+"""The steps every command shares: config -> table -> prepared data -> initial parameters,
+and the whole training run (claim a run directory, descend, save), with no printing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from neurocli import io as nio
+from neurocli.config import LoadedConfig, config_from_dict, load_config
+from neurocli.data import Prepared, file_sha256, prepare, read_table
+from neurocli.errors import ConfigError, ModelFileError
+from neurocli.train import STOP_INTERRUPTED, Trainer, TrainState, evaluate, initial_parameters
+
+
+@dataclass
+class Inputs:
+    loaded: LoadedConfig
+    prepared: Prepared
+    w0: np.ndarray
+    b0: np.floating
+    load_s: float
+
+
+def load_inputs(config_path: Path, overrides: list[str] | None = None, loaded: LoadedConfig | None = None) -> Inputs:
+    """Read and validate the config and its data; compute the initial parameters."""
+    t0 = time.perf_counter()
+    loaded = loaded or load_config(config_path, overrides)
+    cfg = loaded.config
+    table = read_table(
+        loaded.data_path, target=cfg.data.target, features=cfg.data.features,
+        missing=cfg.data.missing, delimiter=cfg.data.delimiter,
+    )
+    prepared = prepare(
+        table, validation_fraction=cfg.data.validation_fraction, standardize=cfg.data.standardize,
+        seed=cfg.seed, dtype=cfg.training.dtype, locate=loaded.error,
+    )
+    n_features = len(table.feature_names)
+    wi = cfg.model.weights_init
+    if isinstance(wi, list) and len(wi) != n_features:
+        raise loaded.error(("model", "weights_init"),
+                           f"model.weights_init has {len(wi)} numbers but there are {n_features} features "
+                           f"({', '.join(table.feature_names)})")
+    bs = cfg.training.batch_size
+    n_train = prepared.X_train.shape[0]
+    if bs is not None and bs > n_train:
+        raise loaded.error(("training", "batch_size"),
+                           f"training.batch_size is {bs} but the training split has only {n_train} rows")
+    w0, b0 = initial_parameters(cfg.model, n_features, prepared.y_train, cfg.seed, cfg.training.dtype)
+    return Inputs(loaded, prepared, w0, b0, time.perf_counter() - t0)
+
+
+def config_fingerprint(resolved: dict) -> str:
+    """Hash of everything that decides a run's numbers except the epoch budget and output dir."""
+    d = json.loads(json.dumps(resolved))
+    d["training"].pop("epochs", None)
+    d["training"].pop("log_every", None)
+    d.pop("output", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+class TrainRun:
+    """One training run, fresh or resumed, writing into its run directory.
+
+    ``run(on_epoch)`` calls ``on_epoch(record)`` after every epoch and returns the summary
+    dict (the ``--json`` summary). Files are written atomically at the end, and also when
+    interrupted, so the run can be resumed with ``--resume``.
+    """
+
+    def __init__(self, inputs: Inputs, run_dir: Path, state: TrainState | None = None, data_sha: str | None = None):
+        self.inputs = inputs
+        self.run_dir = run_dir
+        p = inputs.prepared
+        cfg = inputs.loaded.config
+        self.state = state or TrainState(w=inputs.w0.copy(), b=inputs.b0)
+        self.trainer = Trainer(p.X_train, p.y_train, p.X_val, p.y_val, cfg.training, cfg.seed, self.state)
+        self.data_sha = data_sha or file_sha256(inputs.loaded.data_path)
+        self.resolved = inputs.loaded.resolved()
+        self.train_s = 0.0
+
+    @classmethod
+    def resume(cls, inputs: Inputs, run_dir: Path) -> "TrainRun":
+        ckpt_path = Path(run_dir) / "checkpoint.json"
+        if not Path(run_dir).is_dir():
+            raise ModelFileError("run directory not found", path=run_dir)
+        ckpt = nio.read_json_file(ckpt_path, "checkpoint")
+        if ckpt.get("format") != nio.CHECKPOINT_FORMAT:
+            raise ModelFileError(f"incompatible checkpoint format {ckpt.get('format')!r}", path=ckpt_path)
+        resolved = inputs.loaded.resolved()
+        if ckpt.get("config_fingerprint") != config_fingerprint(resolved):
+            raise ConfigError(
+                "this config differs from the run's (only training.epochs may change on resume); "
+                f"resume with {Path(run_dir) / 'config.yaml'}",
+                path=inputs.loaded.path,
+            )
+        sha = file_sha256(inputs.loaded.data_path)
+        if ckpt.get("data_sha256") != sha:
+            raise ConfigError("the data file changed since the run started; cannot resume it bit-identically",
+                              path=inputs.loaded.data_path)
+        try:
+            state = TrainState.from_dict(ckpt["state"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"checkpoint is damaged: {exc}", path=ckpt_path) from exc
+        if ckpt.get("stopped") not in (STOP_INTERRUPTED, "completed") or (
+            ckpt.get("stopped") == "completed" and state.epoch >= inputs.loaded.config.training.epochs
+        ):
+            raise ModelFileError(
+                f"nothing to resume: the run stopped ({ckpt.get('stopped')}) after {state.epoch} epochs; "
+                f"raise training.epochs to continue a completed run",
+                path=ckpt_path,
+            )
+        nio.check_writable(Path(run_dir))
+        return cls(inputs, Path(run_dir), state=state, data_sha=sha)
+
+    def run(self, on_epoch: Callable | None = None) -> dict:
+        t0 = time.perf_counter()
+        try:
+            for rec in self.trainer.run():
+                if on_epoch is not None:
+                    on_epoch(rec)
+        except KeyboardInterrupt:  # a second Ctrl-C lands here only if the handler re-raised
+            self.trainer.stopped = STOP_INTERRUPTED
+        self.train_s += time.perf_counter() - t0
+        summary = self.summary()
+        self.save(summary)
+        return summary
+
+    def summary(self) -> dict:
+        p, st, cfg = self.inputs.prepared, self.state, self.inputs.loaded.config
+        tr = evaluate(p.X_train, p.y_train, st.w, st.b)
+        va = evaluate(p.X_val, p.y_val, st.w, st.b)
+        w_std = st.w.astype(np.float64)
+        b_std = float(st.b)
+        if p.standardization is not None:
+            w_orig, b_orig = p.standardization.to_original_units(w_std, b_std)
+        else:
+            w_orig, b_orig = w_std, b_std
+        from neurocli.render import sparkline  # plain text helper, no terminal involved
+
+        losses = [h["loss"] for h in st.history]
+        return {
+            "loss": tr.get("mse"), "rmse": tr.get("rmse"), "mae": tr.get("mae"), "r2": tr.get("r2"),
+            "val_loss": va.get("mse"), "val_rmse": va.get("rmse"), "val_mae": va.get("mae"), "val_r2": va.get("r2"),
+            "epochs": st.epoch,
+            "stopped": self.trainer.stopped,
+            "message": self.trainer.message,
+            "weights": dict(zip(p.feature_names, map(float, w_orig))),
+            "bias": float(b_orig),
+            "weights_standardized": [float(v) for v in w_std],
+            "bias_standardized": b_std,
+            "standardized": p.standardization is not None,
+            "n_train": int(p.X_train.shape[0]),
+            "n_val": int(p.X_val.shape[0]),
+            "rows_dropped": p.table.n_dropped,
+            "run_dir": str(self.run_dir),
+            "loss_curve": sparkline(losses),
+            "timing": {"load_s": round(self.inputs.load_s, 4), "train_s": round(self.train_s, 4)},
+        }
+
+    def save(self, summary: dict) -> None:
+        p, st = self.inputs.prepared, self.state
+        cfg = self.inputs.loaded.config
+        d = self.run_dir
+        model = {
+            "format": nio.MODEL_FORMAT,
+            "features": list(p.feature_names),
+            "target": p.table.target,
+            "weights": summary["weights"],
+            "bias": summary["bias"],
+            "weights_standardized": summary["weights_standardized"],
+            "bias_standardized": summary["bias_standardized"],
+            "standardization": None if p.standardization is None else p.standardization.to_dict(),
+            "dtype": cfg.training.dtype,
+            "metrics": {k: _finite_or_none(summary[k]) for k in ("loss", "rmse", "mae", "r2", "val_loss", "val_rmse", "val_mae", "val_r2")},
+            "epochs": st.epoch,
+            "stopped": summary["stopped"],
+            "data": {"path": str(self.inputs.loaded.data_path.resolve()), "sha256": self.data_sha,
+                     "rows_used": int(p.table.X.shape[0]), "rows_dropped": p.table.n_dropped},
+            "config": self.resolved,
+            "versions": nio.package_versions(),
+        }
+        nio.write_json(d / "model.json", model)
+        nio.atomic_write_text(d / "history.csv", nio.history_csv(st.history))
+        nio.write_config(d / "config.yaml", self.resolved)
+        nio.write_json(d / "checkpoint.json", {
+            "format": nio.CHECKPOINT_FORMAT,
+            "stopped": summary["stopped"],
+            "config_fingerprint": config_fingerprint(self.resolved),
+            "data_sha256": self.data_sha,
+            "state": _json_safe(st.to_dict()),
+        })
+
+
+def _finite_or_none(v):
+    return v if isinstance(v, float) and math.isfinite(v) else None
+
+
+def _json_safe(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    return obj

@@ -1,0 +1,281 @@
+"""Gradient descent on one ReLU neuron: yields one record per epoch, never prints.
+
+Full batch: ``w <- w - lr * grad_w``, ``b <- b - lr * grad_b`` once per epoch on all
+training rows. Mini-batch: the same per batch, the batch's own N in the mean, the rows
+shuffled each epoch from the seed. Every bit of state that decides the future (parameters,
+epoch, position inside the epoch, RNG state, early-stopping memory, history) lives in
+:class:`TrainState`, so a run stopped after any step and resumed ends bit-identical.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from neurocli import kernels
+from neurocli.config import TrainingConfig
+
+STOP_COMPLETED = "completed"
+STOP_EARLY = "early_stopping"
+STOP_DIVERGED = "diverged"
+STOP_DEAD = "dead_neuron"
+STOP_INTERRUPTED = "interrupted"
+
+
+@dataclass
+class EpochRecord:
+    """One row of history.csv: metrics of one epoch (val_* are None without a split)."""
+
+    epoch: int
+    loss: float
+    rmse: float
+    mae: float
+    val_loss: float | None
+    val_rmse: float | None
+    val_mae: float | None
+    grad_norm: float
+    active_fraction: float
+    bias: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue a run exactly where it stopped.
+
+    w : ndarray of shape (n_features,) in the training dtype; b : scalar of that dtype.
+    epoch : epochs completed. batch : batches done inside the current epoch (mini-batch).
+    epoch_rng_state : RNG state at the start of the current epoch (to redraw its shuffle).
+    partial : running sums of the current epoch (squared error, abs error, active count, rows).
+    """
+
+    w: np.ndarray
+    b: np.floating
+    epoch: int = 0
+    batch: int = 0
+    rng_state: dict | None = None
+    epoch_rng_state: dict | None = None
+    partial: dict = field(default_factory=lambda: {"sq": 0.0, "abs": 0.0, "active": 0, "rows": 0, "grad_norm": 0.0})
+    best_w: np.ndarray | None = None
+    best_b: float | None = None
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    wait: int = 0
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in ("epoch", "batch", "rng_state", "epoch_rng_state", "partial",
+                                            "best_loss", "best_epoch", "wait", "history")}
+        d["w"] = [float(v) for v in self.w]
+        d["b"] = float(self.b)
+        d["dtype"] = str(self.w.dtype)
+        d["best_w"] = None if self.best_w is None else [float(v) for v in self.best_w]
+        d["best_b"] = None if self.best_b is None else float(self.best_b)
+        d["best_loss"] = None if math.isinf(self.best_loss) else self.best_loss
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainState":
+        dtype = np.dtype(d["dtype"])
+        return cls(
+            w=np.asarray(d["w"], dtype=dtype),
+            b=dtype.type(d["b"]),
+            epoch=int(d["epoch"]),
+            batch=int(d["batch"]),
+            rng_state=d["rng_state"],
+            epoch_rng_state=d["epoch_rng_state"],
+            partial=dict(d["partial"]),
+            best_w=None if d["best_w"] is None else np.asarray(d["best_w"], dtype=dtype),
+            best_b=None if d["best_b"] is None else dtype.type(d["best_b"]),
+            best_loss=math.inf if d["best_loss"] is None else float(d["best_loss"]),
+            best_epoch=int(d["best_epoch"]),
+            wait=int(d["wait"]),
+            history=list(d["history"]),
+        )
+
+
+def initial_parameters(model_cfg, n_features: int, y_train: np.ndarray, seed: int, dtype) -> tuple[np.ndarray, np.floating]:
+    """``weights_init``: normal N(0, 1/n) from the seed, zeros, or the list as given;
+    ``bias_init``: the training target's mean, or the number as given."""
+    dtype = np.dtype(dtype)
+    wi = model_cfg.weights_init
+    if isinstance(wi, list):
+        w = np.asarray(wi, dtype=dtype)
+    elif wi == "zeros":
+        w = np.zeros(n_features, dtype=dtype)
+    else:
+        w = np.random.default_rng([seed, 2]).normal(0.0, 1.0 / math.sqrt(n_features), n_features).astype(dtype)
+    bi = model_cfg.bias_init
+    b = float(np.mean(y_train, dtype=np.float64)) if bi == "target_mean" else float(bi)
+    return w, dtype.type(b)
+
+
+def evaluate(X: np.ndarray, y: np.ndarray, w: np.ndarray, b) -> dict:
+    """MSE, RMSE, MAE and R^2 of the neuron on (X, y); empty dict for 0 rows."""
+    if X.shape[0] == 0:
+        return {}
+    r = kernels.predict(X, w, b).astype(np.float64) - y
+    mse = float(r @ r) / len(r)
+    centred = y.astype(np.float64) - float(np.mean(y, dtype=np.float64))
+    sst = float(centred @ centred)
+    return {
+        "mse": mse,
+        "rmse": math.sqrt(mse) if math.isfinite(mse) else math.inf,
+        "mae": float(np.abs(r).mean()),
+        "r2": 1.0 - float(r @ r) / sst if sst > 0 else float("nan"),
+    }
+
+
+def _finite(*values) -> bool:
+    return all(np.all(np.isfinite(v)) for v in values)
+
+
+class Trainer:
+    """Runs the descent; iterate :meth:`run` for epoch records, then read :attr:`stopped`.
+
+    ``request_stop()`` (from a signal handler) makes the loop stop after the current step
+    with ``stopped == "interrupted"`` and the state ready to checkpoint.
+    """
+
+    def __init__(self, X, y, X_val, y_val, cfg: TrainingConfig, seed: int, state: TrainState):
+        self.X, self.y, self.X_val, self.y_val = X, y, X_val, y_val
+        self.cfg = cfg
+        self.state = state
+        self.stopped: str | None = None
+        self.message: str | None = None
+        self._stop_requested = False
+        self.rng = np.random.default_rng([seed, 3])
+        if state.rng_state is not None:
+            self.rng.bit_generator.state = copy.deepcopy(state.rng_state)
+        self.dtype = X.dtype
+        self.lr = self.dtype.type(cfg.learning_rate)
+        n = X.shape[0]
+        self.batch_size = n if cfg.batch_size is None else min(cfg.batch_size, n)
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+
+    @property
+    def has_validation(self) -> bool:
+        return self.X_val.shape[0] > 0
+
+    def _step(self, Xb, yb) -> kernels.LossGrad | None:
+        """One descent step on a batch; None (and stopped set) if it diverged."""
+        st = self.state
+        lg = kernels.loss_and_gradient(Xb, yb, st.w, st.b)
+        w_new = st.w - self.lr * lg.grad_w.astype(self.dtype, copy=False)
+        b_new = self.dtype.type(st.b - self.lr * self.dtype.type(lg.grad_b))
+        if not (math.isfinite(lg.loss) and _finite(lg.grad_w, lg.grad_b, w_new, b_new)):
+            self.stopped = STOP_DIVERGED
+            self.message = (
+                f"training diverged at epoch {st.epoch + 1}: the loss or a parameter became non-finite "
+                f"(kept the last finite parameters); try a smaller training.learning_rate "
+                f"(now {self.cfg.learning_rate:g}) or data.standardize: true"
+            )
+            return None
+        st.w, st.b = w_new, b_new
+        return lg
+
+    def _dead_message(self, when: str) -> str:
+        return (
+            f"dead neuron {when}: no training sample has w.x + b > 0, so every gradient is exactly zero "
+            f"and descent cannot move (ReLU'(z) = 0 for z <= 0); start with a positive bias "
+            f"(model.bias_init: target_mean) or random weights (model.weights_init: normal), "
+            f"or lower training.learning_rate"
+        )
+
+    def run(self) -> Iterator[EpochRecord]:
+        st, cfg = self.state, self.cfg
+        n = self.X.shape[0]
+        if st.epoch == 0 and st.batch == 0:
+            z = kernels.pre_activation(self.X, st.w, st.b)
+            if not np.any(kernels.active_mask(z)):
+                self.stopped, self.message = STOP_DEAD, self._dead_message("at the start")
+                return
+        while st.epoch < cfg.epochs:
+            if self._stop_requested:
+                self.stopped = STOP_INTERRUPTED
+                return
+            if st.batch == 0:
+                st.epoch_rng_state = copy.deepcopy(self.rng.bit_generator.state)
+                st.partial = {"sq": 0.0, "abs": 0.0, "active": 0, "rows": 0, "grad_norm": 0.0}
+                order = self.rng.permutation(n) if (cfg.shuffle and self.batch_size < n) else None
+            else:  # resuming inside an epoch: redraw the same shuffle from the epoch's RNG state
+                self.rng.bit_generator.state = copy.deepcopy(st.epoch_rng_state)
+                order = self.rng.permutation(n) if (cfg.shuffle and self.batch_size < n) else None
+            n_batches = -(-n // self.batch_size)
+            while st.batch < n_batches:
+                start = st.batch * self.batch_size
+                if self.batch_size == n:
+                    Xb, yb = self.X, self.y
+                elif order is None:
+                    Xb, yb = self.X[start:start + self.batch_size], self.y[start:start + self.batch_size]
+                else:
+                    idx = order[start:start + self.batch_size]
+                    Xb, yb = self.X[idx], self.y[idx]
+                lg = self._step(Xb, yb)
+                if lg is None:
+                    return
+                p = st.partial
+                p["sq"] += lg.loss * lg.n_samples
+                p["abs"] += lg.abs_error_sum
+                p["active"] += lg.n_active
+                p["rows"] += lg.n_samples
+                p["grad_norm"] = math.sqrt(float(lg.grad_w.astype(np.float64) @ lg.grad_w.astype(np.float64)) + lg.grad_b**2)
+                st.batch += 1
+                if self._stop_requested and st.batch < n_batches:
+                    st.rng_state = copy.deepcopy(self.rng.bit_generator.state)
+                    self.stopped = STOP_INTERRUPTED
+                    return
+            st.batch = 0
+            st.epoch += 1
+            st.rng_state = copy.deepcopy(self.rng.bit_generator.state)
+            record = self._record()
+            st.history.append(record.as_dict())
+            yield record
+            if record.active_fraction == 0.0:
+                self.stopped, self.message = STOP_DEAD, self._dead_message(f"at epoch {st.epoch}")
+                return
+            if cfg.early_stopping is not None and self._early_stop(record):
+                return
+        self.stopped = STOP_COMPLETED
+
+    def _record(self) -> EpochRecord:
+        st, p = self.state, self.state.partial
+        loss = p["sq"] / p["rows"]
+        val = evaluate(self.X_val, self.y_val, st.w, st.b) if self.has_validation else {}
+        return EpochRecord(
+            epoch=st.epoch,
+            loss=loss,
+            rmse=math.sqrt(loss),
+            mae=p["abs"] / p["rows"],
+            val_loss=val.get("mse"),
+            val_rmse=val.get("rmse"),
+            val_mae=val.get("mae"),
+            grad_norm=p["grad_norm"],
+            active_fraction=p["active"] / p["rows"],
+            bias=float(st.b),
+        )
+
+    def _early_stop(self, record: EpochRecord) -> bool:
+        st, es = self.state, self.cfg.early_stopping
+        monitored = record.val_loss if record.val_loss is not None else record.loss
+        if monitored < st.best_loss - es.min_delta:
+            st.best_loss, st.best_epoch, st.wait = monitored, record.epoch, 0
+            st.best_w, st.best_b = st.w.copy(), st.b
+            return False
+        st.wait += 1
+        if st.wait >= es.patience:
+            self.stopped = STOP_EARLY
+            self.message = (f"early stopping: no improvement of {'validation' if record.val_loss is not None else 'training'} "
+                            f"loss by more than {es.min_delta:g} for {es.patience} epochs; "
+                            f"restored the best parameters (epoch {st.best_epoch})")
+            st.w, st.b = st.best_w.copy(), st.best_b
+            return True
+        return False
