@@ -168,9 +168,10 @@ class Trainer:
     def _step(self, Xb, yb) -> kernels.LossGrad | None:
         """One descent step on a batch; None (and stopped set) if it diverged."""
         st = self.state
-        lg = kernels.loss_and_gradient(Xb, yb, st.w, st.b)
-        w_new = st.w - self.lr * lg.grad_w.astype(self.dtype, copy=False)
-        b_new = self.dtype.type(st.b - self.lr * self.dtype.type(lg.grad_b))
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected below, not warned
+            lg = kernels.loss_and_gradient(Xb, yb, st.w, st.b)
+            w_new = st.w - self.lr * lg.grad_w.astype(self.dtype, copy=False)
+            b_new = self.dtype.type(st.b - self.lr * self.dtype.type(lg.grad_b))
         if not (math.isfinite(lg.loss) and _finite(lg.grad_w, lg.grad_b, w_new, b_new)):
             self.stopped = STOP_DIVERGED
             self.message = (

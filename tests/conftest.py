@@ -1,0 +1,25 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+PENGUINS = ROOT / "data" / "penguins.csv"
+
+# Keep output deterministic and free of control codes in CliRunner tests.
+os.environ.setdefault("NO_COLOR", "1")
+os.environ.setdefault("COLUMNS", "100")
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run with the current directory in a fresh temporary folder (run dirs land there)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,116 @@
+"""The descent loop: recovers known parameters, reruns bit-identically, and diagnoses
+divergence and dead neurons instead of returning a silent flat curve."""
+
+import numpy as np
+import pytest
+
+from neurocli.config import EarlyStoppingConfig, ModelConfig, TrainingConfig
+from neurocli.train import Trainer, TrainState, initial_parameters
+
+W_TRUE = np.array([1.5, -2.0, 0.5])
+B_TRUE = 3.0
+
+
+def synthetic(n=2000, seed=0, noise=0.01):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3))
+    y = np.maximum(X @ W_TRUE + B_TRUE, 0) + noise * rng.normal(size=n)
+    return X, y
+
+
+def run(X, y, cfg, seed=0, w0=None, b0=0.5, X_val=None, y_val=None):
+    w0 = np.full(X.shape[1], 0.1) if w0 is None else w0
+    X_val = np.empty((0, X.shape[1])) if X_val is None else X_val
+    y_val = np.empty(0) if y_val is None else y_val
+    state = TrainState(w=np.asarray(w0, dtype=X.dtype), b=X.dtype.type(b0))
+    t = Trainer(X, y, X_val, y_val, cfg, seed, state)
+    records = list(t.run())
+    return t, records
+
+
+@pytest.mark.parametrize("batch_size", [None, 64])
+def test_recovers_known_parameters(batch_size):
+    X, y = synthetic()
+    cfg = TrainingConfig(epochs=300 if batch_size is None else 60, learning_rate=0.1 if batch_size is None else 0.02,
+                         batch_size=batch_size)
+    t, records = run(X, y, cfg)
+    assert t.stopped == "completed"
+    # noise 0.01 on 2000 samples: the least-squares optimum is within ~1e-3 of the truth
+    np.testing.assert_allclose(t.state.w, W_TRUE, atol=0.01)
+    assert abs(float(t.state.b) - B_TRUE) < 0.01
+    assert records[-1].loss < 2e-4  # about noise^2 = 1e-4
+    assert records[-1].loss < records[0].loss / 1000
+
+
+@pytest.mark.parametrize("batch_size", [None, 37])
+def test_same_seed_same_bits(batch_size):
+    X, y = synthetic(500)
+    cfg = TrainingConfig(epochs=20, learning_rate=0.05, batch_size=batch_size, shuffle=True)
+    a, ra = run(X, y, cfg, seed=7)
+    b, rb = run(X, y, cfg, seed=7)
+    assert a.state.w.tobytes() == b.state.w.tobytes() and float(a.state.b) == float(b.state.b)
+    assert [r.as_dict() for r in ra] == [r.as_dict() for r in rb]
+    if batch_size:
+        c, _ = run(X, y, cfg, seed=8)  # another seed shuffles differently
+        assert c.state.w.tobytes() != a.state.w.tobytes()
+
+
+def test_divergence_stops_with_last_finite_parameters():
+    X, y = synthetic(200)
+    X = X * 1e3  # unstandardized, huge features with a large step blow up
+    t, records = run(X, y, TrainingConfig(epochs=500, learning_rate=10.0))
+    assert t.stopped == "diverged"
+    assert np.all(np.isfinite(t.state.w)) and np.isfinite(t.state.b)
+    assert "learning_rate" in t.message and "standardize" in t.message
+    assert len(records) < 500
+
+
+def test_dead_neuron_at_start_with_zero_init():
+    X, y = synthetic(100)
+    w0, b0 = initial_parameters(ModelConfig(weights_init="zeros", bias_init=0.0), 3, y, 0, "float64")
+    assert not w0.any() and b0 == 0.0
+    t, records = run(X, y, TrainingConfig(epochs=50), w0=w0, b0=b0)
+    assert t.stopped == "dead_neuron"
+    assert records == []
+    assert "no training sample has w.x + b > 0" in t.message and "bias_init" in t.message
+
+
+def test_dead_neuron_during_training():
+    # one feature, targets all 0: every step pushes z down until no sample is active
+    X = np.linspace(1, 2, 50)[:, None]
+    y = np.zeros(50)
+    t, records = run(X, y, TrainingConfig(epochs=1000, learning_rate=1.0), w0=np.array([1.0]), b0=0.0)
+    assert t.stopped == "dead_neuron"
+    assert records[-1].active_fraction == 0.0
+    assert len(records) < 1000
+
+
+def test_early_stopping_restores_best_parameters():
+    X, y = synthetic(300, noise=0.5)
+    Xv, yv = synthetic(100, seed=1, noise=0.5)
+    cfg = TrainingConfig(epochs=5000, learning_rate=0.05, early_stopping=EarlyStoppingConfig(patience=5, min_delta=1e-3))
+    t, records = run(X, y, cfg, X_val=Xv, y_val=yv)
+    assert t.stopped == "early_stopping"
+    best = min(records, key=lambda r: r.val_loss)
+    # an improvement smaller than min_delta does not count, so the kept epoch is within it of the minimum
+    assert records[t.state.best_epoch - 1].val_loss <= best.val_loss + 1e-3
+    # restored parameters are the ones recorded at the best epoch (bias is in the record)
+    best_record = records[t.state.best_epoch - 1]
+    assert float(t.state.b) == best_record.bias
+    assert len(records) == t.state.best_epoch + 5
+
+
+def test_explicit_initial_values_are_used_exactly():
+    w0, b0 = initial_parameters(ModelConfig(weights_init=[0.1, -0.2], bias_init=0.5), 2, np.array([9.0]), 0, "float64")
+    assert w0.tolist() == [0.1, -0.2] and b0 == 0.5
+    w1, b1 = initial_parameters(ModelConfig(), 2, np.array([2.0, 4.0]), 0, "float64")
+    assert b1 == 3.0  # target_mean
+    w2, _ = initial_parameters(ModelConfig(), 2, np.array([2.0, 4.0]), 0, "float64")
+    assert w1.tobytes() == w2.tobytes() and np.all(w1 != 0)
+
+
+def test_float32_training_runs_in_float32():
+    X, y = synthetic(500)
+    t, _ = run(X.astype(np.float32), y.astype(np.float32), TrainingConfig(epochs=200, learning_rate=0.1, dtype="float32"))
+    assert t.state.w.dtype == np.float32
+    np.testing.assert_allclose(t.state.w, W_TRUE, atol=0.02)
