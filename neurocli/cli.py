@@ -173,8 +173,8 @@ def train(
         stopped = summary["stopped"]
         if stopped == "interrupted":
             sig = signals.received or signal.SIGINT
-            note_console.print(f"interrupted: checkpoint saved in {run.run_dir}; continue with "
-                               f"neurocli train {config} --resume {run.run_dir}")
+            print(f"interrupted after epoch {summary['epochs']}: checkpoint saved in {run.run_dir}; continue with: "
+                  f"neurocli train {run.run_dir / 'config.yaml'} --resume {run.run_dir}", file=sys.stderr)
             raise typer.Exit(EXIT_SIGTERM if sig == signal.SIGTERM else EXIT_SIGINT)
         if stopped in ("diverged", "dead_neuron"):
             print(f"error: {summary['message']}", file=sys.stderr)
@@ -189,7 +189,11 @@ def predict(
     delimiter: str = typer.Option(",", "--delimiter", help="CSV delimiter of DATA."),
     debug: bool = DebugOption,
 ):
-    """Apply a trained model to a CSV: the input rows plus a `prediction` column."""
+    """Apply a trained model to a CSV: the input rows plus a `prediction` column.
+
+    The saved standardization is applied first. Rows with an empty/NA feature get an empty
+    prediction (and a note on stderr); absent feature columns or non-numeric cells are errors.
+    """
     import numpy as np
 
     from neurocli.data import Standardization, read_table
@@ -197,7 +201,7 @@ def predict(
 
     with handle_errors(debug):
         m = nio.load_model(model)
-        table = read_table(data, target=None, features=m["features"], missing="error", delimiter=delimiter, keep_frame=True)
+        table = read_table(data, target=None, features=m["features"], missing="keep", delimiter=delimiter, keep_frame=True)
         X = table.X
         if m.get("standardization"):
             X = Standardization.from_dict(m["standardization"]).apply(X)
@@ -205,6 +209,10 @@ def predict(
         frame = table.frame.copy()
         name = "prediction" if "prediction" not in frame.columns else "prediction_neurocli"
         frame[name] = pred
+        n_missing = int(np.isnan(pred).sum())
+        if n_missing:
+            print(f"note: {n_missing} row{'s' if n_missing > 1 else ''} of {data} have an empty or NA feature; "
+                  f"their {name} is left empty", file=sys.stderr)
         text = frame.to_csv(index=False, lineterminator="\n")
         if output is None:
             sys.stdout.write(text)

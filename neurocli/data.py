@@ -166,6 +166,8 @@ def read_table(
 ) -> Table:
     """Read the target and feature columns of a CSV into float64 arrays, validated.
 
+    ``missing``: "error" (an empty/NA cell is an error), "drop" (rows with one are dropped,
+    counted in ``n_dropped``) or "keep" (left as NaN; predict leaves their prediction empty).
     Raises DataError naming the file, line and column for: missing/unreadable/empty file,
     header only, undecodable bytes, wrong delimiter, duplicate or absent columns,
     non-numeric cells, infinities, and empty/NA cells when ``missing == "error"``.
@@ -226,7 +228,7 @@ def read_table(
     if y is not None:
         nan_mask = np.column_stack([nan_mask, np.isnan(y)])
     n_dropped = 0
-    if nan_mask.any():
+    if missing != "keep" and nan_mask.any():
         if missing == "error":
             r, c = first_bad(nan_mask, all_cols)
             n_bad = int(nan_mask.any(axis=1).sum())

@@ -47,8 +47,8 @@ def atomic_write_text(path: Path, text: str) -> None:
             os.unlink(tmp)
 
 
-def write_json(path: Path, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+def write_json(path: Path, data, indent: int | None = 2) -> None:
+    atomic_write_text(path, json.dumps(data, indent=indent, allow_nan=False) + "\n")
 
 
 def history_csv(history: list[dict]) -> str:

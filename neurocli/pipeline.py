@@ -195,8 +195,8 @@ class TrainRun:
             "stopped": summary["stopped"],
             "config_fingerprint": config_fingerprint(self.resolved),
             "data_sha256": self.data_sha,
-            "state": _json_safe(st.to_dict()),
-        })
+            "state": _json_safe(self.trainer.snapshot().to_dict()),
+        }, indent=None)
 
 
 def _finite_or_none(v):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -42,7 +42,7 @@ class EpochRecord:
     bias: float
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return dict(self.__dict__)
 
 
 @dataclass
@@ -132,10 +132,6 @@ def evaluate(X: np.ndarray, y: np.ndarray, w: np.ndarray, b) -> dict:
     }
 
 
-def _finite(*values) -> bool:
-    return all(np.all(np.isfinite(v)) for v in values)
-
-
 class Trainer:
     """Runs the descent; iterate :meth:`run` for epoch records, then read :attr:`stopped`.
 
@@ -161,6 +157,11 @@ class Trainer:
     def request_stop(self) -> None:
         self._stop_requested = True
 
+    def snapshot(self) -> TrainState:
+        """The state with the RNG position filled in, ready to checkpoint."""
+        self.state.rng_state = copy.deepcopy(self.rng.bit_generator.state)
+        return self.state
+
     @property
     def has_validation(self) -> bool:
         return self.X_val.shape[0] > 0
@@ -172,7 +173,7 @@ class Trainer:
             lg = kernels.loss_and_gradient(Xb, yb, st.w, st.b)
             w_new = st.w - self.lr * lg.grad_w.astype(self.dtype, copy=False)
             b_new = self.dtype.type(st.b - self.lr * self.dtype.type(lg.grad_b))
-        if not (math.isfinite(lg.loss) and _finite(lg.grad_w, lg.grad_b, w_new, b_new)):
+        if not (math.isfinite(lg.loss) and math.isfinite(float(b_new)) and np.isfinite(w_new).all()):
             self.stopped = STOP_DIVERGED
             self.message = (
                 f"training diverged at epoch {st.epoch + 1}: the loss or a parameter became non-finite "
@@ -187,8 +188,10 @@ class Trainer:
         return (
             f"dead neuron {when}: no training sample has w.x + b > 0, so every gradient is exactly zero "
             f"and descent cannot move (ReLU'(z) = 0 for z <= 0); start with a positive bias "
-            f"(model.bias_init: target_mean) or random weights (model.weights_init: normal), "
-            f"or lower training.learning_rate"
+            f"(model.bias_init: target_mean) or random weights (model.weights_init: normal)"
+            + ("" if when == "at the start" else
+               f"; a step pushed every sample below the kink, so also lower training.learning_rate "
+               f"(now {self.cfg.learning_rate:g})")
         )
 
     def run(self) -> Iterator[EpochRecord]:
@@ -203,13 +206,14 @@ class Trainer:
             if self._stop_requested:
                 self.stopped = STOP_INTERRUPTED
                 return
+            shuffled = cfg.shuffle and self.batch_size < n
             if st.batch == 0:
-                st.epoch_rng_state = copy.deepcopy(self.rng.bit_generator.state)
                 st.partial = {"sq": 0.0, "abs": 0.0, "active": 0, "rows": 0, "grad_norm": 0.0}
-                order = self.rng.permutation(n) if (cfg.shuffle and self.batch_size < n) else None
-            else:  # resuming inside an epoch: redraw the same shuffle from the epoch's RNG state
+                if shuffled:  # remembered so a stop inside this epoch can redraw the same shuffle
+                    st.epoch_rng_state = copy.deepcopy(self.rng.bit_generator.state)
+            else:  # resuming inside an epoch: rewind the RNG to the epoch's start
                 self.rng.bit_generator.state = copy.deepcopy(st.epoch_rng_state)
-                order = self.rng.permutation(n) if (cfg.shuffle and self.batch_size < n) else None
+            order = self.rng.permutation(n) if shuffled else None
             n_batches = -(-n // self.batch_size)
             while st.batch < n_batches:
                 start = st.batch * self.batch_size
@@ -231,12 +235,10 @@ class Trainer:
                 p["grad_norm"] = math.sqrt(float(lg.grad_w.astype(np.float64) @ lg.grad_w.astype(np.float64)) + lg.grad_b**2)
                 st.batch += 1
                 if self._stop_requested and st.batch < n_batches:
-                    st.rng_state = copy.deepcopy(self.rng.bit_generator.state)
                     self.stopped = STOP_INTERRUPTED
                     return
             st.batch = 0
             st.epoch += 1
-            st.rng_state = copy.deepcopy(self.rng.bit_generator.state)
             record = self._record()
             st.history.append(record.as_dict())
             yield record
