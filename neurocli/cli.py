@@ -20,11 +20,13 @@ from rich.console import Console
 
 from neurocli import __version__
 from neurocli import io as nio
-from neurocli.errors import (EXIT_BAD_INPUT, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TRAINING_FAILED, NeurocliError)
+from neurocli.errors import (EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TRAINING_FAILED,
+                             NeurocliError)
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 training failed (diverged or dead neuron); 2 bad input "
-    "(config, data, model file, output directory); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM)."
+    "(config, data, model file, output directory); 70 internal error (a bug: please report it); "
+    "130 interrupted (Ctrl-C); 143 terminated (SIGTERM)."
 )
 
 app = typer.Typer(
@@ -57,8 +59,16 @@ def handle_errors(debug: bool):
     except MemoryError:
         if debug:
             traceback.print_exc()
-        print("error: out of memory", file=sys.stderr)
+        print("error: out of memory: the data does not fit; try training.dtype: float32 or fewer rows", file=sys.stderr)
         raise typer.Exit(EXIT_BAD_INPUT)
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a bug in neurocli: still one line, the traceback on request
+        if debug:
+            traceback.print_exc()
+        print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback "
+              f"and please report it", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERNAL)
 
 
 def version_callback(value: bool):

@@ -8,6 +8,7 @@ greater than 0, got -0.1``. A value that came from ``--set`` is located as ``--s
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -144,9 +145,21 @@ def _walk_nodes(node: yaml.Node, keys: tuple, locations: dict, path, budget: lis
             _walk_nodes(item, keys + (i,), locations, path, budget)
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe loading (no tags that build objects), plus YAML 1.2 floats such as ``1e-6``,
+    which YAML 1.1 would read as a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
 def parse_yaml(text: str, path: Path | None) -> tuple[Any, dict]:
     """Safe-load one YAML document; return (data, {key path: (line, column)})."""
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -183,7 +196,7 @@ def _apply_override(data: dict, item: str) -> tuple[tuple[str, ...], str]:
     if not all(keys):
         raise ConfigError(f"{dotted!r} is not a dotted key like training.epochs", where=f"--set {item}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.load(raw, Loader=_Loader) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     node = data

@@ -11,6 +11,7 @@ EXIT_OK = 0
 EXIT_TRAINING_FAILED = 1  # train: diverged or dead neuron; gradcheck: mismatch
 EXIT_BAD_INPUT = 2
 EXIT_INCONCLUSIVE = 3  # gradcheck: nothing to compare (no active sample)
+EXIT_INTERNAL = 70  # a bug in neurocli, not the user's input
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 

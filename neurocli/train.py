@@ -120,6 +120,11 @@ def evaluate(X: np.ndarray, y: np.ndarray, w: np.ndarray, b) -> dict:
     """MSE, RMSE, MAE and R^2 of the neuron on (X, y); empty dict for 0 rows."""
     if X.shape[0] == 0:
         return {}
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverged model reports inf, not a warning
+        return _evaluate(X, y, w, b)
+
+
+def _evaluate(X, y, w, b) -> dict:
     r = kernels.predict(X, w, b).astype(np.float64) - y
     mse = float(r @ r) / len(r)
     centred = y.astype(np.float64) - float(np.mean(y, dtype=np.float64))
@@ -232,7 +237,8 @@ class Trainer:
                 p["abs"] += lg.abs_error_sum
                 p["active"] += lg.n_active
                 p["rows"] += lg.n_samples
-                p["grad_norm"] = math.sqrt(float(lg.grad_w.astype(np.float64) @ lg.grad_w.astype(np.float64)) + lg.grad_b**2)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    p["grad_norm"] = math.hypot(float(np.linalg.norm(lg.grad_w.astype(np.float64))), lg.grad_b)
                 st.batch += 1
                 if self._stop_requested and st.batch < n_batches:
                     self.stopped = STOP_INTERRUPTED

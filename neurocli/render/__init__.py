@@ -68,7 +68,7 @@ def epoch_line(rec, total: int) -> str:
 
 
 def epoch_event(rec) -> str:
-    return json.dumps({"event": "epoch", **rec.as_dict()}, allow_nan=False, default=_json_default)
+    return json.dumps({"event": "epoch", **_clean(rec.as_dict())}, allow_nan=False, default=_json_default)
 
 
 def _json_default(o):

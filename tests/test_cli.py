@@ -1,0 +1,166 @@
+"""The commands end to end through the CLI: exit codes, files, and the numbers they hold."""
+
+import csv
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from neurocli.cli import app
+from tests.conftest import PENGUINS, QUICKSTART, write
+
+runner = CliRunner()
+
+SUMMARY_KEYS = {"loss", "val_loss", "rmse", "mae", "r2", "val_r2", "epochs", "stopped", "weights", "bias", "run_dir", "timing"}
+
+
+def test_quickstart_trains_to_the_promised_r2(in_tmp):
+    r = runner.invoke(app, ["train", str(QUICKSTART), "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["val_r2"] >= 0.70
+    run = in_tmp / "runs" / "quickstart"
+    assert summary["run_dir"] == str(run.relative_to(in_tmp))
+    model = json.loads((run / "model.json").read_text())
+    assert model["features"] == ["bill_length_mm", "bill_depth_mm", "flipper_length_mm"]
+    assert model["data"]["rows_dropped"] == 2 and model["data"]["rows_used"] == 342
+    assert len(model["data"]["sha256"]) == 64
+    assert set(model["versions"]) >= {"neurocli", "numpy", "python"}
+    history = list(csv.DictReader(io.StringIO((run / "history.csv").read_text())))
+    assert len(history) == summary["epochs"] == model["epochs"]
+    assert float(history[-1]["loss"]) > 0
+    assert (run / "config.yaml").exists()
+
+
+def test_json_stdout_is_ndjson_only(in_tmp):
+    r = runner.invoke(app, ["train", str(QUICKSTART), "--json", "--set", "training.epochs=30"])
+    assert r.exit_code == 0
+    lines = r.stdout.strip().splitlines()
+    events = [json.loads(line) for line in lines]  # every line parses
+    assert all(e["event"] == "epoch" for e in events[:-1]) and events[-1]["event"] == "summary"
+    assert {"epoch", "loss", "val_loss", "rmse", "mae", "grad_norm", "active_fraction"} <= set(events[0])
+    assert SUMMARY_KEYS <= set(events[-1])
+    assert set(events[-1]["timing"]) >= {"load_s", "train_s"}
+    assert events[-1]["epochs"] == 30 and events[-1]["stopped"] == "completed"
+
+
+def test_weights_in_original_units_reproduce_the_standardized_model(in_tmp):
+    r = runner.invoke(app, ["train", str(QUICKSTART), "--json", "--set", "training.epochs=50"])
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    model = json.loads((in_tmp / "runs/quickstart/model.json").read_text())
+    mean = np.array(model["standardization"]["mean"])
+    scale = np.array(model["standardization"]["scale"])
+    x = np.array([45.0, 17.0, 200.0])
+    w_std = np.array(model["weights_standardized"])
+    z_std = ((x - mean) / scale) @ w_std + model["bias_standardized"]
+    z_orig = x @ np.array(list(s["weights"].values())) + s["bias"]
+    assert z_orig == pytest.approx(z_std, rel=1e-12)
+
+
+def test_existing_run_directory_is_never_overwritten(in_tmp):
+    assert runner.invoke(app, ["train", str(QUICKSTART), "-q", "--set", "training.epochs=5"]).exit_code == 0
+    first = (in_tmp / "runs/quickstart/model.json").read_bytes()
+    r = runner.invoke(app, ["train", str(QUICKSTART), "-q", "--set", "training.epochs=7"])
+    assert r.exit_code == 0
+    assert (in_tmp / "runs/quickstart/model.json").read_bytes() == first
+    assert json.loads((in_tmp / "runs/quickstart-2/model.json").read_text())["epochs"] == 7
+
+
+def test_plain_output_without_a_terminal(in_tmp):
+    r = runner.invoke(app, ["train", str(QUICKSTART), "--set", "training.epochs=40"])
+    assert r.exit_code == 0
+    assert "\x1b[" not in r.stdout
+    assert "epoch 1/40" in r.stdout and "epoch 40/40" in r.stdout
+    assert "dropped 2 rows with missing values" in r.stdout
+    assert "w[flipper_length_mm]" in r.stdout and "R^2" in r.stdout
+
+
+def test_quiet_prints_only_the_summary(in_tmp):
+    r = runner.invoke(app, ["train", str(QUICKSTART), "-q", "--set", "training.epochs=40"])
+    assert "epoch 1/40" not in r.stdout and "learned parameters" in r.stdout
+
+
+def test_set_overrides_are_validated_like_the_file(in_tmp):
+    r = runner.invoke(app, ["train", str(QUICKSTART), "--set", "training.learning_rate=-1"])
+    assert r.exit_code == 2
+    assert "--set training.learning_rate=-1" in r.stderr and "greater than 0" in r.stderr
+    assert not (in_tmp / "runs").exists()
+
+
+def test_dead_neuron_diagnosed_exit_1(in_tmp):
+    r = runner.invoke(app, ["train", str(QUICKSTART), "-q", "--set", "model.weights_init=zeros", "--set", "model.bias_init=0"])
+    assert r.exit_code == 1
+    assert "dead neuron" in r.stderr and "bias_init" in r.stderr
+
+
+def test_divergence_exit_1_with_advice(in_tmp):
+    # x ~ 1e100, y = 3x, w = 1, b = 0: e = -2x, the first step sends w to about lr * 4e200 / N,
+    # the next z ~ 1e300 and its square overflows: the run must stop as diverged, not print inf.
+    write(in_tmp / "big.csv", "x,y\n1e100,3e100\n2e100,6e100\n1.5e100,4.5e100\n")
+    cfg = write(in_tmp / "big.yaml", "data: {path: big.csv, target: y, standardize: false}\n"
+                "model: {weights_init: [1.0], bias_init: 0}\ntraining: {epochs: 50, learning_rate: 1.0}\n")
+    r = runner.invoke(app, ["train", str(cfg), "--json"])
+    assert r.exit_code == 1, r.output
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s["stopped"] == "diverged" and s["epochs"] < 50
+    assert math.isfinite(s["weights"]["x"])
+    assert "learning_rate" in r.stderr and "standardize" in r.stderr
+
+
+def test_minibatch_from_the_cli_is_reproducible(in_tmp):
+    args = ["train", str(QUICKSTART), "--json", "--set", "training.batch_size=32", "--set", "training.epochs=20"]
+    a = json.loads(runner.invoke(app, args).stdout.strip().splitlines()[-1])
+    b = json.loads(runner.invoke(app, args).stdout.strip().splitlines()[-1])
+    assert a["weights"] == b["weights"] and a["bias"] == b["bias"] and a["run_dir"] != b["run_dir"]
+
+
+def test_predict_matches_the_model_by_hand(in_tmp):
+    runner.invoke(app, ["train", str(QUICKSTART), "-q", "--set", "training.epochs=60"])
+    model_path = in_tmp / "runs/quickstart/model.json"
+    model = json.loads(model_path.read_text())
+    data = write(in_tmp / "new.csv", "flipper_length_mm,bill_length_mm,bill_depth_mm,name\n200,45,17,a\n190,,18,b\n")
+    r = runner.invoke(app, ["predict", str(model_path), str(data), "-o", "out.csv"])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(open(in_tmp / "out.csv")))
+    w = model["weights"]
+    expected = max(0.0, 45 * w["bill_length_mm"] + 17 * w["bill_depth_mm"] + 200 * w["flipper_length_mm"] + model["bias"])
+    assert float(rows[0]["prediction"]) == pytest.approx(expected, rel=1e-9)
+    assert rows[0]["name"] == "a" and rows[1]["prediction"] == ""
+    assert "1 row" in r.stderr
+    r = runner.invoke(app, ["predict", str(model_path), str(data)])
+    assert r.stdout.splitlines()[0].endswith(",prediction")
+
+
+def test_predict_bad_cells_and_missing_columns_exit_2(in_tmp):
+    runner.invoke(app, ["train", str(QUICKSTART), "-q", "--set", "training.epochs=5"])
+    model_path = str(in_tmp / "runs/quickstart/model.json")
+    bad = write(in_tmp / "bad.csv", "flipper_length_mm,bill_length_mm,bill_depth_mm\n200,45,17\n190,big,18\n")
+    r = runner.invoke(app, ["predict", model_path, str(bad)])
+    assert r.exit_code == 2 and "line 3" in r.stderr and "'big'" in r.stderr and "bill_length_mm" in r.stderr
+    few = write(in_tmp / "few.csv", "flipper_length_mm\n200\n")
+    r = runner.invoke(app, ["predict", model_path, str(few)])
+    assert r.exit_code == 2 and "bill_length_mm" in r.stderr and "it has: flipper_length_mm" in r.stderr
+
+
+def test_every_command_has_help_text():
+    import typer.main
+
+    group = typer.main.get_command(app)
+    assert group.commands
+    for name, command in group.commands.items():
+        assert command.help and len(command.help.strip()) > 20, name
+        r = runner.invoke(app, [name, "--help"])
+        assert r.exit_code == 0 and "Usage" in r.stdout, name
+    r = runner.invoke(app, ["--help"])
+    assert "Exit codes" in r.stdout
+
+
+def test_python_dash_m_works():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "neurocli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("neurocli ")
