@@ -1,0 +1,572 @@
+"""Finite differences against the hand-derived gradients, with the ReLU kink handled, not hidden.
+
+For every parameter theta_j of the neuron (``w_1..w_n``, then ``b``) the analytic ``dC/dtheta_j``
+of ``grad_fn`` is compared with a central difference of the loss, computed here, in float64,
+from :func:`kernels.forward` alone (never from ``grad_fn``). The loss is a mean of per-sample
+terms ``l_i = (max(0, z_i) - y_i)^2`` and each term is piecewise quadratic in theta_j, so a
+central difference is exact up to rounding unless the step carries ``z_i`` across 0.
+
+The kink (MATH.md, "Traps"): sample i *straddles* the kink for theta_j at step h when
+``|z_i| <= h |dz_i/dtheta_j|`` (``x_ij`` for ``w_j``, 1 for ``b``). Its *margin* ``|z_i| / |dz_i/dtheta_j|``
+is the largest step that keeps it on one side. When samples straddle, the check
+
+1. shrinks the step to half the smallest margin if the rounding error of the difference at
+   that step stays within the tolerance ("shrunk_step"); otherwise
+2. excludes the straddling samples from BOTH sides: the analytic gradient is recomputed by
+   ``grad_fn`` on the remaining samples and compared with the difference of their mean loss
+   ("excluded");
+3. at an exact tie (``z_i == 0``, margin 0, no step helps) takes one-sided differences of that
+   sample's term on each side. The convention ReLU'(0) = 0 makes a tied sample inactive, so its
+   reference is the one-sided difference on the side where z decreases (the flat side); the
+   analytic value must also lie between the left and right one-sided differences of the loss.
+
+Nothing here prints; :func:`check` returns a :class:`GradcheckReport` that ``render.gradcheck``
+shows and serializes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from neurocli import kernels
+
+EPS64 = float(np.finfo(np.float64).eps)
+# Relative step: h_j = eps * max(1, |theta_j|). The cube root of machine epsilon balances
+# truncation and rounding for central differences of a smooth function (~6.1e-6).
+DEFAULT_EPS = EPS64 ** (1.0 / 3.0)
+DEFAULT_RTOL = 1e-5
+DEFAULT_ATOL = 1e-8
+SWEEP_STEPS = tuple(10.0 ** -k for k in range(2, 11))  # 1e-2 ... 1e-10
+SHOWN_INDICES = 5
+FULL_JACOBIAN_MAX_ENTRIES = 200_000  # N x (n+1) above this: seeded projections u^T J v
+N_PROJECTIONS = 3
+CONVENTION = ("ReLU'(0) = 0: a sample with z = 0 is inactive; its reference derivative is the "
+              "one-sided difference on the side where z decreases")
+
+GradFn = Callable[[np.ndarray, np.ndarray, np.ndarray, float], "kernels.LossGrad"]
+
+
+@dataclass
+class TieCheck:
+    """Exact ties (z_i = 0) for one parameter: one-sided differences of the loss on each side."""
+
+    n_ties: int
+    left: float  # d C / d theta_j from below (theta_j - h, theta_j - 2h)
+    right: float  # from above
+    analytic: float
+    within: bool  # analytic lies in [min(left, right), max(left, right)] up to the tolerance
+
+
+@dataclass
+class ParameterResult:
+    """The comparison for one parameter at one point.
+
+    ``status`` is "pass", "fail" or "inconclusive" (every sample excluded); ``passed`` is None
+    when inconclusive. ``tolerance = atol + rtol * max(|analytic|, |numeric|) + roundoff``.
+    """
+
+    name: str
+    analytic: float
+    numeric: float
+    abs_error: float
+    rel_error: float
+    tolerance: float
+    roundoff: float
+    status: str
+    requested_step: float
+    step: float
+    straddling: int
+    indices: list[int]
+    min_margin: float | None
+    action: str  # "none" | "shrunk_step" | "excluded"
+    excluded: int
+    n_used: int
+    tie_check: TieCheck | None = None
+
+    @property
+    def passed(self) -> bool | None:
+        return None if self.status == "inconclusive" else self.status == "pass"
+
+    @property
+    def badness(self) -> float:
+        """abs_error / tolerance: above 1 fails; used to sort worst first."""
+        if self.status == "inconclusive":
+            return -1.0
+        if self.tolerance > 0:
+            return self.abs_error / self.tolerance
+        return math.inf if self.abs_error > 0 else 0.0
+
+
+@dataclass
+class JacobianResult:
+    """The per-sample Jacobian d a / d (w, b), N x (n+1), against finite differences."""
+
+    mode: str  # "full" or "projection"
+    entries: int  # entries (full) or projections compared
+    excluded: int  # entries (or straddling samples) left out
+    max_abs_error: float
+    max_rel_error: float
+    passed: bool
+    detail: str
+
+
+@dataclass
+class KinkReport:
+    """Straddling samples at one point, over all parameters."""
+
+    straddling: int  # distinct samples straddling for at least one parameter at the requested step
+    indices: list[int]  # first few of them (0-based sample indices)
+    min_margin: float | None
+    ties: int  # samples exactly at z = 0 (that move with some parameter)
+    action: str  # "none" | "shrunk_step" | "excluded" (the strongest used for any parameter)
+    closest: int | None = None  # the sample with the smallest margin for any parameter
+    closest_margin: float | None = None
+
+
+@dataclass
+class SweepRow:
+    step: float  # relative step: h_j = step * max(1, |theta_j|)
+    abs_errors: list[float]  # per parameter, plain central difference (no kink handling)
+    straddling: list[int]
+
+
+@dataclass
+class PointReport:
+    label: str
+    w: np.ndarray
+    b: float
+    n_samples: int
+    n_active: int
+    parameters: list[ParameterResult]
+    jacobian: JacobianResult
+    kink: KinkReport
+    deterministic: bool
+    verdict: str
+    reason: str
+    sweep: list[SweepRow] | None = None
+
+
+@dataclass
+class GradcheckReport:
+    verdict: str  # "pass" | "fail" | "inconclusive"
+    reason: str
+    eps: float | None  # as requested (None: the default relative step DEFAULT_EPS)
+    rtol: float
+    atol: float
+    dtype: str
+    n_samples: int
+    feature_names: list[str]
+    points: list[PointReport] = field(default_factory=list)
+    convention: str = CONVENTION
+
+    @property
+    def base(self) -> PointReport:
+        return self.points[0]
+
+
+# ----------------------------------------------------------------------------------------
+# The independent side: losses and activations in float64 from the forward kernel only.
+
+
+def _activations(X64: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    a, _ = kernels.forward(X64, theta[:-1], float(theta[-1]))
+    return a
+
+
+def _z_scale(X64: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Per sample ``sum_k |x_ik w_k| + |b|``: the size of the terms whose rounding z carries."""
+    return np.abs(X64) @ np.abs(theta[:-1]) + abs(float(theta[-1]))
+
+
+def neuron_jacobian(X: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
+    """``d a / d (w, b)`` per sample (MATH.md table): ``1[z_i > 0] [x_i^T, 1]``, shape (N, n+1)."""
+    m = kernels.active_mask(kernels.pre_activation(X, w, b))
+    return m[:, None] * np.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)])
+
+
+def _representable(theta_j: float, h: float) -> float:
+    """The step actually taken: ``(theta_j + h) - theta_j`` (a float step, not the ideal one)."""
+    return float((theta_j + h) - theta_j)
+
+
+@dataclass
+class _Direction:
+    """Per-sample one-dimensional derivatives along ``theta + t * direction``."""
+
+    h: float
+    requested: float
+    d: np.ndarray  # dz_i/dt
+    straddle: np.ndarray  # at the requested step
+    tie: np.ndarray
+    keep: np.ndarray
+    action: str
+    margins: np.ndarray
+    act: np.ndarray  # d a_i / dt: central, or flat-side one-sided at ties
+    act_left: np.ndarray  # one-sided from below (ties only meaningful)
+    act_right: np.ndarray
+    loss: np.ndarray  # d l_i / dt likewise
+    loss_left: np.ndarray
+    loss_right: np.ndarray
+
+
+def _directional(X64, y64, theta, direction, h_req, noise_num, target, ambiguous, theta_scale) -> _Direction:
+    """Choose the step for one direction (kink policy in the module docstring) and difference.
+
+    ``noise_num / h`` estimates the rounding error of the difference at step h; a step is
+    allowed when that stays within ``target``. ``ambiguous`` marks samples whose sign of z the
+    analytic dtype cannot resolve (float32): they are excluded like unresolvable straddlers.
+    """
+    z = kernels.pre_activation(X64, theta[:-1], float(theta[-1]))
+    d = X64 @ direction[:-1] + direction[-1]
+    abs_z, abs_d = np.abs(z), np.abs(d)
+    moving = d != 0
+    tie = moving & (z == 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        margins = np.where(moving, abs_z / np.where(moving, abs_d, 1.0), np.inf)
+    h = h_req
+    straddle = moving & (abs_z <= h * abs_d)
+    live = straddle & ~tie
+    exclude = ambiguous & moving & ~tie
+    action = "none"
+    h_floor = max(64 * EPS64 * theta_scale, noise_num / target if target > 0 else math.inf)
+    if live.any():
+        half = float(margins[live].min()) / 2
+        if half >= h_floor:
+            h, action = half, "shrunk_step"
+        else:
+            h = min(h, h_floor)
+            exclude = exclude | (live & (abs_z <= h * abs_d))
+            action = "excluded"
+    elif exclude.any():
+        action = "excluded"
+    keep = ~exclude
+
+    def at(t):
+        return _activations(X64, theta + t * direction)
+
+    a0, ap, am, ap2, am2 = at(0.0), at(h), at(-h), at(2 * h), at(-2 * h)
+    act = (ap - am) / (2 * h)
+    # One-sided three-point formulas, exact for a quadratic piece: f'(x) ~ s(-3f0 + 4f(x+sh) - f(x+2sh))/2h.
+    act_right = (-3 * a0 + 4 * ap - ap2) / (2 * h)
+    act_left = (3 * a0 - 4 * am + am2) / (2 * h)
+    l0, lp, lm, lp2, lm2 = ((a - y64) ** 2 for a in (a0, ap, am, ap2, am2))
+    loss = (lp - lm) / (2 * h)
+    loss_right = (-3 * l0 + 4 * lp - lp2) / (2 * h)
+    loss_left = (3 * l0 - 4 * lm + lm2) / (2 * h)
+    # At a tie the convention's side is the one where z decreases: t < 0 if dz/dt > 0.
+    flat_is_left = d > 0
+    act = np.where(tie, np.where(flat_is_left, act_left, act_right), act)
+    loss = np.where(tie, np.where(flat_is_left, loss_left, loss_right), loss)
+    return _Direction(h, h_req, d, straddle, tie, keep, action, margins, act, act_left, act_right,
+                      loss, loss_left, loss_right)
+
+
+# ----------------------------------------------------------------------------------------
+
+
+def _rss(values: np.ndarray) -> float:
+    """Safety factor 3 times the root sum of squares: the size of a sum of independent rounding errors."""
+    return 3.0 * float(np.sqrt(np.sum(np.square(values))))
+
+
+def _passes(analytic: float, numeric: float, rtol: float, atol: float, roundoff: float) -> tuple[float, float, float, bool]:
+    abs_error = abs(analytic - numeric)
+    big = max(abs(analytic), abs(numeric))
+    rel_error = 0.0 if big == 0 else abs_error / big  # both zero counts as agreement
+    tolerance = atol + rtol * big + roundoff
+    return abs_error, rel_error, tolerance, bool(abs_error <= tolerance)
+
+
+def _as_float(v) -> float:
+    return float(np.asarray(v, dtype=np.float64).reshape(()))
+
+
+def _gradient(grad_fn: GradFn, X, y, w, b, n_features: int) -> np.ndarray:
+    """``grad_fn`` as one float64 vector ``[grad_w, grad_b]`` of shape (n+1,)."""
+    lg = grad_fn(X, y, w, b)
+    gw = np.asarray(lg.grad_w, dtype=np.float64).reshape(-1)
+    if gw.shape != (n_features,):
+        raise ValueError(f"grad_fn returned grad_w of shape {gw.shape}, expected ({n_features},)")
+    return np.append(gw, _as_float(lg.grad_b))
+
+
+def check_point(X, y, w, b, grad_fn: GradFn = kernels.loss_and_gradient, *, eps=None, rtol=DEFAULT_RTOL,
+                atol=DEFAULT_ATOL, names=None, label="given parameters", jacobian="auto", sweep=False,
+                seed=0) -> PointReport:
+    """Check ``grad_fn`` at one point (w, b) on (X, y).
+
+    X : ndarray of shape (n_samples, n_features), in the dtype the analytic side should use;
+    y : ndarray of shape (n_samples,); w : ndarray of shape (n_features,); b : float.
+    ``grad_fn(X, y, w, b)`` returns an object with ``.grad_w`` (n_features,) and ``.grad_b``.
+    """
+    n_samples, n_features = X.shape
+    names = names or [f"x{k + 1}" for k in range(n_features)]
+    pnames = [f"w[{nm}]" for nm in names] + ["b"]
+    dtype = np.result_type(X, w)
+    eps_a = float(np.finfo(dtype).eps) if np.issubdtype(dtype, np.floating) else EPS64
+    X64 = np.asarray(X, dtype=np.float64)
+    y64 = np.asarray(y, dtype=np.float64)
+    w_a = np.asarray(w, dtype=dtype)
+    b_a = dtype.type(b)
+    theta = np.append(w_a.astype(np.float64), float(b_a))
+    rel_eps = DEFAULT_EPS if eps is None else float(eps)
+
+    z = kernels.pre_activation(X64, theta[:-1], float(theta[-1]))
+    n_active = int(np.count_nonzero(kernels.active_mask(z)))
+    scale_z = _z_scale(X64, theta)
+    residual = np.maximum(z, 0) - y64
+    # Estimated rounding error of each l_i = (a_i - y_i)^2 and a_i in float64 (errors of n + 2
+    # roundings of size eps * |term| add like a random walk), and of z in the analytic dtype.
+    k = n_features + 2
+    loss_round = 2 * np.abs(residual) * EPS64 * (math.sqrt(k) * scale_z + np.abs(y64)) + 2 * EPS64 * residual ** 2
+    act_round = EPS64 * math.sqrt(k) * scale_z
+    ambiguous = (np.abs(z) <= eps_a * k * scale_z) & (z != 0) if eps_a > EPS64 else np.zeros(n_samples, bool)
+
+    first = _gradient(grad_fn, X, y, w_a, b_a, n_features)
+    second = _gradient(grad_fn, X, y, w_a, b_a, n_features)
+    deterministic = bool(np.array_equal(first, second, equal_nan=True))
+    g_scale = float(np.max(np.abs(first))) if first.size else 0.0
+    target = 0.5 * (atol + rtol * g_scale)
+
+    params: list[ParameterResult] = []
+    columns: list[_Direction] = []
+    for j in range(n_features + 1):
+        e = np.zeros(n_features + 1)
+        e[j] = 1.0
+        theta_scale = max(1.0, abs(theta[j]))
+        h_req = _representable(theta[j], rel_eps * theta_scale)
+        noise_num = _rss(loss_round) / n_samples
+        dr = _directional(X64, y64, theta, e, h_req, noise_num, target, ambiguous, theta_scale)
+        columns.append(dr)
+        keep = dr.keep
+        n_used = int(keep.sum())
+        straddle_idx = np.flatnonzero(dr.straddle)
+        min_margin = float(dr.margins[dr.straddle].min()) if straddle_idx.size else None
+        common = dict(name=pnames[j], requested_step=dr.requested, step=dr.h, straddling=int(straddle_idx.size),
+                      indices=[int(i) for i in straddle_idx[:SHOWN_INDICES]], min_margin=min_margin,
+                      action=dr.action, excluded=n_samples - n_used, n_used=n_used)
+        if n_used == 0:
+            params.append(ParameterResult(analytic=math.nan, numeric=math.nan, abs_error=math.nan,
+                                          rel_error=math.nan, tolerance=math.nan, roundoff=math.nan,
+                                          status="inconclusive", **common))
+            continue
+        if n_used == n_samples:
+            analytic = float(first[j])
+        else:  # excluded from both sides: the analytic gradient of the remaining samples' loss
+            analytic = float(_gradient(grad_fn, X[keep], y[keep], w_a, b_a, n_features)[j])
+        numeric = float(dr.loss[keep].sum()) / n_used
+        d_keep = np.abs(dr.d[keep])
+        analytic_round = eps_a * math.sqrt(k + math.log2(n_used + 1)) * 2 * _rss(
+            (np.abs(residual[keep]) + scale_z[keep] + np.abs(y64[keep])) * d_keep) / n_used
+        roundoff = _rss(loss_round[keep]) / n_used / dr.h + analytic_round
+        abs_error, rel_error, tolerance, ok = _passes(analytic, numeric, rtol, atol, roundoff)
+        tie_check = None
+        ties = dr.tie & keep
+        if ties.any():
+            rest = keep & ~ties
+            base = float(dr.loss[rest].sum())
+            left = (base + float(dr.loss_left[ties].sum())) / n_used
+            right = (base + float(dr.loss_right[ties].sum())) / n_used
+            lo, hi = min(left, right), max(left, right)
+            slack = atol + rtol * max(abs(lo), abs(hi), abs(analytic)) + roundoff
+            within = bool(lo - slack <= analytic <= hi + slack)
+            tie_check = TieCheck(int(ties.sum()), left, right, analytic, within)
+            ok = ok and within
+        params.append(ParameterResult(analytic=analytic, numeric=numeric, abs_error=abs_error, rel_error=rel_error,
+                                      tolerance=tolerance, roundoff=roundoff, status="pass" if ok else "fail",
+                                      tie_check=tie_check, **common))
+
+    jac = _check_jacobian(X64, y64, theta, columns, rtol, atol, act_round, ambiguous, jacobian, seed, rel_eps)
+
+    any_straddle = np.zeros(n_samples, bool)
+    any_tie = np.zeros(n_samples, bool)
+    for dr in columns:
+        any_straddle |= dr.straddle
+        any_tie |= dr.tie
+    margins = [p.min_margin for p in params if p.min_margin is not None]
+    all_margins = np.min(np.column_stack([dr.margins for dr in columns]), axis=1)
+    closest = int(np.argmin(all_margins)) if np.isfinite(all_margins).any() else None
+    actions = {p.action for p in params}
+    kink = KinkReport(
+        straddling=int(any_straddle.sum()),
+        indices=[int(i) for i in np.flatnonzero(any_straddle)[:SHOWN_INDICES]],
+        min_margin=min(margins) if margins else None,
+        ties=int(any_tie.sum()),
+        action="excluded" if "excluded" in actions else "shrunk_step" if "shrunk_step" in actions else "none",
+        closest=closest,
+        closest_margin=None if closest is None else float(all_margins[closest]),
+    )
+
+    failed = [p.name for p in params if p.status == "fail"]
+    if failed or not jac.passed or not deterministic:
+        verdict = "fail"
+        why = []
+        if failed:
+            why.append(f"{', '.join(failed)} disagree{'s' if len(failed) == 1 else ''} with central differences")
+        if not jac.passed:
+            why.append("the per-sample Jacobian disagrees with finite differences")
+        if not deterministic:
+            why.append("the analytic gradient differs between two identical calls (nondeterministic)")
+        reason = "; ".join(why)
+    elif n_active == 0:
+        verdict = "inconclusive"
+        reason = ("no sample is active (every z_i <= 0): both gradients are zero by construction, "
+                  "so their agreement proves nothing")
+    elif any(p.status == "inconclusive" for p in params):
+        verdict = "inconclusive"
+        reason = "every sample straddles the kink for " + ", ".join(
+            p.name for p in params if p.status == "inconclusive") + ": nothing left to compare"
+    else:
+        verdict = "pass"
+        reason = f"all {len(params)} gradients agree with central differences ({n_active} of {n_samples} samples active)"
+
+    sweep_rows = _sweep(X64, y64, theta, first, ambiguous) if sweep else None
+    return PointReport(label=label, w=theta[:-1].copy(), b=float(theta[-1]), n_samples=n_samples, n_active=n_active,
+                       parameters=params, jacobian=jac, kink=kink, deterministic=deterministic, verdict=verdict,
+                       reason=reason, sweep=sweep_rows)
+
+
+def _check_jacobian(X64, y64, theta, columns, rtol, atol, act_round, ambiguous, mode, seed, rel_eps) -> JacobianResult:
+    n_samples, n_params = X64.shape[0], theta.size
+    if mode == "auto":
+        mode = "full" if n_samples * n_params <= FULL_JACOBIAN_MAX_ENTRIES else "projection"
+    w, b = theta[:-1], float(theta[-1])
+    if mode == "full":
+        analytic = neuron_jacobian(X64, w, b)
+        numeric = np.column_stack([dr.act for dr in columns])
+        keep = np.column_stack([dr.keep for dr in columns])
+        steps = np.array([dr.h for dr in columns])
+        err = np.abs(analytic - numeric)
+        big = np.maximum(np.abs(analytic), np.abs(numeric))
+        tol = atol + rtol * big + 3 * act_round[:, None] / steps[None, :]
+        err_k = np.where(keep, err, 0.0)
+        rel = np.where(keep & (big > 0), err / np.where(big > 0, big, 1.0), 0.0)
+        passed = bool(np.all(err_k <= tol))
+        n_excl = int((~keep).sum())
+        detail = (f"full {n_samples} x {n_params} matrix, column by column"
+                  + (f"; {n_excl} entries excluded at the kink" if n_excl else ""))
+        return JacobianResult("full", int(keep.sum()), n_excl, float(err_k.max(initial=0.0)),
+                              float(rel.max(initial=0.0)), passed, detail)
+    # Projection ("fast mode"): u^T J v, analytic through kernels.backward: J^T u = backward(u).
+    rng = np.random.default_rng([seed, 7])
+    worst_abs = worst_rel = 0.0
+    passed = True
+    n_excl = 0
+    _, cache = kernels.forward(X64, w, b)
+    for _ in range(N_PROJECTIONS):
+        u = rng.standard_normal(n_samples)
+        v = rng.standard_normal(n_params)
+        scale = max(1.0, float(np.max(np.abs(theta))))
+        noise_num = _rss(u * act_round)
+        dr = _directional(X64, y64, theta, v, rel_eps * scale, noise_num, 0.5 * atol + 0.5 * rtol * float(
+            np.abs(u).sum()), ambiguous, scale)
+        keep = dr.keep
+        grad_w, grad_b = kernels.backward(np.where(keep, u, 0.0), cache)
+        analytic = float(grad_w @ v[:-1] + grad_b * v[-1])
+        numeric = float((u[keep] * dr.act[keep]).sum())
+        roundoff = _rss(u[keep] * act_round[keep]) / dr.h
+        abs_e, rel_e, _, ok = _passes(analytic, numeric, rtol, atol, roundoff)
+        worst_abs, worst_rel = max(worst_abs, abs_e), max(worst_rel, rel_e)
+        passed = passed and ok
+        n_excl += int((~keep).sum())
+    detail = (f"{N_PROJECTIONS} seeded random projections u^T J v (J is {n_samples} x {n_params}; "
+              f"--jacobian full for the whole matrix)" + (f"; {n_excl} samples excluded at the kink" if n_excl else ""))
+    return JacobianResult("projection", N_PROJECTIONS, n_excl, worst_abs, worst_rel, passed, detail)
+
+
+def _sweep(X64, y64, theta, analytic, ambiguous) -> list[SweepRow]:
+    """Plain central differences of the mean loss (no kink handling) for every relative step."""
+    rows = []
+    z = kernels.pre_activation(X64, theta[:-1], float(theta[-1]))
+    for step in SWEEP_STEPS:
+        errors, straddles = [], []
+        for j in range(theta.size):
+            h = _representable(theta[j], step * max(1.0, abs(theta[j])))
+            e = np.zeros(theta.size)
+            e[j] = h
+            plus, _ = kernels.mse_forward(_activations(X64, theta + e), y64)
+            minus, _ = kernels.mse_forward(_activations(X64, theta - e), y64)
+            errors.append(abs(analytic[j] - (plus - minus) / (2 * h)))
+            d = X64[:, j] if j < theta.size - 1 else np.ones(X64.shape[0])
+            straddles.append(int(np.count_nonzero((d != 0) & (np.abs(z) <= h * np.abs(d)))))
+        rows.append(SweepRow(step, errors, straddles))
+    return rows
+
+
+def random_points(X: np.ndarray, w: np.ndarray, b: float, k: int, seed: int) -> list[tuple[np.ndarray, float]]:
+    """K seeded parameter points around (w, b)'s scale, each with a mix of active and inactive samples.
+
+    w ~ N(0, max(1, rms(w))^2) per feature; b puts the kink at a random quantile (10% to 90%)
+    of ``X w``, so that every point has samples on both sides of z = 0.
+    """
+    rng = np.random.default_rng([seed, 3])
+    scale = max(1.0, float(np.sqrt(np.mean(np.asarray(w, dtype=np.float64) ** 2))))
+    out = []
+    for _ in range(k):
+        wk = rng.normal(0.0, scale, X.shape[1])
+        q = rng.uniform(0.1, 0.9)
+        bk = -float(np.quantile(np.asarray(X, dtype=np.float64) @ wk, q))
+        out.append((wk.astype(np.result_type(X, w)), bk))
+    return out
+
+
+def check(X, y, w, b, grad_fn: GradFn = kernels.loss_and_gradient, *, eps=None, rtol=DEFAULT_RTOL,
+          atol=DEFAULT_ATOL, names=None, points=0, seed=0, jacobian="auto", sweep=False,
+          label="given parameters") -> GradcheckReport:
+    """Check ``grad_fn`` at (w, b) and at ``points`` seeded random points; see the module docstring.
+
+    X : ndarray of shape (n_samples, n_features); y : ndarray of shape (n_samples,);
+    w : ndarray of shape (n_features,); b : float. ``eps`` is the relative step
+    (h_j = eps * max(1, |theta_j|), default :data:`DEFAULT_EPS`); a parameter passes when
+    ``|a - n| <= atol + rtol * max(|a|, |n|) + roundoff`` (the estimated rounding error).
+    The verdict: "fail" if any point fails; "inconclusive" if no point is conclusive
+    (no active sample, or nothing left after excluding straddlers); else "pass".
+    """
+    names = list(names) if names else [f"x{k + 1}" for k in range(X.shape[1])]
+    opts = dict(eps=eps, rtol=rtol, atol=atol, names=names, jacobian=jacobian, seed=seed)
+    reports = [check_point(X, y, w, b, grad_fn, label=label, sweep=sweep, **opts)]
+    for i, (wk, bk) in enumerate(random_points(X, w, b, points, seed), start=1):
+        reports.append(check_point(X, y, wk, bk, grad_fn, label=f"random point {i} (seed {seed})", **opts))
+    verdicts = [r.verdict for r in reports]
+    if "fail" in verdicts:
+        verdict = "fail"
+        bad = [r for r in reports if r.verdict == "fail"]
+        reason = f"{bad[0].label}: {bad[0].reason}" + (f" (and {len(bad) - 1} more point(s))" if len(bad) > 1 else "")
+    elif "pass" not in verdicts:
+        verdict, reason = "inconclusive", reports[0].reason
+    else:
+        verdict = "pass"
+        n_pass = verdicts.count("pass")
+        reason = reports[0].reason if len(reports) == 1 else f"{n_pass} of {len(reports)} points pass"
+        if "inconclusive" in verdicts:
+            reason += f"; {verdicts.count('inconclusive')} inconclusive (see below)"
+    return GradcheckReport(verdict=verdict, reason=reason, eps=eps, rtol=rtol, atol=atol,
+                           dtype=str(np.result_type(X, w)), n_samples=X.shape[0], feature_names=names, points=reports)
+
+
+def builtin_problem() -> tuple[np.ndarray, np.ndarray, np.ndarray, float, list[str]]:
+    """A small deterministic problem for ``neurocli gradcheck`` without a config.
+
+    w = [0.5, -0.25, 1], b = 0.125, 8 samples of 3 features: 4 active, 2 inactive, one exactly
+    at the kink (z = 0.25 - 0.375 + 0 + 0.125 = 0, exact in binary) and one at z ~ 1e-8, which
+    straddles the kink at the default step. Targets are nonzero, so inactive samples matter.
+    """
+    w = np.array([0.5, -0.25, 1.0])
+    b = 0.125
+    X = np.array([
+        [1.0, 0.5, 0.25],     # z = 0.5 - 0.125 + 0.25 + 0.125 = 0.75
+        [2.0, -1.0, 0.5],     # z = 1 + 0.25 + 0.5 + 0.125 = 1.875
+        [-1.0, 2.0, -0.5],    # z = -0.5 - 0.5 - 0.5 + 0.125 = -1.375 (inactive)
+        [0.5, 1.5, 0.0],      # z = 0.25 - 0.375 + 0 + 0.125 = 0 (exact tie)
+        [0.0, 0.0, 0.0],      # z = 0.125
+        [-2.0, 0.0, -1.0],    # z = -1 - 1 + 0.125 = -1.875 (inactive)
+        [1.5, 0.25, 0.5],     # z = 0.75 - 0.0625 + 0.5 + 0.125 = 1.3125
+        [0.25, 0.5, 0.0],     # third feature set below so that z ~ 1e-8
+    ])
+    X[7, 2] = 1e-8 - (0.25 * 0.5 - 0.5 * 0.25 + b)  # z = 0.125 - 0.125 + x3 + 0.125 ~ 1e-8
+    y = np.array([1.0, 2.5, 0.5, 0.75, 0.25, 1.0, 1.0, 0.5])
+    return X, y, w, b, ["x1", "x2", "x3"]

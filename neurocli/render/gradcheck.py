@@ -1,0 +1,279 @@
+"""What ``neurocli gradcheck`` shows: a table sorted worst first, the kink report, a verdict line,
+the step sweep, and the same content as one JSON object. Built from a plain GradcheckReport.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Callable
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from neurocli.gradcheck import DEFAULT_EPS, GradcheckReport, ParameterResult, PointReport
+
+VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "inconclusive": "bold yellow"}
+LineOf = Callable[[int], int] | None
+
+
+def _num(v) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _g(v, digits: int = 9) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.{digits}g}"
+
+
+def _e(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.2e}"
+
+
+def _indices(indices: list[int], total: int, line_of: LineOf) -> str:
+    shown = [f"{i} (line {line_of(i)})" if line_of else str(i) for i in indices]
+    more = f", ... ({total - len(indices)} more)" if total > len(indices) else ""
+    return ", ".join(shown) + more
+
+
+def action_text(p: ParameterResult) -> str:
+    """One sentence: what the check did about the kink for this parameter."""
+    if p.action == "shrunk_step":
+        text = f"step shrunk from {_e(p.requested_step)} to {_e(p.step)}, below every nonzero margin"
+    elif p.action == "excluded":
+        text = (f"{p.excluded} straddling sample{'s' if p.excluded != 1 else ''} excluded from both sides "
+                f"(precision allows no step below the margin); checked on the other {p.n_used} at step {_e(p.step)}")
+    elif p.straddling:
+        text = f"step {_e(p.step)}"
+    else:
+        text = f"no sample straddles at step {_e(p.step)}"
+    t = p.tie_check
+    if t is not None:
+        lo, hi = min(t.left, t.right), max(t.left, t.right)
+        text += (f"; {t.n_ties} exact tie{'s' if t.n_ties != 1 else ''} (z = 0): analytic {_g(t.analytic, 8)} "
+                 f"{'lies' if t.within else 'does NOT lie'} between the one-sided differences "
+                 f"[{_g(lo, 8)}, {_g(hi, 8)}]")
+    return text
+
+
+def _sorted(params: list[ParameterResult]) -> list[ParameterResult]:
+    return sorted(params, key=lambda p: (p.status != "fail", -p.badness))
+
+
+def _kink_cell(p: ParameterResult) -> str:
+    if not p.straddling:
+        return "-"
+    what = {"shrunk_step": "step shrunk", "excluded": f"{p.excluded} excluded", "none": ""}[p.action]
+    ties = f" ({p.tie_check.n_ties} tie)" if p.tie_check else ""
+    return f"{p.straddling} straddle{'s' if p.straddling == 1 else ''}{ties}" + (f"; {what}" if what else "")
+
+
+def parameter_table(point: PointReport) -> Table:
+    t = Table(title=f"gradients at {point.label}: {point.n_active} of {point.n_samples} samples active",
+              title_justify="left")
+    for col in ("parameter", "analytic", "numeric", "abs error", "rel error", "tolerance", "step", "kink", "result"):
+        t.add_column(col, justify="left" if col in ("parameter", "kink", "result") else "right")
+    for p in _sorted(point.parameters):
+        style = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}[p.status]
+        t.add_row(Text(p.name), _g(p.analytic), _g(p.numeric), _e(p.abs_error), _e(p.rel_error),
+                  _e(p.tolerance), _e(p.step), _kink_cell(p), Text(p.status.upper(), style=style))
+    return t
+
+
+def roundoff_notes(point: PointReport) -> list[Text]:
+    """Passes with a large relative error: both values are rounding residues of a zero gradient."""
+    out = []
+    for p in point.parameters:
+        if p.status == "pass" and p.rel_error > 1e-3 and p.abs_error <= p.roundoff + p.tolerance:
+            out.append(Text(f"{p.name}: the gradient is zero up to rounding (|analytic|, |numeric| <= {_e(max(abs(p.analytic), abs(p.numeric)))}); "
+                            f"the relative error compares two rounding residues, the absolute error {_e(p.abs_error)} "
+                            f"is within the estimated round-off {_e(p.roundoff)}", style="dim"))
+    return out
+
+
+def kink_lines(point: PointReport, line_of: LineOf) -> list[Text]:
+    k = point.kink
+    if not k.straddling:
+        closest = ""
+        if k.closest is not None:
+            closest = (f"; the closest sample, {_indices([k.closest], 1, line_of)}, is {_e(k.closest_margin)} away "
+                       f"(in parameter units)")
+        return [Text(f"kink: no sample straddles z = 0 at the requested step for any parameter{closest}; "
+                     f"nothing to correct")]
+    margin = "0 (an exact tie)" if k.min_margin == 0 else _e(k.min_margin)
+    out = [Text(f"kink: {k.straddling} sample{'s' if k.straddling != 1 else ''} straddle z = 0 at the requested step: "
+                f"{_indices(k.indices, k.straddling, line_of)}; smallest margin {margin}")]
+    for p in point.parameters:
+        if p.straddling or p.tie_check:
+            out.append(Text(f"  {p.name}: {action_text(p)}"))
+    if k.ties:
+        out.append(Text("  convention at a tie: ReLU'(0) = 0, so a sample with z = 0 is inactive; its reference is the "
+                        "one-sided difference on the side where z decreases"))
+    return out
+
+
+def verdict_text(report: GradcheckReport) -> Text:
+    return Text(f"{report.verdict.upper()}: ", style=VERDICT_STYLE[report.verdict]) + Text(report.reason)
+
+
+def sweep_table(point: PointReport) -> Table:
+    names = [p.name for p in point.parameters]
+    t = Table(title="step sweep: |analytic - central difference| with no kink handling, h_j = step x max(1, |theta_j|), "
+                    "samples straddling the kink in brackets. Between kinks each loss term is quadratic, so central "
+                    "differences have no truncation error: the left arm of the V is rounding, the right arm is straddling.",
+              title_justify="left")
+    t.add_column("step", justify="right")
+    for n in names:
+        t.add_column(Text(n), justify="right")
+    best = [min(range(len(point.sweep)), key=lambda r: point.sweep[r].abs_errors[j]) for j in range(len(names))]
+    for r, row in enumerate(point.sweep):
+        cells = []
+        for j, (err, s) in enumerate(zip(row.abs_errors, row.straddling)):
+            cell = Text(f"{err:.2e} [{s}]")
+            if best[j] == r:
+                cell.stylize("bold")
+            cells.append(cell)
+        t.add_row(f"{row.step:.0e}", *cells)
+    t.add_row(Text("used (h)", style="bold cyan"),
+              *[Text(f"{_e(p.step)} ({p.action.replace('_', ' ')})", style="cyan") for p in point.parameters])
+    return t
+
+
+def report_renderable(report: GradcheckReport, line_of: LineOf = None, source: str = "") -> Group:
+    eps = f"{report.eps:g}" if report.eps is not None else f"{DEFAULT_EPS:.3g} (default)"
+    parts: list = [Text(f"gradcheck: {source}{report.n_samples} samples x {len(report.feature_names)} features, "
+                        f"analytic in {report.dtype}, central differences in float64; relative step eps {eps} "
+                        f"(h_j = eps x max(1, |theta_j|)); rtol {report.rtol:g}, atol {report.atol:g}", style="dim")]
+    for point in report.points:
+        parts.append(Text(""))
+        parts.append(parameter_table(point))
+        parts.extend(roundoff_notes(point))
+        jac = point.jacobian
+        parts.append(Text(f"Jacobian d a / d (w, b): {jac.detail}; max abs error {_e(jac.max_abs_error)}, "
+                          f"max rel error {_e(jac.max_rel_error)}: ", style="")
+                     + Text("PASS" if jac.passed else "FAIL", style="green" if jac.passed else "bold red"))
+        parts.append(Text("determinism: two calls of the analytic gradient " +
+                          ("are bit-identical" if point.deterministic else "DIFFER"),
+                          style="" if point.deterministic else "bold red"))
+        parts.extend(kink_lines(point, line_of))
+        if point.n_active == 0:
+            parts.append(Text("vacuous: no sample is active, both gradients are zero and their agreement proves nothing",
+                              style="yellow"))
+        if len(report.points) > 1:
+            parts.append(Text(f"{point.label}: {point.verdict}", style=VERDICT_STYLE[point.verdict]))
+        if point.sweep:
+            parts.append(Text(""))
+            parts.append(sweep_table(point))
+    parts.append(Text(""))
+    parts.append(verdict_text(report))
+    return Group(*parts)
+
+
+def _parameter_dict(p: ParameterResult, label: str | None, line_of: LineOf) -> dict:
+    d = {
+        "name": p.name,
+        "analytic": _num(p.analytic),
+        "numeric": _num(p.numeric),
+        "abs_error": _num(p.abs_error),
+        "rel_error": _num(p.rel_error),
+        "tolerance": _num(p.tolerance),
+        "roundoff": _num(p.roundoff),
+        "passed": p.passed,
+        "status": p.status,
+        "step": p.step,
+        "requested_step": p.requested_step,
+        "kink": {
+            "straddling": p.straddling,
+            "indices": p.indices,
+            "min_margin": _num(p.min_margin),
+            "action": p.action,
+            "excluded": p.excluded,
+            "n_used": p.n_used,
+            "explanation": action_text(p),
+        },
+    }
+    if line_of:
+        d["kink"]["lines"] = [line_of(i) for i in p.indices]
+    if p.tie_check is not None:
+        t = p.tie_check
+        d["kink"]["ties"] = {"count": t.n_ties, "left": _num(t.left), "right": _num(t.right), "within": t.within}
+    if label is not None:
+        d["point"] = label
+    return d
+
+
+def _point_dict(point: PointReport, line_of: LineOf, with_label: bool) -> dict:
+    k, j = point.kink, point.jacobian
+    kink = {"straddling": k.straddling, "indices": k.indices, "min_margin": _num(k.min_margin), "ties": k.ties,
+            "action": k.action, "closest": k.closest, "closest_margin": _num(k.closest_margin)}
+    if line_of:
+        kink["lines"] = [line_of(i) for i in k.indices]
+    return {
+        "label": point.label,
+        "verdict": point.verdict,
+        "reason": point.reason,
+        "w": [float(v) for v in point.w],
+        "b": float(point.b),
+        "n_samples": point.n_samples,
+        "n_active": point.n_active,
+        "vacuous": point.n_active == 0,
+        "deterministic": point.deterministic,
+        "parameters": [_parameter_dict(p, point.label if with_label else None, line_of) for p in _sorted(point.parameters)],
+        "jacobian": {"max_abs_error": _num(j.max_abs_error), "max_rel_error": _num(j.max_rel_error), "mode": j.mode,
+                     "entries": j.entries, "excluded": j.excluded, "passed": j.passed, "how": j.detail},
+        "kink": kink,
+    }
+
+
+def report_dict(report: GradcheckReport, line_of: LineOf = None) -> dict:
+    """The ``--json`` object. Top-level ``jacobian``, ``kink`` describe the first point;
+    ``parameters`` lists every point's rows (worst first, each naming its ``point``)."""
+    many = len(report.points) > 1
+    points = [_point_dict(p, line_of, many) for p in report.points]
+    base = points[0]
+    rows = [row for pt in points for row in pt["parameters"]]
+    if many:
+        flat = [(p, row) for pt, d in zip(report.points, points) for p, row in zip(_sorted(pt.parameters), d["parameters"])]
+        rows = [row for p, row in sorted(flat, key=lambda pr: (pr[0].status != "fail", -pr[0].badness))]
+    out = {
+        "verdict": report.verdict,
+        "reason": report.reason,
+        "eps": report.eps if report.eps is not None else DEFAULT_EPS,
+        "eps_is_default": report.eps is None,
+        "step_rule": "h_j = eps * max(1, |theta_j|), float64 central differences",
+        "rtol": report.rtol,
+        "atol": report.atol,
+        "pass_rule": "|analytic - numeric| <= atol + rtol * max(|analytic|, |numeric|) + roundoff",
+        "dtype": report.dtype,
+        "convention": report.convention,
+        "n_samples": report.n_samples,
+        "features": report.feature_names,
+        "point": base["label"],
+        "vacuous": base["vacuous"],
+        "deterministic": all(p["deterministic"] for p in points),
+        "parameters": rows,
+        "jacobian": base["jacobian"],
+        "kink": base["kink"],
+        "points": points,
+    }
+    sweep = report.points[0].sweep
+    if sweep:
+        names = [p.name for p in report.points[0].parameters]
+        out["sweep"] = {
+            "steps": [r.step for r in sweep],
+            "abs_errors": {n: [r.abs_errors[j] for r in sweep] for j, n in enumerate(names)},
+            "straddling": {n: [r.straddling[j] for r in sweep] for j, n in enumerate(names)},
+            "chosen": {p.name: p.step for p in report.points[0].parameters},
+        }
+    return out
+
+
+def report_json(report: GradcheckReport, line_of: LineOf = None) -> str:
+    return json.dumps(report_dict(report, line_of), allow_nan=False, default=float)
