@@ -35,6 +35,12 @@ def load_inputs(config_path: Path, overrides: list[str] | None = None, loaded: L
     t0 = time.perf_counter()
     loaded = loaded or load_config(config_path, overrides)
     cfg = loaded.config
+    data_path = loaded.data_path
+    if not data_path.exists():
+        raise loaded.error(("data", "path"), f"data.path: data file {str(data_path)!r} not found "
+                                             f"(a relative path is taken from the config file's folder)")
+    if data_path.is_dir():
+        raise loaded.error(("data", "path"), f"data.path: {str(data_path)!r} is a directory, not a CSV file")
     table = read_table(
         loaded.data_path, target=cfg.data.target, features=cfg.data.features,
         missing=cfg.data.missing, delimiter=cfg.data.delimiter,

@@ -1,0 +1,242 @@
+"""One row per bad input (issue: every error explained, nothing lost).
+
+For each: the exit code is 2, stderr is one line that names the file and the place, there is
+no traceback, and no output file appeared or changed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from neurocli.cli import app
+from tests.conftest import PENGUINS, write
+
+runner = CliRunner()
+
+GOOD_CSV = "x1,x2,y\n1,2,3\n2,1,4\n3,5,6\n4,3,9\n5,8,10\n6,2,12\n"
+BASE = "data: {path: d.csv, target: y}\n"
+
+
+def cfg(extra: str = "", data: str | None = None) -> str:
+    return (data if data is not None else BASE) + extra
+
+
+# (id, config text, csv bytes, expected fragments of the error line: the place and the reason)
+CONFIG_CASES = [
+    ("yaml-syntax", "data: [\n", GOOD_CSV, ["c.yaml", "line 2", "YAML error"]),
+    ("yaml-empty", "", GOOD_CSV, ["c.yaml", "empty"]),
+    ("yaml-not-mapping", "- a\n- b\n", GOOD_CSV, ["c.yaml", "line 1", "mapping"]),
+    ("unknown-key", cfg("training: {learning_rat: 0.1}\n"), GOOD_CSV, ["c.yaml", "line 2", "did you mean 'training.learning_rate'"]),
+    ("unknown-section", cfg("trainig: {epochs: 3}\n"), GOOD_CSV, ["c.yaml", "line 2", "did you mean 'training'"]),
+    ("wrong-type", cfg("training: {epochs: many}\n"), GOOD_CSV, ["c.yaml", "line 2", "training.epochs", "'many'"]),
+    ("lr-zero", cfg("training: {learning_rate: 0}\n"), GOOD_CSV, ["c.yaml", "line 2", "training.learning_rate", "greater than 0"]),
+    ("lr-negative", cfg("training:\n  learning_rate: -0.1\n"), GOOD_CSV, ["c.yaml", "line 3, column 18", "-0.1"]),
+    ("epochs-zero", cfg("training: {epochs: 0}\n"), GOOD_CSV, ["c.yaml", "line 2", "training.epochs"]),
+    ("batch-zero", cfg("training: {batch_size: 0}\n"), GOOD_CSV, ["c.yaml", "line 2", "training.batch_size"]),
+    ("batch-too-big", cfg("training: {batch_size: 100}\n"), GOOD_CSV, ["c.yaml", "line 2", "batch_size is 100", "6 rows"]),
+    ("val-fraction-1", cfg("", "data: {path: d.csv, target: y, validation_fraction: 1.0}\n"), GOOD_CSV, ["c.yaml", "line 1", "validation_fraction"]),
+    ("val-fraction-neg", cfg("", "data: {path: d.csv, target: y, validation_fraction: -0.1}\n"), GOOD_CSV, ["c.yaml", "line 1", "validation_fraction"]),
+    ("patience-zero", cfg("training: {early_stopping: {patience: 0}}\n"), GOOD_CSV, ["c.yaml", "line 2", "patience"]),
+    ("weights-length", cfg("model: {weights_init: [1, 2, 3]}\n"), GOOD_CSV, ["c.yaml", "line 2", "3 numbers", "2 features"]),
+    ("weights-word", cfg("model: {weights_init: random}\n"), GOOD_CSV, ["c.yaml", "line 2", "'normal', 'zeros' or a list"]),
+    ("python-tag", cfg("seed: !!python/object/apply:os.system ['true']\n"), GOOD_CSV, ["c.yaml", "line 2", "tag"]),
+    ("alias-bomb", "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                   "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+                   "e: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n", GOOD_CSV, ["c.yaml", "line", "aliases"]),
+    ("duplicate-key", "data: {path: d.csv, target: y}\ndata: {path: d.csv, target: y}\n", GOOD_CSV, ["c.yaml", "line 2", "twice"]),
+    ("target-is-feature", cfg("", "data: {path: d.csv, target: y, features: [x1, y]}\n"), GOOD_CSV, ["c.yaml", "line 1", "also listed"]),
+    ("data-missing", cfg("", "data: {path: nothere.csv, target: y}\n"), None, ["nothere.csv", "not found", "data.path"]),
+    ("data-is-dir", cfg("", "data: {path: ., target: y}\n"), None, ["directory"]),
+]
+
+FILE_CASES = [
+    ("csv-empty", b"", ["d.csv", "empty"]),
+    ("csv-header-only", b"x1,x2,y\n", ["d.csv", "line 2", "no data rows"]),
+    ("csv-not-utf8", b"x1,x2,y\n1,2,3\n2,\xff,4\n", ["d.csv", "line 3", "UTF-8"]),
+    ("csv-semicolon", b"x1;x2;y\n1;2;3\n2;1;4\n", ["d.csv", "line 1", "data.delimiter"]),
+    ("csv-duplicate-columns", b"x1,x1,y\n1,2,3\n2,1,4\n", ["d.csv", "line 1", "'x1' appears twice"]),
+    ("csv-target-absent", b"x1,x2,z\n1,2,3\n2,1,4\n", ["d.csv", "line 1", "'y' not in the file", "x1, x2, z"]),
+    ("csv-text-cell", b"x1,x2,y\n1,2,3\n2,1,4\n3,abc,5\n", ["d.csv", "line 4", "'x2'", "'abc'"]),
+    ("csv-empty-cell", b"x1,x2,y\n1,2,3\n2,,4\n3,4,5\n", ["d.csv", "line 3", "'x2'", "missing: drop"]),
+    ("csv-na-cell", b"x1,x2,y\n1,2,3\n2,3,4\n3,4,NA\n", ["d.csv", "line 4", "'y'"]),
+    ("csv-infinity", b"x1,x2,y\n1,2,3\n2,inf,4\n3,4,5\n", ["d.csv", "line 3", "'x2'", "infinite"]),
+    ("csv-overflow", b"x1,x2,y\n1,2,3\n2,3,1e200\n3,4,5\n", ["d.csv", "line 3", "'y'", "too large"]),
+    ("csv-constant-feature", b"x1,x2,y\n1,7,3\n2,7,4\n3,7,5\n", ["d.csv", "'x2'", "constant"]),
+    ("csv-one-row", b"x1,x2,y\n1,2,3\n", ["d.csv", "too few"]),
+    ("csv-blank-lines-counted", b"x1,x2,y\n1,2,3\n\n2,1,4\n3,oops,5\n", ["d.csv", "line 5", "'oops'"]),
+]
+
+
+def _snapshot(root: Path) -> dict:
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def _check_clean_error(r, before: dict, root: Path, fragments: list[str]):
+    assert r.exit_code == 2, (r.exit_code, r.output)
+    err = r.stderr.strip()
+    assert "Traceback" not in r.output
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ")
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    assert _snapshot(root) == before, "an output file appeared or changed"
+    assert not (root / "runs").exists()
+
+
+COMMANDS = ["train", "gradcheck", "derive"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("case", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
+def test_bad_config(case, command, in_tmp):
+    _, text, csv_text, fragments = case
+    write(in_tmp / "c.yaml", text)
+    if csv_text is not None:
+        write(in_tmp / "d.csv", csv_text)
+    before = _snapshot(in_tmp)
+    r = runner.invoke(app, [command, "c.yaml"])
+    _check_clean_error(r, before, in_tmp, fragments)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("case", FILE_CASES, ids=[c[0] for c in FILE_CASES])
+def test_bad_csv(case, command, in_tmp):
+    _, raw, fragments = case
+    write(in_tmp / "c.yaml", "data: {path: d.csv, target: y}\n")
+    (in_tmp / "d.csv").write_bytes(raw)
+    before = _snapshot(in_tmp)
+    r = runner.invoke(app, [command, "c.yaml"])
+    _check_clean_error(r, before, in_tmp, fragments)
+
+
+def test_debug_shows_the_traceback(in_tmp):
+    write(in_tmp / "c.yaml", "data: {path: d.csv, target: y}\ntraining: {epochs: 0}\n")
+    write(in_tmp / "d.csv", GOOD_CSV)
+    r = runner.invoke(app, ["train", "c.yaml", "--debug"])
+    assert r.exit_code == 2 and "Traceback" in r.stderr
+
+
+@pytest.mark.parametrize("variant", ["bom", "crlf", "bom+crlf"])
+def test_bom_and_crlf_are_read_like_plain_files(variant, in_tmp):
+    raw = GOOD_CSV.replace("\n", "\r\n") if "crlf" in variant else GOOD_CSV
+    data = (b"\xef\xbb\xbf" if "bom" in variant else b"") + raw.encode()
+    (in_tmp / "d.csv").write_bytes(data)
+    write(in_tmp / "c.yaml", "data: {path: d.csv, target: y}\ntraining: {epochs: 3}\n")
+    r = runner.invoke(app, ["train", "c.yaml", "--json"])
+    assert r.exit_code == 0, r.output
+    assert '"x1"' in r.stdout.splitlines()[-1]
+
+
+def test_semicolon_file_works_with_delimiter(in_tmp):
+    write(in_tmp / "d.csv", GOOD_CSV.replace(",", ";"))
+    write(in_tmp / "c.yaml", "data: {path: d.csv, target: y, delimiter: ';'}\ntraining: {epochs: 3}\n")
+    assert runner.invoke(app, ["train", "c.yaml", "-q"]).exit_code == 0
+
+
+def test_unreadable_data_file(in_tmp, monkeypatch):
+    write(in_tmp / "d.csv", GOOD_CSV)
+    write(in_tmp / "c.yaml", "data: {path: d.csv, target: y}\n")
+    if os.geteuid() != 0:
+        os.chmod(in_tmp / "d.csv", 0)
+    else:  # root reads anything: make the open fail the way a permission problem does
+        real_open = open
+
+        def deny(path, *a, **k):
+            if str(path).endswith("d.csv"):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(path, *a, **k)
+
+        monkeypatch.setattr("builtins.open", deny)
+    before = _snapshot(in_tmp)
+    r = runner.invoke(app, ["train", "c.yaml"])
+    _check_clean_error(r, before, in_tmp, ["d.csv", "Permission denied"])
+
+
+# ---- models -------------------------------------------------------------------------------
+
+def _trained_model(root: Path) -> Path:
+    write(root / "d.csv", GOOD_CSV)
+    write(root / "c.yaml", "data: {path: d.csv, target: y}\ntraining: {epochs: 3}\noutput: {dir: runs/m}\n")
+    assert runner.invoke(app, ["train", "c.yaml", "-q"]).exit_code == 0
+    return root / "runs/m/model.json"
+
+
+MODEL_CASES = [
+    ("not-json", lambda t: "hello\n", ["m.json", "line 1", "not a valid model file"]),
+    ("truncated", lambda t: t[: len(t) // 2], ["m.json", "line", "truncated"]),
+    ("other-version", lambda t: t.replace("neurocli.model/1", "neurocli.model/99"), ["m.json", "incompatible"]),
+    ("absent-features", lambda t: t.replace('"x2"', '"x9"'), ["d.csv", "'x9' not in the file"]),
+]
+
+
+@pytest.mark.parametrize("case", MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
+def test_bad_model_file_for_predict(case, in_tmp):
+    _, mutate, fragments = case
+    model = _trained_model(in_tmp)
+    write(in_tmp / "m.json", mutate(model.read_text()))
+    before = _snapshot(in_tmp)
+    r = runner.invoke(app, ["predict", "m.json", "d.csv", "-o", "out.csv"])
+    assert r.exit_code == 2, r.output
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.output
+    for fragment in fragments:
+        assert fragment in r.stderr, (fragment, r.stderr)
+    assert _snapshot(in_tmp) == before
+
+
+@pytest.mark.parametrize("command", ["gradcheck", "derive"])
+@pytest.mark.parametrize("case", MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
+def test_bad_model_file_for_model_option(case, command, in_tmp):
+    _, mutate, fragments = case
+    model = _trained_model(in_tmp)
+    write(in_tmp / "m.json", mutate(model.read_text()))
+    before = _snapshot(in_tmp)
+    r = runner.invoke(app, [command, "c.yaml", "--model", "m.json"])
+    assert r.exit_code == 2, r.output
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.output
+    assert "m.json" in r.stderr or "x9" in r.stderr
+    assert _snapshot(in_tmp) == before
+
+
+# ---- outputs ------------------------------------------------------------------------------
+
+def test_output_dir_under_a_file_is_a_clean_error(in_tmp):
+    write(in_tmp / "d.csv", GOOD_CSV)
+    write(in_tmp / "blocker", "not a folder\n")
+    write(in_tmp / "c.yaml", "data: {path: d.csv, target: y}\noutput: {dir: blocker/run}\n")
+    r = runner.invoke(app, ["train", "c.yaml"])
+    assert r.exit_code == 2 and "blocker" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_disk_full_while_saving_keeps_earlier_files(in_tmp, monkeypatch):
+    model = _trained_model(in_tmp)
+    before = {p: p.read_bytes() for p in model.parent.iterdir()}
+    import neurocli.io as nio
+
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(nio.os, "fsync", full)
+    r = runner.invoke(app, ["train", "c.yaml", "-q", "--set", "training.epochs=4", "--set", "output.dir=runs/m"])
+    monkeypatch.setattr(nio.os, "fsync", real_fsync)
+    assert r.exit_code == 2 and "No space left on device" in r.stderr
+    assert {p: p.read_bytes() for p in model.parent.iterdir()} == before  # the earlier run is untouched
+    leftovers = [p for p in in_tmp.rglob("*.tmp")]
+    assert leftovers == []
+
+
+def test_atomic_write_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
+    import neurocli.io as nio
+
+    target = tmp_path / "f.json"
+    nio.atomic_write_text(target, "old\n")
+    monkeypatch.setattr(nio.os, "replace", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(nio.OutputError):
+        nio.atomic_write_text(target, "new\n" * 1000)
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json"]
