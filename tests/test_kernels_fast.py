@@ -1,0 +1,100 @@
+"""The fused, row-blocked kernel against the straightforward reference.
+
+"Relative" is measured against the size of the summands (``(2/N) |X|^T |g|`` for grad_w),
+which is what reordering a sum can change; a gradient that cancels to ~0 is still checked.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from neurocli import kernels
+
+
+def assert_close(fast, ref, X, y, w, b, rel):
+    n = X.shape[0]
+    z = X.astype(np.float64) @ w.astype(np.float64) + float(b)
+    g_abs = np.abs(np.maximum(z, 0) - y) * (z > 0)
+    assert fast.n_samples == ref.n_samples == n
+    assert fast.n_active == ref.n_active
+    assert fast.grad_w.shape == ref.grad_w.shape == (X.shape[1],)
+    assert fast.grad_w.dtype == ref.grad_w.dtype
+    assert abs(fast.loss - ref.loss) <= rel * abs(ref.loss) + 1e-300
+    assert abs(fast.abs_error_sum - ref.abs_error_sum) <= rel * ref.abs_error_sum + 1e-300
+    scale_w = (2.0 / n) * (np.abs(X).T @ g_abs)
+    assert np.all(np.abs(fast.grad_w - ref.grad_w) <= rel * scale_w + 1e-300)
+    assert abs(fast.grad_b - ref.grad_b) <= rel * (2.0 / n) * g_abs.sum() + 1e-300
+
+
+@st.composite
+def problems(draw):
+    n = draw(st.integers(1, 200))
+    d = draw(st.integers(1, 6))
+    seed = draw(st.integers(0, 2**32 - 1))
+    integer = draw(st.booleans())  # small integers: many samples land exactly on z = 0
+    rng = np.random.default_rng(seed)
+    if integer:
+        X = rng.integers(-2, 3, size=(n, d)).astype(np.float64)
+        w = rng.integers(-2, 3, size=d).astype(np.float64)
+        b = float(rng.integers(-1, 2))
+    else:
+        X = rng.standard_normal((n, d)) * draw(st.sampled_from([1e-3, 1.0, 1e3]))
+        w = rng.standard_normal(d)
+        b = float(rng.standard_normal())
+    y = rng.standard_normal(n) * 3
+    block_bytes = draw(st.integers(1, 40)) * d * 8  # 1 to 40 rows per block: many blocks
+    return X, y, w, b, block_bytes
+
+
+@settings(max_examples=150, deadline=None)
+@given(problems())
+def test_fused_matches_reference_float64(problem):
+    X, y, w, b, block_bytes = problem
+    ref = kernels.loss_and_gradient_reference(X, y, w, b)
+    fast = kernels.loss_and_gradient(X, y, w, b, block_bytes=block_bytes)
+    assert_close(fast, ref, X, y, w, b, rel=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems())
+def test_fused_matches_reference_float32(problem):
+    X, y, w, b, block_bytes = problem
+    X, y, w = X.astype(np.float32), y.astype(np.float32), w.astype(np.float32)
+    b = np.float32(b)
+    ref = kernels.loss_and_gradient_reference(X, y, w, b)
+    fast = kernels.loss_and_gradient(X, y, w, b, block_bytes=block_bytes // 2)
+    assert fast.grad_w.dtype == np.float32
+    # float32 rounding, and the fused form sums its block partials in float64: 1e-4 relative
+    # to the summands. n_active may differ only where z rounds across 0, which the integer
+    # problems (exact in float32) never do.
+    z = X.astype(np.float64) @ w.astype(np.float64) + float(b)
+    if np.all((np.abs(z) > 1e-3) | (z == 0)):
+        assert_close(fast, ref, X, y, w, b, rel=1e-4)
+
+
+@pytest.mark.parametrize("block_bytes", [8, 16, 1 << 20])
+def test_relu_derivative_at_zero_is_zero_in_every_block(block_bytes):
+    # z = [-1, 0, 1]: only the last sample is active, whatever the blocking.
+    X = np.array([[-1.0], [0.0], [1.0]])
+    y = np.array([2.0, 2.0, 2.0])
+    lg = kernels.loss_and_gradient(X, y, np.array([1.0]), 0.0, block_bytes=block_bytes)
+    assert lg.n_active == 1
+    # active sample: a - y = 1 - 2 = -1, so grad_w = (2/3)(-1)(1), grad_b = (2/3)(-1)
+    assert lg.grad_w[0] == pytest.approx(-2 / 3) and lg.grad_b == pytest.approx(-2 / 3)
+    # loss = (4 + 4 + 1) / 3
+    assert lg.loss == pytest.approx(3.0)
+
+
+def test_block_rows():
+    assert kernels.block_rows(10, 4, 8, block_bytes=64) == 2
+    assert kernels.block_rows(10, 4, 8, block_bytes=1) == 1
+    assert kernels.block_rows(10, 4, 8, block_bytes=1 << 20) == 10
+
+
+def test_default_blocks_on_a_large_array_match_reference():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((100_000, 8))  # 6.1 MiB: four default blocks
+    y, w = rng.standard_normal(100_000), rng.standard_normal(8)
+    ref = kernels.loss_and_gradient_reference(X, y, w, 0.1)
+    assert_close(kernels.loss_and_gradient(X, y, w, 0.1), ref, X, y, w, 0.1, rel=1e-12)
