@@ -186,7 +186,9 @@ def read_table(
     try:
         frame = pd.read_csv(
             path, sep=delimiter, encoding="utf-8-sig", engine="c",
-            usecols=None if keep_frame else wanted, skipinitialspace=True,
+            # header names are compared stripped ("y " is column y), as read_header reports them
+            usecols=None if keep_frame else (lambda c, _w=frozenset(wanted): str(c).strip() in _w),
+            skipinitialspace=True,
             dtype=None if keep_frame else None,
         )
     except UnicodeDecodeError as exc:
