@@ -357,6 +357,112 @@ def gradcheck(
 
 # --- derive command (neurocli/derive.py, neurocli/render/derive.py) ---
 
+DERIVE_FORMATS = ("text", "markdown", "latex", "json")
+DERIVE_EXAMPLES = ("vector-chain-rule",)
+
+
+def _derive_inputs(config: Path, set_, model: Optional[Path], sample: int):
+    """Data, parameters and units for derive from a config (and optionally a model.json)."""
+    import numpy as np
+
+    from neurocli.errors import ConfigError, ModelFileError
+    from neurocli.pipeline import load_inputs
+
+    inputs = load_inputs(config, set_)
+    p = inputs.prepared
+    n_rows = p.X_train.shape[0]
+    if not 0 <= sample < n_rows:
+        raise ConfigError(f"--sample {sample} is out of range: the training data after preprocessing has "
+                          f"{n_rows} rows (0 to {n_rows - 1})", where="--sample")
+    if model is None:
+        w, b, source = inputs.w0, inputs.b0, f"the config's initial parameters (seed {inputs.loaded.config.seed})"
+    else:
+        m = nio.load_model(model)
+        if list(m["features"]) != list(p.feature_names):
+            raise ModelFileError(f"--model: the model's features ({', '.join(m['features'])}) differ from the "
+                                 f"config's ({', '.join(p.feature_names)})", path=model)
+        if bool(m.get("standardization")) != (p.standardization is not None):
+            raise ModelFileError("--model: the model was trained with"
+                                 f"{'' if m.get('standardization') else 'out'} standardized features, the config "
+                                 f"has data.standardize: {'true' if p.standardization is not None else 'false'}",
+                                 path=model)
+        w = np.asarray(m["weights_standardized"], dtype=np.float64)
+        b, source = float(m["bias_standardized"]), f"the trained model {model}"
+    units = ("standardized features (z-scores, statistics of the training split); target in its own units"
+             if p.standardization is not None else "the CSV's own units")
+    return inputs, w, b, source, units
+
+
+@app.command(epilog="Exit codes: 0 success; 1 the three ways of computing the gradient disagree; "
+                    "2 bad input (config, data, model file, option).")
+def derive(
+    config: Optional[Path] = typer.Argument(None, help="YAML config; without it, a built-in 3-feature example."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key, e.g. --set seed=3 (repeatable)."),
+    show_jacobians: bool = typer.Option(False, "--show-jacobians", help="Evaluate every Jacobian on a real sample and check the gradient three ways."),
+    sample: int = typer.Option(0, "--sample", help="0-based row of the training data after preprocessing (shown with its CSV line)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Evaluate at a trained model.json instead of the config's initial parameters."),
+    example: Optional[str] = typer.Option(None, "--example", help="A worked example instead of the neuron: vector-chain-rule (section 4.5.3)."),
+    x: float = typer.Option(2.0, "--x", help="The point x for --example vector-chain-rule (x != 0)."),
+    format_: str = typer.Option("text", "--format", help="text, markdown, latex or json."),
+    debug: bool = DebugOption,
+):
+    """Print the derivation of the neuron's gradient as Parr & Howard do it: intermediate
+    variables, one Jacobian per step with its shape (numerator layout), the chain rule, the
+    ReLU case split and the loss gradient. --show-jacobians fills each matrix with numbers.
+    """
+    from rich.console import Group
+
+    from neurocli import derive as dv
+    from neurocli.errors import ConfigError
+    from neurocli.render import derive as rd
+
+    with handle_errors(debug):
+        if format_ not in DERIVE_FORMATS:
+            raise ConfigError(f"--format must be one of {', '.join(DERIVE_FORMATS)}, got {format_!r}", where="--format")
+        if example is not None:
+            if example not in DERIVE_EXAMPLES:
+                raise ConfigError(f"--example must be one of {', '.join(DERIVE_EXAMPLES)}, got {example!r}",
+                                  where="--example")
+            if config is not None or model is not None:
+                raise ConfigError("--example works on its own: give no CONFIG and no --model", where="--example")
+            if not (x != 0 and abs(x) < 1e150):
+                raise ConfigError(f"--x must be a finite number other than 0 (ln(x²) needs x² > 0), got {x}",
+                                  where="--x")
+            result = dv.derive_vector_chain_rule(x)
+        elif config is None:
+            if model is not None:
+                raise ConfigError("--model needs a CONFIG (its data and feature names)", where="--model")
+            n = len(dv.EXAMPLE_X)
+            if show_jacobians and not 0 <= sample < n:
+                raise ConfigError(f"--sample {sample} is out of range: the built-in example has {n} rows (0 to {n - 1})",
+                                  where="--sample")
+            result = dv.derive_example(show_jacobians, sample)
+        else:
+            inputs, w, b, source, units = _derive_inputs(config, set_, model, sample)
+            p = inputs.prepared
+            common = dict(n_features=len(p.feature_names), feature_names=list(p.feature_names),
+                          target=p.table.target, source=f"{config} ({p.table.path.name}, {p.X_train.shape[0]} training rows)",
+                          units=units)
+            if show_jacobians:
+                result = dv.derive_neuron(**common, X=p.X_train, y=p.y_train, w=w, b=b, sample=sample,
+                                          line_of=p.line_of_train_sample, parameters_from=source)
+            else:
+                result = dv.derive_neuron(**common)
+        if format_ == "text":
+            renderables = rd.vcr_renderables(result) if isinstance(result, dv.VectorChainRule) else rd.text_renderables(result)
+            out = Console(highlight=False, emoji=False)
+            if not out.is_terminal:
+                out = Console(highlight=False, emoji=False, width=100)  # pipes and files: a fixed, readable width
+            out.print(Group(*renderables))
+        else:
+            render_fn = {"markdown": rd.to_markdown, "latex": rd.to_latex, "json": rd.to_json}[format_]
+            sys.stdout.write(render_fn(result))
+        check = result if isinstance(result, dv.VectorChainRule) else result.check
+        if check is not None and not check.ok:
+            print(f"error: the gradient computed three ways disagrees (max relative error "
+                  f"{check.max_rel_error:.1e} > {check.tolerance:.0e})", file=sys.stderr)
+            raise typer.Exit(EXIT_TRAINING_FAILED)
+
 
 def main() -> None:
     app(prog_name="neurocli")

@@ -1,0 +1,534 @@
+"""Renderings of a :class:`neurocli.derive.Derivation` (and of the section 4.5.3 example).
+
+One function per format, each a pure function of the derivation object:
+:func:`text_renderables` / :func:`to_text` (rich, Unicode, matrices as aligned bracketed
+tables), :func:`to_markdown` (``$$`` LaTeX math), :func:`to_latex` (a standalone document
+that compiles with amsmath) and :func:`to_json`. Numbers are shown with 6 significant digits
+in text, markdown and LaTeX; JSON carries full precision.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import unicodedata
+
+import numpy as np
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from neurocli.derive import Derivation, Formula, SampleRow, Step, VectorChainRule
+
+# Matrices larger than this are shown with their middle rows/columns elided (JSON keeps all).
+MATRIX_MAX = 10
+MATRIX_EACH_END = 4
+LAYOUT = "numerator layout: the Jacobian of f: Rⁿ → Rᵐ is m x n; the gradient of a scalar is a 1 x n row"
+KINK = "convention at the kink: ReLU'(0) = 0, so a sample with z = 0 is inactive"
+
+
+def num(v: float) -> str:
+    """6 significant digits, no negative zero, no float noise (0.15000000000000002 -> 0.15)."""
+    v = float(v) + 0.0
+    if math.isnan(v):
+        return "nan"
+    return f"{v:.6g}"
+
+
+def sym(name: str) -> str:
+    """``"dC/dw"`` -> ``"∂C/∂w"``."""
+    return "/".join("∂" + part[1:] for part in name.split("/"))
+
+
+def _cells(M: np.ndarray) -> list[list[str]]:
+    """The matrix as strings, with the middle elided when it is larger than MATRIX_MAX."""
+    M = np.atleast_2d(M)
+    r, c = M.shape
+    k = MATRIX_EACH_END
+    rows = list(range(r)) if r <= MATRIX_MAX else list(range(k)) + [None] + list(range(r - k, r))
+    cols = list(range(c)) if c <= MATRIX_MAX else list(range(k)) + [None] + list(range(c - k, c))
+    out = []
+    for i in rows:
+        if i is None:
+            out.append(["⋮" if j is not None else "⋱" for j in cols])
+        else:
+            out.append(["…" if j is None else num(M[i, j]) for j in cols])
+    return out
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def matrix_lines(M: np.ndarray) -> list[str]:
+    """A matrix as right-aligned columns between brackets: ``[ 1  2 ]`` or ⎡ ⎤ ⎢ ⎥ ⎣ ⎦ rows."""
+    cells = _cells(M)
+    widths = [max(len(row[j]) for row in cells) for j in range(len(cells[0]))]
+    body = ["  ".join(cell.rjust(wd) for cell, wd in zip(row, widths)) for row in cells]
+    if len(body) == 1:
+        return [f"[ {body[0]} ]"]
+    out = []
+    for i, line in enumerate(body):
+        left, right = ("⎡", "⎤") if i == 0 else ("⎣", "⎦") if i == len(body) - 1 else ("⎢", "⎥")
+        out.append(f"{left} {line} {right}")
+    return out
+
+
+def hstack(blocks: list[list[str]]) -> list[str]:
+    """Place blocks of lines side by side, each centred vertically on the tallest."""
+    height = max(len(b) for b in blocks)
+    out = [""] * height
+    for block in blocks:
+        width = max(len(line) for line in block)
+        top = (height - len(block)) // 2
+        for i in range(height):
+            j = i - top
+            out[i] += (block[j] if 0 <= j < len(block) else "").ljust(width)
+    return [line.rstrip() for line in out]
+
+
+def _ljust(s: str, width: int) -> str:
+    """Pad to ``width`` terminal columns (combining marks, as in 1⃗, take none)."""
+    return s + " " * max(0, width - sum(1 for ch in s if not unicodedata.combining(ch)))
+
+
+def _step_text(step: Step, n: int) -> list:
+    shape = step.shape_text if step.shape_text == f"{step.shape[0]} x {step.shape[1]}" else \
+        f"{step.shape_text} = {step.shape[0]} x {step.shape[1]}"
+    head = Text(f"  {step.formula}", style="bold")
+    head.append(f"    {shape}", style="dim")
+    parts = [head]
+    for value, cond in step.cases:
+        parts.append(Text(f"      {_ljust(value.text, 4)} if {cond.text}"))
+    if step.note:
+        parts.append(Text(f"      ({step.note})", style="dim"))
+    if step.value is not None:
+        blocks = [[f"      {step.symbol} = "]]
+        if step.factors:
+            for i, f in enumerate(step.factors):
+                blocks.append(matrix_lines(f))
+                blocks.append([" · " if i < len(step.factors) - 1 else " = "])
+        blocks.append(matrix_lines(step.value))
+        parts.append(Text("\n".join(hstack(blocks))))
+    parts.append(Text(""))
+    return parts
+
+
+def _vec(v) -> str:
+    return "[" + ", ".join(num(x) for x in np.ravel(v)) + "]"
+
+
+def _row_cells(r: SampleRow) -> list[str]:
+    return [str(r.index), "" if r.line is None else str(r.line), num(r.z), "yes" if r.active else "no",
+            num(r.error), _vec(r.grad_w), num(r.grad_b)]
+
+
+def _sample_table(d: Derivation) -> Table:
+    lo = d.loss
+    has_lines = any(r.line is not None for r in lo.rows_head)
+    keep = [j for j in range(7) if has_lines or j != 1]
+    t = Table(box=None, padding=(0, 1), show_edge=False, pad_edge=False)
+    for j, (name, just) in enumerate((("i", "right"), ("line", "right"), ("zᵢ", "right"), ("active", "left"),
+                                      ("eᵢ", "right"), ("term of ∂C/∂w", "left"), ("term of ∂C/∂b", "right"))):
+        if j in keep:
+            t.add_column(Text(name), justify=just, no_wrap=True)
+
+    def add(cells, style=None):
+        t.add_row(*[Text(cells[j]) for j in keep], style=style)
+
+    for r in lo.rows_head:
+        add(_row_cells(r))
+    if lo.n_omitted:
+        add(["⋮", "⋮", "⋮", "⋮", "⋮", f"⋮ ({lo.n_omitted} more rows)", "⋮"])
+        for r in lo.rows_tail:
+            add(_row_cells(r))
+    add(["Σ", "", "", f"{lo.n_active}/{lo.n_samples}", "", _vec(lo.grad_w), num(lo.grad_b)], style="bold")
+    return t
+
+
+def _check_table(d: Derivation) -> Table:
+    c = d.check
+    t = Table(box=None, padding=(0, 2), show_edge=False, pad_edge=False)
+    t.add_column("")
+    for label in c.labels:
+        t.add_column(Text(label), justify="right", no_wrap=True)
+    t.add_row("Jacobian chain", *[Text(num(v)) for v in c.chain])
+    t.add_row("vectorized kernel", *[Text(num(v)) for v in c.kernel])
+    t.add_row("central differences", *[Text(num(v) + ("*" if k else "")) for v, k in zip(c.numeric, c.kink)])
+    return t
+
+
+def check_line(d: Derivation) -> str:
+    c = d.check
+    verdict = "agree" if c.ok else "DISAGREE"
+    return (f"chain = kernel = central differences: max relative error {c.max_rel_error:.1e} "
+            f"(tolerance {c.tolerance:.0e}): {verdict}")
+
+
+def kink_line(d: Derivation) -> str | None:
+    c = d.check
+    if not c.n_kink:
+        return None
+    names = ", ".join(label for label, k in zip(c.labels, c.kink) if k)
+    return (f"* the difference step for {names} moves some zᵢ across the ReLU kink at 0: there central "
+            f"differences do not measure a derivative, so those entries are left out (chain and kernel still compared)")
+
+
+def _context_lines(d: Derivation) -> list[str]:
+    lines = [f"source: {d.source}", f"units: {d.units}", LAYOUT, KINK]
+    if d.evaluated:
+        where = f", CSV line {d.sample_line}" if d.sample_line is not None else ""
+        lines.append(f"parameters: {d.parameters_from}: w = {_vec(d.w)} ({', '.join(d.feature_names)}), b = {num(d.b)}")
+        lines.append(f"sample {d.sample_index}{where}: x = {_vec(d.x)}, {d.target} = {num(d.y)}, "
+                     f"z = w·x + b = {num(d.z)} ({'active' if d.z > 0 else 'inactive'})")
+    return lines
+
+
+def text_renderables(d: Derivation) -> list:
+    """The derivation as rich renderables, top to bottom."""
+    out: list = [Text("The gradient of a = max(0, w·x + b), step by step (Parr & Howard, sections 5 and 6)",
+                      style="bold underline")]
+    out += [Text(line, style="dim") for line in _context_lines(d)]
+    out.append(Text(""))
+    out.append(Text("1. Intermediate variables", style="bold"))
+    for f in d.definitions:
+        out.append(Text(f"  {f.text:<16} {f.note}"))
+    out.append(Text(""))
+    title = "2. One Jacobian per step, chained"
+    if d.evaluated:
+        title += f" (evaluated at sample {d.sample_index})"
+    out.append(Text(title, style="bold"))
+    for step in d.steps[:-2]:
+        out += _step_text(step, d.n_features)
+    out.append(Text("3. The loss", style="bold"))
+    for f in d.loss.formulas:
+        out.append(Text(f"  {f.text}"))
+        if f.note:
+            out.append(Text(f"      ({f.note})", style="dim"))
+    out.append(Text(""))
+    for step in d.steps[-2:]:
+        out += _step_text(step, d.n_features)
+    if d.evaluated:
+        lo = d.loss
+        out.append(Text(f"  Per sample, over all N = {lo.n_samples} rows ({lo.n_active} active), C = {num(lo.loss)}:",
+                        style="bold"))
+        out.append(Text("  term = (2/N) vᵢ · (−∂aᵢ/∂w) = (2/N) eᵢ xᵢᵀ when active, 0 when not", style="dim"))
+        out.append(_sample_table(d))
+        out.append(Text(""))
+        out.append(Text("4. Check", style="bold"))
+        out.append(_check_table(d))
+        out.append(Text(check_line(d), style="bold green" if d.check.ok else "bold red"))
+        k = kink_line(d)
+        if k:
+            out.append(Text(k, style="yellow"))
+    else:
+        out.append(Text("  (add --show-jacobians to fill each matrix with numbers and check them)", style="dim"))
+    return out
+
+
+def vcr_renderables(v: VectorChainRule) -> list:
+    out: list = [Text("The vector chain rule (Parr & Howard, section 4.5.3)", style="bold underline"),
+                 Text(LAYOUT, style="dim"), Text("")]
+    for f in v.definitions:
+        out.append(Text(f"  {f.text:<32} {f.note}".rstrip()))
+    out.append(Text(""))
+    out.append(Text(f"At x = {num(v.x)}", style="bold"))
+    for step in v.steps:
+        out += _step_text(step, 2)
+    out.append(Text("Check", style="bold"))
+    t = Table(box=None, padding=(0, 2), show_edge=False, pad_edge=False)
+    t.add_column("")
+    for label in ("∂y₁/∂x", "∂y₂/∂x"):
+        t.add_column(Text(label), justify="right", no_wrap=True)
+    for label, m in (("chain product ∂f/∂g · ∂g/∂x", v.step("dy/dx").value),
+                     ("closed form [2/x, 3 cos(3x)]ᵀ", v.closed_form), ("central differences", v.numeric)):
+        t.add_row(Text(label), *[Text(num(x)) for x in m.ravel()])
+    out.append(t)
+    verdict = "agree" if v.ok else "DISAGREE"
+    out.append(Text(f"chain = closed form = central differences: max relative error {v.max_rel_error:.1e} "
+                    f"(tolerance {v.tolerance:.0e}): {verdict}", style="bold green" if v.ok else "bold red"))
+    return out
+
+
+def to_text(obj, width: int = 100) -> str:
+    """Plain text (no colour, no control codes) at a fixed width: what the golden tests compare."""
+    buf = io.StringIO()
+    console = Console(file=buf, width=width, color_system=None, force_terminal=False, highlight=False,
+                      emoji=False, legacy_windows=False)
+    parts = vcr_renderables(obj) if isinstance(obj, VectorChainRule) else text_renderables(obj)
+    console.print(Group(*parts))
+    return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n"
+
+
+# ----------------------------------------------------------------------------- markdown and LaTeX
+
+
+def bmatrix(M: np.ndarray) -> str:
+    cells = _cells(M)
+    tex = {"⋮": r"\vdots", "⋱": r"\ddots", "…": r"\cdots"}
+    rows = [" & ".join(tex.get(c, c.replace("e", r"\mathrm{e}")) for c in row) for row in cells]
+    return r"\begin{bmatrix} " + r" \\ ".join(rows) + r" \end{bmatrix}"
+
+
+def _step_latex(step: Step) -> str:
+    """The step's equation; when evaluated, followed by its factors multiplied out."""
+    eq = step.latex
+    if step.cases:
+        cases = r" \\ ".join(f"{v.latex} & {c.latex}" for v, c in step.cases)
+        eq += r" = \begin{cases} " + cases + r" \end{cases}"
+    if step.value is not None:
+        eq += r" \\ " + step.symbol_latex + " = "
+        if step.factors:
+            eq += " ".join(bmatrix(f) for f in step.factors) + " = "
+        eq += bmatrix(step.value)
+    return eq
+
+
+def _md_escape(s: str) -> str:
+    return s.replace("|", r"\|").replace("_", r"\_").replace("*", r"\*")
+
+
+def _md_steps(steps: list[Step]) -> list[str]:
+    out = []
+    for s in steps:
+        out.append(f"**{s.symbol}**, shape {s.shape_text}"
+                   + (f" = {s.shape[0]} x {s.shape[1]}" if s.shape_text != f"{s.shape[0]} x {s.shape[1]}" else "")
+                   + (f". {_md_escape(s.note)}" if s.note else ""))
+        out.append("")
+        body = _step_latex(s)
+        if s.value is not None:
+            body = body.replace(" = ", " &= ", 1).replace(r" \\ " + s.symbol_latex + " = ", r" \\ " + s.symbol_latex + " &= ")
+            out += ["$$", r"\begin{aligned}", body, r"\end{aligned}", "$$", ""]
+        else:
+            out += ["$$", body, "$$", ""]
+    return out
+
+
+def _clean_md(lines: list[str]) -> str:
+    text = "\n".join(lines)
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text.replace("\n\n\\end{aligned}", "\n\\end{aligned}").rstrip() + "\n"
+
+
+def to_markdown(obj) -> str:
+    """GitHub / notebook markdown: prose, ``$$`` display math, tables."""
+    if isinstance(obj, VectorChainRule):
+        return _vcr_markdown(obj)
+    d = obj
+    out = ["# The gradient of a = max(0, w·x + b), step by step", "",
+           "Parr & Howard, *The Matrix Calculus You Need For Deep Learning*, sections 5 and 6.", ""]
+    out += [f"- {_md_escape(line)}" for line in _context_lines(d)]
+    out += ["", "## 1. Intermediate variables", "", "$$", r"\begin{aligned}"]
+    out.append(r" \\ ".join(f.latex.replace(" = ", " &= ", 1) for f in d.definitions))
+    out += [r"\end{aligned}", "$$", "", "## 2. One Jacobian per step, chained", ""]
+    out += _md_steps(d.steps[:-2])
+    out += ["## 3. The loss", "", "$$", r"\begin{aligned}"]
+    out.append(r" \\ ".join(_align_first(f.latex) for f in d.loss.formulas))
+    out += [r"\end{aligned}", "$$", ""]
+    out += _md_steps(d.steps[-2:])
+    if d.evaluated:
+        lo = d.loss
+        out.append(f"Per sample, over the {lo.n_samples} rows ({lo.n_active} active), C = {num(lo.loss)}; "
+                   f"term = (2/N) vᵢ · (−∂aᵢ/∂w), zero when inactive:")
+        out += ["", "| i | CSV line | zᵢ | active | eᵢ | term of ∂C/∂w | term of ∂C/∂b |", "|---:|---:|---:|---|---:|---|---:|"]
+        out += ["| " + " | ".join(_row_cells(r)) + " |" for r in lo.rows_head]
+        if lo.n_omitted:
+            out.append(f"| ⋮ | ⋮ | ⋮ | ⋮ | ⋮ | ⋮ ({lo.n_omitted} more rows) | ⋮ |")
+            out += ["| " + " | ".join(_row_cells(r)) + " |" for r in lo.rows_tail]
+        out.append(f"| **Σ** | | | {lo.n_active}/{lo.n_samples} | | **{_vec(lo.grad_w)}** | **{num(lo.grad_b)}** |")
+        c = d.check
+        out += ["", "## 4. Check", "", "| | " + " | ".join(_md_escape(x) for x in c.labels) + " |",
+                "|---|" + "---:|" * len(c.labels)]
+        out.append("| Jacobian chain | " + " | ".join(map(num, c.chain)) + " |")
+        out.append("| vectorized kernel | " + " | ".join(map(num, c.kernel)) + " |")
+        out.append("| central differences | " + " | ".join(num(v) + ("\\*" if k else "") for v, k in zip(c.numeric, c.kink)) + " |")
+        out += ["", f"**{check_line(d)}**"]
+        k = kink_line(d)
+        if k:
+            out += ["", _md_escape(k)]
+    return _clean_md(out)
+
+
+def _align_first(latex: str) -> str:
+    return latex.replace(" = ", " &= ", 1) if " = " in latex else "&" + latex
+
+
+def _vcr_markdown(v: VectorChainRule) -> str:
+    out = ["# The vector chain rule", "", "Parr & Howard, section 4.5.3.", "", f"- {LAYOUT}", "",
+           "$$", r"\begin{aligned}", r" \\ ".join(_align_first(f.latex) for f in v.definitions), r"\end{aligned}",
+           "$$", "", f"## At x = {num(v.x)}", ""]
+    out += _md_steps(v.steps)
+    out += ["## Check", "", "| | chain product | closed form | central differences |", "|---|---:|---:|---:|"]
+    for i, label in enumerate(("∂y₁/∂x", "∂y₂/∂x")):
+        out.append(f"| {label} | {num(v.step('dy/dx').value[i, 0])} | {num(v.closed_form[i, 0])} | {num(v.numeric[i, 0])} |")
+    verdict = "agree" if v.ok else "DISAGREE"
+    out += ["", f"**max relative error {v.max_rel_error:.1e} (tolerance {v.tolerance:.0e}): {verdict}**"]
+    return _clean_md(out)
+
+
+_TEX_TEXT = {"∂": r"$\partial$", "⊗": r"$\otimes$", "Σ": r"$\Sigma$", "≤": r"$\le$", "→": r"$\to$", "·": r"$\cdot$",
+             "−": "-", "ᵢ": r"$_i$", "ᵀ": r"$^T$", "ⁿ": r"$^n$", "ᵐ": r"$^m$", "⃗": "", "—": "---", "₁": r"$_1$",
+             "₂": r"$_2$", "²": r"$^2$", "'": "'"}
+
+
+def tex_text(s: str) -> str:
+    """Escape prose for LaTeX (specials, and the few Unicode symbols the notes use)."""
+    out = []
+    for ch in s:
+        if ch in "&%$#_{}":
+            out.append("\\" + ch)
+        elif ch == "~":
+            out.append(r"\textasciitilde{}")
+        elif ch == "^":
+            out.append(r"\textasciicircum{}")
+        elif ch == "\\":
+            out.append(r"\textbackslash{}")
+        else:
+            out.append(_TEX_TEXT.get(ch, ch))
+    return "".join(out)
+
+
+LATEX_PREAMBLE = r"""\documentclass{article}
+\usepackage[utf8]{inputenc}
+\usepackage[margin=2cm]{geometry}
+\usepackage{amsmath,amssymb}
+\setcounter{MaxMatrixCols}{20}
+\begin{document}
+"""
+
+
+def _tex_steps(steps: list[Step]) -> list[str]:
+    out = []
+    for s in steps:
+        shape = s.shape_text + (f" $= {s.shape[0]} \\times {s.shape[1]}$" if s.shape_text != f"{s.shape[0]} x {s.shape[1]}" else "")
+        out.append(r"\paragraph{$" + s.symbol_latex + "$} shape " + tex_text(shape).replace(" x ", r" $\times$ ")
+                   + (". " + tex_text(s.note) if s.note else "") + ".")
+        body = _step_latex(s)
+        if s.value is not None:
+            body = body.replace(" = ", " &= ", 1).replace(r" \\ " + s.symbol_latex + " = ", r" \\ " + s.symbol_latex + " &= ")
+            out += [r"\begin{align*}", body, r"\end{align*}"]
+        else:
+            out += [r"\[", body, r"\]"]
+    return out
+
+
+def _tex_table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
+    out = [r"\begin{center}", r"\begin{tabular}{" + align + "}", r"\hline", " & ".join(header) + r" \\", r"\hline"]
+    out += [" & ".join(r) + r" \\" for r in rows]
+    out += [r"\hline", r"\end{tabular}", r"\end{center}"]
+    return out
+
+
+def to_latex(obj) -> str:
+    """A standalone LaTeX document (article, amsmath) whose math compiles as is."""
+    out = [LATEX_PREAMBLE.rstrip("\n")]
+    if isinstance(obj, VectorChainRule):
+        v = obj
+        out += [r"\section*{The vector chain rule (Parr \& Howard, section 4.5.3)}", tex_text(LAYOUT) + ".",
+                r"\begin{align*}", r" \\ ".join(_align_first(f.latex) for f in v.definitions), r"\end{align*}",
+                r"\subsection*{At $x = " + num(v.x) + "$}"]
+        out += _tex_steps(v.steps)
+        rows = [[f"$\\partial y_{i + 1}/\\partial x$", num(v.step("dy/dx").value[i, 0]), num(v.closed_form[i, 0]),
+                 num(v.numeric[i, 0])] for i in range(2)]
+        out += [r"\subsection*{Check}"]
+        out += _tex_table(["", "chain product", "closed form", "central differences"], rows, "lrrr")
+        out.append(tex_text(f"max relative error {v.max_rel_error:.1e} (tolerance {v.tolerance:.0e}): "
+                            f"{'agree' if v.ok else 'DISAGREE'}."))
+        out.append(r"\end{document}")
+        return "\n".join(out) + "\n"
+    d = obj
+    out += [r"\section*{The gradient of $a = \max(0, \mathbf{w} \cdot \mathbf{x} + b)$, step by step}",
+            r"Parr \& Howard, \emph{The Matrix Calculus You Need For Deep Learning}, sections 5 and 6.",
+            r"\begin{itemize}"]
+    out += [r"\item " + tex_text(line) for line in _context_lines(d)]
+    out += [r"\end{itemize}", r"\subsection*{1. Intermediate variables}", r"\begin{align*}",
+            r" \\ ".join(_align_first(f.latex) for f in d.definitions), r"\end{align*}",
+            r"\subsection*{2. One Jacobian per step, chained}"]
+    out += _tex_steps(d.steps[:-2])
+    out += [r"\subsection*{3. The loss}", r"\begin{align*}",
+            r" \\ ".join(_align_first(f.latex) for f in d.loss.formulas), r"\end{align*}"]
+    out += _tex_steps(d.steps[-2:])
+    if d.evaluated:
+        lo = d.loss
+        out.append(tex_text(f"Per sample, over the {lo.n_samples} rows ({lo.n_active} active), C = {num(lo.loss)}; "
+                            f"term = (2/N) vᵢ · (−∂aᵢ/∂w), zero when inactive:"))
+        rows = [[tex_text(c) for c in _row_cells(r)] for r in lo.rows_head]
+        if lo.n_omitted:
+            rows.append([r"$\vdots$"] * 5 + [f"$\\vdots$ ({lo.n_omitted} more rows)", r"$\vdots$"])
+            rows += [[tex_text(c) for c in _row_cells(r)] for r in lo.rows_tail]
+        rows.append([r"$\Sigma$", "", "", f"{lo.n_active}/{lo.n_samples}", "", _vec(lo.grad_w), num(lo.grad_b)])
+        out += _tex_table(["$i$", "CSV line", "$z_i$", "active", "$e_i$", r"term of $\partial C/\partial \mathbf{w}$",
+                           r"term of $\partial C/\partial b$"], rows, "rrrlrlr")
+        c = d.check
+        out.append(r"\subsection*{4. Check}")
+        rows = [["Jacobian chain", *map(num, c.chain)], ["vectorized kernel", *map(num, c.kernel)],
+                ["central differences", *[num(x) + ("*" if k else "") for x, k in zip(c.numeric, c.kink)]]]
+        out += _tex_table([""] + [tex_text(x) for x in c.labels], rows, "l" + "r" * len(c.labels))
+        out.append(r"\textbf{" + tex_text(check_line(d)) + "}")
+        k = kink_line(d)
+        if k:
+            out += ["", tex_text(k)]
+    out.append(r"\end{document}")
+    return "\n".join(out) + "\n"
+
+
+# ----------------------------------------------------------------------------- JSON
+
+
+def _m(M) -> list | None:
+    return None if M is None else np.atleast_2d(M).astype(float).tolist()
+
+
+def _step_json(s: Step) -> dict:
+    d = {"name": s.name, "formula": s.formula, "latex": s.latex, "shape": list(s.shape), "value": _m(s.value)}
+    if s.factors:
+        d["factors"] = {"names": list(s.chain), "values": [_m(f) for f in s.factors]}
+    if s.cases:
+        d["cases"] = [{"value": v.text, "when": c.text} for v, c in s.cases]
+    if s.note:
+        d["note"] = s.note
+    return d
+
+
+def _row_json(r: SampleRow) -> dict:
+    return {"index": r.index, "line": r.line, "z": r.z, "active": r.active, "error": r.error,
+            "dC/dw": [float(v) for v in r.grad_w], "dC/db": r.grad_b}
+
+
+def to_json(obj) -> str:
+    """The derivation as one JSON object; every matrix in numerator layout, full precision."""
+    if isinstance(obj, VectorChainRule):
+        v = obj
+        data = {"example": "vector-chain-rule", "x": v.x, "layout": "numerator",
+                "definitions": [{"formula": f.text, "latex": f.latex} for f in v.definitions],
+                "steps": [_step_json(s) for s in v.steps],
+                "check": {"chain": _m(v.step("dy/dx").value), "closed_form": _m(v.closed_form), "numeric": _m(v.numeric),
+                          "max_rel_error": v.max_rel_error, "tolerance": v.tolerance, "agree": v.ok}}
+        return json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    d = obj
+    data = {
+        "source": d.source, "units": d.units, "layout": "numerator", "relu_derivative_at_zero": 0,
+        "features": d.feature_names, "target": d.target,
+        "definitions": [{"formula": f.text, "latex": f.latex} for f in d.definitions],
+        "parameters": None, "sample": None,
+        "steps": [_step_json(s) for s in d.steps],
+        "loss": {"formulas": [{"formula": f.text, "latex": f.latex} for f in d.loss.formulas]},
+        "check": None,
+    }
+    if d.evaluated:
+        lo, c = d.loss, d.check
+        data["parameters"] = {"from": d.parameters_from, "w": [float(v) for v in d.w], "b": d.b}
+        data["sample"] = {"index": d.sample_index, "line": d.sample_line, "x": [float(v) for v in d.x], "y": d.y,
+                          "z": d.z, "active": d.z > 0}
+        data["loss"].update({
+            "n_samples": lo.n_samples, "n_active": lo.n_active, "value": lo.loss,
+            "rows": [_row_json(r) for r in lo.rows_head],
+            "rows_omitted": lo.n_omitted,
+            "rows_tail": [_row_json(r) for r in lo.rows_tail],
+            "sum": {"dC/dw": [float(v) for v in lo.grad_w], "dC/db": lo.grad_b},
+        })
+        data["check"] = {"labels": c.labels, "chain": c.chain.tolist(), "kernel": c.kernel.tolist(),
+                         "numeric": c.numeric.tolist(), "kink": c.kink.tolist(), "step": c.step.tolist(),
+                         "max_rel_error": c.max_rel_error, "tolerance": c.tolerance, "agree": c.ok}
+    return json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
