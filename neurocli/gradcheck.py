@@ -18,7 +18,8 @@ is the largest step that keeps it on one side. When samples straddle, the check
 3. at an exact tie (``z_i == 0``, margin 0, no step helps) takes one-sided differences of that
    sample's term on each side. The convention ReLU'(0) = 0 makes a tied sample inactive, so its
    reference is the one-sided difference on the side where z decreases (the flat side); the
-   analytic value must also lie between the left and right one-sided differences of the loss.
+   analytic value must also lie between the left and right one-sided differences (summed per
+   tied sample, so that ties moving in opposite directions are bracketed too).
 
 Nothing here prints; :func:`check` returns a :class:`GradcheckReport` that ``render.gradcheck``
 shows and serializes.
@@ -58,7 +59,12 @@ class TieCheck:
     left: float  # d C / d theta_j from below (theta_j - h, theta_j - 2h)
     right: float  # from above
     analytic: float
-    within: bool  # analytic lies in [min(left, right), max(left, right)] up to the tolerance
+    # Every tied sample's term has a left and a right slope; the analytic value must lie in
+    # [lo, hi] = the rest's slope + the sum over ties of [min(left_i, right_i), max(left_i, right_i)].
+    # With one tie (or ties all moving the same way) that is [min(left, right), max(left, right)].
+    lo: float
+    hi: float
+    within: bool  # up to the tolerance
 
 
 @dataclass
@@ -371,10 +377,11 @@ def check_point(X, y, w, b, grad_fn: GradFn = kernels.loss_and_gradient, *, eps=
             base = float(dr.loss[rest].sum())
             left = (base + float(dr.loss_left[ties].sum())) / n_used
             right = (base + float(dr.loss_right[ties].sum())) / n_used
-            lo, hi = min(left, right), max(left, right)
+            lo = (base + float(np.minimum(dr.loss_left, dr.loss_right)[ties].sum())) / n_used
+            hi = (base + float(np.maximum(dr.loss_left, dr.loss_right)[ties].sum())) / n_used
             slack = atol + rtol * max(abs(lo), abs(hi), abs(analytic)) + roundoff
             within = bool(lo - slack <= analytic <= hi + slack)
-            tie_check = TieCheck(int(ties.sum()), left, right, analytic, within)
+            tie_check = TieCheck(int(ties.sum()), left, right, analytic, lo, hi, within)
             ok = ok and within
         params.append(ParameterResult(analytic=analytic, numeric=numeric, abs_error=abs_error, rel_error=rel_error,
                                       tolerance=tolerance, roundoff=roundoff, status="pass" if ok else "fail",

@@ -56,10 +56,9 @@ def action_text(p: ParameterResult) -> str:
         text = f"no sample straddles at step {_e(p.step)}"
     t = p.tie_check
     if t is not None:
-        lo, hi = min(t.left, t.right), max(t.left, t.right)
         text += (f"; {t.n_ties} exact tie{'s' if t.n_ties != 1 else ''} (z = 0): analytic {_g(t.analytic, 8)} "
                  f"{'lies' if t.within else 'does NOT lie'} between the one-sided differences "
-                 f"[{_g(lo, 8)}, {_g(hi, 8)}]")
+                 f"[{_g(t.lo, 8)}, {_g(t.hi, 8)}] (left {_g(t.left, 8)}, right {_g(t.right, 8)})")
     return text
 
 
@@ -203,7 +202,8 @@ def _parameter_dict(p: ParameterResult, label: str | None, line_of: LineOf) -> d
         d["kink"]["lines"] = [line_of(i) for i in p.indices]
     if p.tie_check is not None:
         t = p.tie_check
-        d["kink"]["ties"] = {"count": t.n_ties, "left": _num(t.left), "right": _num(t.right), "within": t.within}
+        d["kink"]["ties"] = {"count": t.n_ties, "left": _num(t.left), "right": _num(t.right), "lo": _num(t.lo),
+                             "hi": _num(t.hi), "within": t.within, "convention": "ReLU'(0) = 0"}
     if label is not None:
         d["point"] = label
     return d
