@@ -464,5 +464,40 @@ def derive(
             raise typer.Exit(EXIT_TRAINING_FAILED)
 
 
+# --- cache command (neurocli/cache.py) ---
+
+cache_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="The binary cache of parsed data files, kept under the user's cache folder "
+                             "($NEUROCLI_CACHE_DIR, else $XDG_CACHE_HOME/neurocli, else ~/.cache/neurocli); "
+                             "NEUROCLI_CACHE=off turns it off.")
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+def cache_info(json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")):
+    """Show the cache folder and, per entry, the data file, rows and size."""
+    import json
+
+    from neurocli import cache
+
+    s = cache.info()
+    if json_out:
+        print(json.dumps(s))
+        return
+    print(f"cache: {s['dir']} ({'on' if s['enabled'] else 'off: NEUROCLI_CACHE=off'}); "
+          f"{len(s['entries'])} entr{'y' if len(s['entries']) == 1 else 'ies'}, {s['bytes'] / 1e6:.1f} MB")
+    for e in s["entries"]:
+        print(f"  {e['file']}  {e['rows']} rows  {e['bytes'] / 1e6:.1f} MB")
+
+
+@cache_app.command("clear")
+def cache_clear():
+    """Delete every cached table; the next run parses its CSV again."""
+    from neurocli import cache
+
+    freed = cache.clear()
+    print(f"cleared {cache.cache_dir()} ({freed / 1e6:.1f} MB freed)")
+
+
 def main() -> None:
     app(prog_name="neurocli")

@@ -15,8 +15,9 @@ from typing import Callable
 import numpy as np
 
 from neurocli import io as nio
+from neurocli.cache import read_table_cached
 from neurocli.config import LoadedConfig, config_from_dict, load_config
-from neurocli.data import Prepared, file_sha256, prepare, read_table
+from neurocli.data import Prepared, file_sha256, prepare
 from neurocli.errors import ConfigError, ModelFileError
 from neurocli.train import STOP_INTERRUPTED, Trainer, TrainState, evaluate, initial_parameters
 
@@ -28,6 +29,7 @@ class Inputs:
     w0: np.ndarray
     b0: np.floating
     load_s: float
+    data_sha256: str | None = None  # of the data file, served by the table cache when it hits
 
 
 def load_inputs(config_path: Path, overrides: list[str] | None = None, loaded: LoadedConfig | None = None) -> Inputs:
@@ -41,7 +43,7 @@ def load_inputs(config_path: Path, overrides: list[str] | None = None, loaded: L
                                              f"(a relative path is taken from the config file's folder)")
     if data_path.is_dir():
         raise loaded.error(("data", "path"), f"data.path: {str(data_path)!r} is a directory, not a CSV file")
-    table = read_table(
+    table, data_sha256 = read_table_cached(
         loaded.data_path, target=cfg.data.target, features=cfg.data.features,
         missing=cfg.data.missing, delimiter=cfg.data.delimiter,
     )
@@ -61,7 +63,7 @@ def load_inputs(config_path: Path, overrides: list[str] | None = None, loaded: L
         raise loaded.error(("training", "batch_size"),
                            f"training.batch_size is {bs} but the training split has only {n_train} rows")
     w0, b0 = initial_parameters(cfg.model, n_features, prepared.y_train, cfg.seed, cfg.training.dtype)
-    return Inputs(loaded, prepared, w0, b0, time.perf_counter() - t0)
+    return Inputs(loaded, prepared, w0, b0, time.perf_counter() - t0, data_sha256)
 
 
 def config_fingerprint(resolved: dict) -> str:
@@ -88,7 +90,7 @@ class TrainRun:
         cfg = inputs.loaded.config
         self.state = state or TrainState(w=inputs.w0.copy(), b=inputs.b0)
         self.trainer = Trainer(p.X_train, p.y_train, p.X_val, p.y_val, cfg.training, cfg.seed, self.state)
-        self.data_sha = data_sha or file_sha256(inputs.loaded.data_path)
+        self.data_sha = data_sha or inputs.data_sha256 or file_sha256(inputs.loaded.data_path)
         self.resolved = inputs.loaded.resolved()
         self.train_s = 0.0
 
@@ -107,7 +109,7 @@ class TrainRun:
                 f"resume with {Path(run_dir) / 'config.yaml'}",
                 path=inputs.loaded.path,
             )
-        sha = file_sha256(inputs.loaded.data_path)
+        sha = inputs.data_sha256 or file_sha256(inputs.loaded.data_path)
         if ckpt.get("data_sha256") != sha:
             raise ConfigError("the data file changed since the run started; cannot resume it bit-identically",
                               path=inputs.loaded.data_path)

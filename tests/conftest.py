@@ -1,4 +1,7 @@
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,10 @@ PENGUINS = ROOT / "data" / "penguins.csv"
 # Keep output deterministic and free of control codes in CliRunner tests.
 os.environ.setdefault("NO_COLOR", "1")
 os.environ.setdefault("COLUMNS", "100")
+# The data cache lives under the user's cache folder; the tests get a throw-away one.
+_CACHE = tempfile.mkdtemp(prefix="neurocli-test-cache-")
+os.environ.setdefault("NEUROCLI_CACHE_DIR", _CACHE)
+atexit.register(shutil.rmtree, _CACHE, True)
 
 
 @pytest.fixture

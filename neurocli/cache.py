@@ -1,0 +1,175 @@
+"""A binary cache of validated tables, so a second run on an unchanged CSV skips the parse.
+
+Where: ``$NEUROCLI_CACHE_DIR``, else ``$XDG_CACHE_HOME/neurocli``, else ``~/.cache/neurocli``
+(never next to the data). ``NEUROCLI_CACHE=off`` turns it off; ``neurocli cache info`` and
+``neurocli cache clear`` show and empty it.
+
+An entry is served only when everything that decides the table is unchanged:
+
+- the read options (target, features, missing, delimiter) and the cache format;
+- the file's resolved path, device and inode, size, mtime and ctime in nanoseconds (ctime
+  cannot be set back by a user: any write, ``touch`` or rename moves it);
+- a hash of sampled content (the first and last MiB and 16 slices of 64 KiB in between),
+  in case a file system keeps coarse timestamps.
+
+Each entry also keeps the SHA-256 of the whole file, computed while the parse ran, so a
+cached load does not have to read the CSV at all. Entries are written to a temporary folder
+and renamed into place, so a crash leaves no half entry; a damaged entry is ignored and
+replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from neurocli.data import Table, file_sha256, read_table
+
+CACHE_FORMAT = 1
+EDGE_BYTES = 1 << 20
+SLICES, SLICE_BYTES = 16, 1 << 16
+_ENTRY_NAME = re.compile(r"[0-9a-f]{24}-[0-9a-f]{24}")
+
+
+def cache_dir() -> Path:
+    """The cache folder (not created here)."""
+    if os.environ.get("NEUROCLI_CACHE_DIR"):
+        return Path(os.environ["NEUROCLI_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "neurocli"
+
+
+def enabled() -> bool:
+    return os.environ.get("NEUROCLI_CACHE", "on").strip().lower() not in ("off", "0", "no", "false")
+
+
+def sampled_digest(path: Path, size: int) -> str:
+    """SHA-256 of the first and last MiB and 16 evenly spaced 64 KiB slices (the whole file if small)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        if size <= 2 * EDGE_BYTES + SLICES * SLICE_BYTES:
+            h.update(fh.read())
+        else:
+            h.update(fh.read(EDGE_BYTES))
+            for i in range(1, SLICES + 1):
+                fh.seek(EDGE_BYTES + (size - 2 * EDGE_BYTES) * i // (SLICES + 1))
+                h.update(fh.read(SLICE_BYTES))
+            fh.seek(size - EDGE_BYTES)
+            h.update(fh.read(EDGE_BYTES))
+    return h.hexdigest()
+
+
+def _keys(path: Path, options: dict) -> tuple[str, str, dict]:
+    """(prefix naming file + options, suffix naming its current state, the facts hashed)."""
+    resolved = path.resolve()
+    st = resolved.stat()
+    facts = {"format": CACHE_FORMAT, "path": str(resolved), "options": options}
+    prefix = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]
+    state = {"dev": st.st_dev, "ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+             "ctime_ns": st.st_ctime_ns, "sample": sampled_digest(resolved, st.st_size),
+             "numpy": np.lib.NumpyVersion(np.__version__).major}
+    suffix = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:24]
+    return prefix, suffix, {**facts, **state}
+
+
+def read_table_cached(path: Path, *, target, features, missing: str, delimiter: str) -> tuple[Table, str]:
+    """:func:`neurocli.data.read_table` through the cache. Returns ``(table, sha256 of the file)``.
+
+    Errors are those of ``read_table`` (nothing is cached for a file that fails validation).
+    """
+    path = Path(path)
+    options = {"target": target, "features": features, "missing": missing, "delimiter": delimiter}
+    if not enabled():
+        return read_table(path, **options), file_sha256(path)
+    try:
+        prefix, suffix, facts = _keys(path, options)
+    except OSError:  # missing or unreadable: let read_table name the problem
+        return read_table(path, **options), file_sha256(path)
+    root = cache_dir()
+    entry = root / f"{prefix}-{suffix}"
+    hit = _load(entry, path)
+    if hit is not None:
+        return hit
+    table = read_table(path, **options)
+    sha = file_sha256(path)
+    if _keys(path, options)[1] == suffix:  # the file did not change while we read it
+        _store(root, entry, prefix, table, sha, facts)
+    return table, sha
+
+
+def _load(entry: Path, path: Path) -> tuple[Table, str] | None:
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        X = np.load(entry / "X.npy", allow_pickle=False)
+        y = np.load(entry / "y.npy", allow_pickle=False) if meta["target"] is not None else None
+        rows = np.load(entry / "rows.npy", allow_pickle=False)
+        if X.shape != (meta["n_rows"], len(meta["feature_names"])) or rows.shape != (meta["n_rows"],):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    table = Table(path=path, feature_names=list(meta["feature_names"]), target=meta["target"], X=X, y=y,
+                  rows=rows, n_dropped=int(meta["n_dropped"]))
+    return table, meta["sha256"]
+
+
+def _store(root: Path, entry: Path, prefix: str, table: Table, sha: str, facts: dict) -> None:
+    """Write an entry atomically and drop older entries of the same file and options.
+
+    Failing to write (read-only or full disk) only costs the next run a parse."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+        try:
+            np.save(tmp / "X.npy", table.X, allow_pickle=False)
+            if table.y is not None:
+                np.save(tmp / "y.npy", table.y, allow_pickle=False)
+            np.save(tmp / "rows.npy", table.rows, allow_pickle=False)
+            meta = {"feature_names": table.feature_names, "target": table.target, "n_rows": int(table.X.shape[0]),
+                    "n_dropped": int(table.n_dropped), "sha256": sha, "created": time.time(), "facts": facts}
+            (tmp / "meta.json").write_text(json.dumps(meta))
+            for old in root.glob(f"{prefix}-*"):
+                shutil.rmtree(old, ignore_errors=True)
+            os.rename(tmp, entry)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:
+        pass
+
+
+def info() -> dict:
+    """What the cache holds: its folder, and per entry the data file, rows and bytes."""
+    root = cache_dir()
+    entries = []
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        if not (d.is_dir() and _ENTRY_NAME.fullmatch(d.name)):
+            continue
+        size = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
+        try:
+            meta = json.loads((d / "meta.json").read_text())
+            entries.append({"file": meta["facts"]["path"], "rows": meta["n_rows"], "bytes": size,
+                            "options": meta["facts"]["options"], "created": meta["created"]})
+        except (OSError, ValueError, KeyError):
+            entries.append({"file": None, "rows": None, "bytes": size, "options": None, "created": None})
+    return {"dir": str(root), "enabled": enabled(), "entries": entries,
+            "bytes": sum(e["bytes"] for e in entries)}
+
+
+def clear() -> int:
+    """Delete every entry (and leftovers of interrupted writes); returns the bytes freed."""
+    root = cache_dir()
+    freed = 0
+    if not root.is_dir():
+        return 0
+    for d in root.iterdir():
+        if d.is_dir() and (d.name.startswith(".tmp-") or _ENTRY_NAME.fullmatch(d.name)):
+            freed += sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+            shutil.rmtree(d, ignore_errors=True)
+    return freed
