@@ -139,6 +139,8 @@ def _walk_nodes(node: yaml.Node, keys: tuple, locations: dict, path, budget: lis
                     where=f"line {key_node.start_mark.line + 1}, column {key_node.start_mark.column + 1}",
                 )
             seen.add(key)
+            # the key itself, for errors about the key (unknown key) rather than its value
+            locations[("<key>",) + keys + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             _walk_nodes(value_node, keys + (key,), locations, path, budget)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
@@ -265,7 +267,10 @@ def validate(data: dict, path: Path | None, locations: dict, overrides: dict) ->
             message = _union_message(_error_keys(first), first.get("input"))
         else:
             message = _describe(first)
-        raise _located_error(path, locations, overrides, _error_keys(first), message) from exc
+        keys = _error_keys(first)
+        if first["type"] == "extra_forbidden" and ("<key>",) + keys in locations:
+            keys = ("<key>",) + keys
+        raise _located_error(path, locations, overrides, keys, message) from exc
     return LoadedConfig(config=config, path=path, locations=locations, overrides=overrides)
 
 

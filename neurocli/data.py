@@ -235,7 +235,7 @@ def read_table(
             r, c = first_bad(nan_mask, all_cols)
             n_bad = int(nan_mask.any(axis=1).sum())
             raise DataError(
-                f"column {c!r}: empty or NA cell ({n_bad} row{'s' if n_bad > 1 else ''} have one); "
+                f"column {c!r}: empty or NA cell ({n_bad} row{'s have' if n_bad > 1 else ' has'} one); "
                 f"set data.missing: drop to skip such rows",
                 path=path, where=f"line {line_of_row(path, r)}",
             )

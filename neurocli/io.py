@@ -31,6 +31,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a result file gets the usual mode
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fd = None
             fh.write(text)
@@ -47,6 +48,12 @@ def atomic_write_text(path: Path, text: str) -> None:
             os.unlink(tmp)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_json(path: Path, data, indent: int | None = 2) -> None:
     atomic_write_text(path, json.dumps(data, indent=indent, allow_nan=False) + "\n")
 
@@ -59,6 +66,26 @@ def history_csv(history: list[dict]) -> str:
         for row in history:
             writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v) for k, v in row.items()})
     return buf.getvalue()
+
+
+def read_history(path: Path) -> list[dict]:
+    """history.csv back into records, exactly as written (floats were written with repr)."""
+
+    def parse(value: str):
+        if value == "":
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            return float(value)
+
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    except FileNotFoundError as exc:
+        raise ModelFileError("history file not found: the run cannot be resumed without it", path=path) from exc
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"history file is damaged: {exc}", path=path) from exc
 
 
 def create_run_dir(requested: Path) -> Path:

@@ -55,7 +55,8 @@ def load_inputs(config_path: Path, overrides: list[str] | None = None, loaded: L
     wi = cfg.model.weights_init
     if isinstance(wi, list) and len(wi) != n_features:
         raise loaded.error(("model", "weights_init"),
-                           f"model.weights_init has {len(wi)} numbers but there are {n_features} features "
+                           f"model.weights_init has {len(wi)} number{'s' if len(wi) != 1 else ''} but there "
+                           f"{'are' if n_features != 1 else 'is'} {n_features} feature{'s' if n_features != 1 else ''} "
                            f"({', '.join(table.feature_names)})")
     bs = cfg.training.batch_size
     n_train = prepared.X_train.shape[0]
@@ -113,10 +114,14 @@ class TrainRun:
         if ckpt.get("data_sha256") != sha:
             raise ConfigError("the data file changed since the run started; cannot resume it bit-identically",
                               path=inputs.loaded.data_path)
+        history = nio.read_history(Path(run_dir) / "history.csv")
         try:
-            state = TrainState.from_dict(ckpt["state"])
+            state = TrainState.from_dict(ckpt["state"], history)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"checkpoint is damaged: {exc}", path=ckpt_path) from exc
+        if len(history) != state.epoch:
+            raise ModelFileError(f"history.csv has {len(history)} epochs but the checkpoint {state.epoch}",
+                                 path=Path(run_dir) / "history.csv")
         if ckpt.get("stopped") not in (STOP_INTERRUPTED, "completed") or (
             ckpt.get("stopped") == "completed" and state.epoch >= inputs.loaded.config.training.epochs
         ):

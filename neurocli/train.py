@@ -70,8 +70,9 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        # history is not here: it is history.csv, written beside the checkpoint (floats in repr, exact)
         d = {k: getattr(self, k) for k in ("epoch", "batch", "rng_state", "epoch_rng_state", "partial",
-                                            "best_loss", "best_epoch", "wait", "history")}
+                                            "best_loss", "best_epoch", "wait")}
         d["w"] = [float(v) for v in self.w]
         d["b"] = float(self.b)
         d["dtype"] = str(self.w.dtype)
@@ -81,7 +82,7 @@ class TrainState:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainState":
+    def from_dict(cls, d: dict, history: list[dict]) -> "TrainState":
         dtype = np.dtype(d["dtype"])
         return cls(
             w=np.asarray(d["w"], dtype=dtype),
@@ -96,7 +97,7 @@ class TrainState:
             best_loss=math.inf if d["best_loss"] is None else float(d["best_loss"]),
             best_epoch=int(d["best_epoch"]),
             wait=int(d["wait"]),
-            history=list(d["history"]),
+            history=list(history),
         )
 
 
