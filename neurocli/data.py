@@ -40,8 +40,48 @@ class Table:
     frame: pd.DataFrame | None = None  # the whole file, kept only when asked (predict)
 
     def line_of(self, i: int) -> int:
-        """The file line (1-based, header = line 1) of kept row ``i``."""
-        return line_of_row(self.path, int(self.rows[i]))
+        """The file line (1-based, header = line 1) of kept row ``i``.
+
+        The first call scans the file once for blank lines (which the parser skips); every
+        later call is a lookup, so a per-sample table on a million rows stays fast.
+        """
+        if self.__dict__.get("_blank_lines") is None:
+            self.__dict__["_blank_lines"] = blank_lines(self.path)
+        row = int(self.rows[i])
+        line = row + HEADER_LINE + 1
+        for blank in self.__dict__["_blank_lines"]:  # sorted; usually empty
+            if blank <= line:
+                line += 1
+            else:
+                break
+        return line
+
+
+def blank_lines(path: Path, chunk_size: int = 1 << 23) -> list[int]:
+    """Line numbers of the empty lines after the header, in one chunked pass over the file."""
+    found: list[int] = []
+    line = 1  # the line that starts at the current chunk's first byte
+    carry = b""
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(chunk_size)
+            if not chunk:
+                break
+            data = carry + chunk
+            start = 0
+            while True:  # an empty line is a newline right after a newline (or after "\n\r")
+                hit = data.find(b"\n\n", start)
+                hit_cr = data.find(b"\n\r\n", start)
+                if hit < 0 and hit_cr < 0:
+                    break
+                hit = min(h for h in (hit, hit_cr) if h >= 0)
+                number = line + data.count(b"\n", 0, hit + 1)
+                if number > HEADER_LINE and (not found or found[-1] != number):
+                    found.append(number)
+                start = hit + 1
+            line += data.count(b"\n", 0, len(data) - 2)
+            carry = data[len(data) - 2:]
+    return found
 
 
 def line_of_row(path: Path, row: int) -> int:
