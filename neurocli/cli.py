@@ -194,7 +194,7 @@ def train(
         if json_out:
             print(render.summary_event(summary), flush=True)
         else:
-            out.print(render.summary_renderable(summary))
+            out.print(render.summary_renderable(summary, [h["loss"] for h in run.state.history]))
         stopped = summary["stopped"]
         if stopped == "interrupted":
             print(f"interrupted after epoch {summary['epochs']}: checkpoint saved in {run.run_dir}; continue with: "

@@ -156,9 +156,6 @@ class TrainRun:
             w_orig, b_orig = p.standardization.to_original_units(w_std, b_std)
         else:
             w_orig, b_orig = w_std, b_std
-        from neurocli.render import sparkline  # plain text helper, no terminal involved
-
-        losses = [h["loss"] for h in st.history]
         return {
             "loss": tr.get("mse"), "rmse": tr.get("rmse"), "mae": tr.get("mae"), "r2": tr.get("r2"),
             "val_loss": va.get("mse"), "val_rmse": va.get("rmse"), "val_mae": va.get("mae"), "val_r2": va.get("r2"),
@@ -174,7 +171,6 @@ class TrainRun:
             "n_val": int(p.X_val.shape[0]),
             "rows_dropped": p.table.n_dropped,
             "run_dir": str(self.run_dir),
-            "loss_curve": sparkline(losses),
             "timing": {"load_s": round(self.inputs.load_s, 4), "train_s": round(self.train_s, 4)},
         }
 

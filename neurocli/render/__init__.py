@@ -132,8 +132,9 @@ class LiveView:
         self.live.update(self._renderable(rec, losses), refresh=True)
 
 
-def summary_renderable(s: dict):
-    """The end-of-run panel: weights by feature, bias, metrics, why it stopped, where files went."""
+def summary_renderable(s: dict, losses: list[float] | None = None):
+    """The end-of-run panel: weights by feature, bias, metrics, the loss curve, why it stopped,
+    where the files went. ``losses``: the training loss of every epoch, for the curve."""
     parts = []
     wt = Table(title="learned parameters", title_justify="left", box=None, padding=(0, 2))
     wt.add_column("parameter")
@@ -162,9 +163,11 @@ def summary_renderable(s: dict):
                    fmt(s["val_r2"], 4))
     parts.append(Text(""))
     parts.append(mt)
-    if s.get("loss_curve"):
+    curve = sparkline(losses or [])
+    if curve:
         parts.append(Text(""))
-        parts.append(Text("loss curve (log scale, epoch 1 -> last)  ", style="dim") + Text(s["loss_curve"], style="cyan"))
+        parts.append(Text(f"loss curve (log scale, epoch 1 -> {len(losses)})", style="dim"))
+        parts.append(Text(curve, style="cyan"))
     parts.append(Text(""))
     stop = Text("stopped: ", style="bold") + Text(f"{STOP_EXPLAINED.get(s['stopped'], s['stopped'])} after {s['epochs']} epochs",
                                                    style="green" if s["stopped"] in ("completed", "early_stopping") else "red")
