@@ -406,8 +406,9 @@ def prepare(table: Table, *, validation_fraction: float, standardize: bool, seed
 
     def take(idx: np.ndarray, whole: bool) -> np.ndarray:
         part = X if whole else X[idx]
-        if standardization is not None:
-            part = standardization.apply(part)
+        if standardization is not None:  # (X - mean) / scale with one temporary, not two
+            part = part - standardization.mean if whole else np.subtract(part, standardization.mean, out=part)
+            part /= standardization.scale
         return np.ascontiguousarray(part, dtype=np_dtype)
 
     whole = len(val_idx) == 0

@@ -149,7 +149,7 @@ def _block_sums(X, y, w, b, rows: int, blocks, grad_parts: np.ndarray, sums: np.
 
 
 def loss_and_gradient(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float, *,
-                      block_bytes: int = BLOCK_BYTES) -> LossGrad:
+                      block_bytes: int | None = None) -> LossGrad:
     """The same numbers as :func:`loss_and_gradient_reference`, reading X about once.
 
     X : ndarray of shape (n_samples, n_features); y : ndarray of shape (n_samples,);
@@ -161,8 +161,15 @@ def loss_and_gradient(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float, *,
     sums are added in block order at the end; the result agrees with the reference to
     rounding (tested to 1e-12 relative in float64).
     A batch that fits in one block goes to the reference unchanged.
+
+    ``block_bytes`` defaults to :data:`BLOCK_BYTES` for float64 and to no blocking for
+    float32: OpenBLAS's threaded float32 matrix-vector product on a block-sized matrix was
+    measured 10-40x slower than on the whole X (benchmarks/), so float32 uses the reference.
+    Passing ``block_bytes`` forces the blocked form for any dtype (the tests do).
     """
     n_samples, n_features = X.shape
+    if block_bytes is None:
+        block_bytes = BLOCK_BYTES if np.result_type(X, w) == np.float64 else X.nbytes + 1
     rows = block_rows(n_samples, n_features, X.dtype.itemsize, block_bytes)
     if rows >= n_samples:
         return loss_and_gradient_reference(X, y, w, b)

@@ -1,0 +1,364 @@
+"""neurocli's benchmark suite: one command, one table of medians and ratios measured side by side.
+
+    python benchmarks/run.py            # the sizes of issue 6 (several minutes, ~2 GB of RAM and temp disk)
+    python benchmarks/run.py --quick    # tiny sizes, one round: checks that the suite still runs
+
+Every timed case is repeated in interleaved rounds (each variant once per round, so a noisy
+neighbour hits all of them alike) and reported as the median. Each row gives the ratio to its
+floor (the cheapest thing that must happen anyway, e.g. one ``X @ w``, one pass over X) and to
+each peer measured in the same run. PyTorch and polars are peers when installed, skipped with a
+note otherwise; neither is a dependency of neurocli. Nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from neurocli import cache, kernels
+from neurocli.config import TrainingConfig
+from neurocli.data import read_table
+from neurocli.train import Trainer, TrainState
+
+ROOT = Path(__file__).resolve().parent.parent
+ROWS: list[tuple[str, str, str, str]] = []  # case, median, vs floor, vs peers
+NOTES: list[str] = []
+
+
+def optional(name):
+    try:
+        return __import__(name)
+    except ImportError:
+        NOTES.append(f"{name} not installed: its comparisons are skipped")
+        return None
+
+
+def interleaved(variants: dict, rounds: int) -> dict:
+    """Median seconds of each variant, measured in ``rounds`` interleaved rounds."""
+    times = {k: [] for k in variants}
+    for _ in range(rounds):
+        for k, f in variants.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def row(case, seconds, floor=None, floor_name="", peers=()):
+    vs_floor = f"{seconds / floor:.2f}x {floor_name}" if floor else ""
+    vs_peers = ", ".join(f"{p / seconds:.1f}x faster than {name}" if p >= seconds else f"{seconds / p:.1f}x slower than {name}"
+                         for name, p in peers)
+    ROWS.append((case, fmt_s(seconds), vs_floor, vs_peers))
+
+
+def fmt_s(s):
+    return f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def machine() -> list[str]:
+    facts = [f"cores: {os.cpu_count()}", f"python {platform.python_version()}", f"numpy {np.__version__}",
+             f"{platform.machine()} {platform.system()}"]
+    try:
+        from threadpoolctl import threadpool_info
+        for lib in threadpool_info():
+            if lib.get("user_api") == "blas":
+                facts.append(f"BLAS: {lib['internal_api']} {lib.get('version')} ({lib.get('architecture')} kernel), "
+                             f"{lib['num_threads']} threads")
+    except ImportError:
+        facts.append("BLAS: threadpoolctl not installed, BLAS facts unknown")
+    return facts
+
+
+# --- 1. the full-batch gradient ---
+
+def gradient(sizes, rounds, torch):
+    for n, d in sizes:
+        for dtype in (np.float64, np.float32):
+            rng = np.random.default_rng(0)
+            X = rng.standard_normal((n, d)).astype(dtype)
+            w = (rng.standard_normal(d) / math.sqrt(d)).astype(dtype)
+            y = np.maximum(X @ w + 0.5, 0).astype(dtype) + rng.standard_normal(n).astype(dtype) * 0.1
+            b = dtype(0.1)
+            variants = {"floor": lambda: X @ w,
+                        "fused": lambda: kernels.loss_and_gradient(X, y, w, b),
+                        "reference": lambda: kernels.loss_and_gradient_reference(X, y, w, b)}
+            if torch is not None:
+                tX, ty = torch.from_numpy(X), torch.from_numpy(y)
+
+                def autograd():
+                    tw = torch.from_numpy(w.copy()).requires_grad_()
+                    tb = torch.tensor(float(b), dtype=tX.dtype, requires_grad=True)
+                    loss = ((torch.relu(tX @ tw + tb) - ty) ** 2).mean()
+                    loss.backward()
+                    return loss.item(), tw.grad, tb.grad
+
+                def manual():
+                    tw = torch.from_numpy(w)
+                    z = tX @ tw + float(b)
+                    r = torch.relu(z) - ty
+                    g = r * (z > 0)
+                    return (r @ r).item(), tX.T @ g, g.sum()
+
+                variants["torch autograd"], variants["torch manual"] = autograd, manual
+            med = interleaved(variants, rounds)
+            ref, fast = kernels.loss_and_gradient_reference(X, y, w, b), kernels.loss_and_gradient(X, y, w, b)
+            err = float(np.max(np.abs(fast.grad_w - ref.grad_w)) / np.max(np.abs(ref.grad_w)))
+            name = f"gradient {np.dtype(dtype).name} N={n:,} d={d}"
+            peers = [(k, med[k]) for k in ("torch autograd", "torch manual") if k in med]
+            row(f"{name}: fused", med["fused"], med["floor"], "X@w", [("reference", med["reference"])] + peers)
+            row(f"{name}: reference", med["reference"], med["floor"], "X@w")
+            for k, v in peers:
+                row(f"{name}: {k}", v, med["floor"], "X@w")
+            NOTES.append(f"{name}: one X@w = {fmt_s(med['floor'])} ({X.nbytes / med['floor'] / 1e9:.1f} GB/s); "
+                         f"fused vs reference max |diff| / max |grad_w| = {err:.1e}")
+
+
+# --- 2. mini-batch SGD ---
+
+def minibatch(n, d, epochs, rounds, torch):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((n, d))
+    y = np.maximum(X @ rng.standard_normal(d) + 1.0, 0)
+    empty_X, empty_y = np.empty((0, d)), np.empty(0)
+
+    def train(batch_size):
+        cfg = TrainingConfig(epochs=epochs, learning_rate=0.01, batch_size=batch_size, shuffle=True, early_stopping=None)
+        t = Trainer(X, y, empty_X, empty_y, cfg, 0, TrainState(w=np.full(d, 0.1), b=np.float64(1.0)))
+        for _ in t.run():
+            pass
+        return t.state
+
+    variants = {"full": lambda: train(None), "mini": lambda: train(256)}
+    if torch is not None:
+        tX, ty = torch.from_numpy(X), torch.from_numpy(y)
+
+        def torch_slicing():
+            gen = torch.Generator().manual_seed(0)
+            tw = torch.full((d,), 0.1, dtype=tX.dtype, requires_grad=True)
+            tb = torch.tensor(1.0, dtype=tX.dtype, requires_grad=True)
+            for _ in range(epochs):
+                order = torch.randperm(n, generator=gen)
+                for s in range(0, n, 256):
+                    idx = order[s:s + 256]
+                    loss = ((torch.relu(tX[idx] @ tw + tb) - ty[idx]) ** 2).mean()
+                    loss.backward()
+                    with torch.no_grad():
+                        tw -= 0.01 * tw.grad
+                        tb -= 0.01 * tb.grad
+                        tw.grad = None
+                        tb.grad = None
+
+        variants["torch slicing"] = torch_slicing
+    med = interleaved(variants, rounds)
+    a, b = train(256), train(256)
+    same = np.array_equal(a.w, b.w) and a.b == b.b
+    peers = [("torch slicing", med["torch slicing"])] if "torch slicing" in med else []
+    row(f"mini-batch epoch N={n:,} d={d} batch 256, shuffled", med["mini"] / epochs, med["full"] / epochs,
+        "full-batch epoch", peers and [(k, v / epochs) for k, v in peers])
+    row(f"full-batch epoch N={n:,} d={d}", med["full"] / epochs)
+    NOTES.append(f"mini-batch: two runs with the same seed {'are' if same else 'are NOT'} bit-identical")
+
+
+# --- 3. loading ---
+
+def write_csv(path: Path, n: int, d: int) -> None:
+    rng = np.random.default_rng(2)
+    header = ",".join([f"x{j}" for j in range(d)] + ["y"]) + "\n"
+    with open(path, "w") as fh:
+        fh.write(header)
+        for s in range(0, n, 50_000):
+            block = np.round(rng.standard_normal((min(50_000, n - s), d + 1)) * 100, 6)
+            block[:, -1] = np.abs(block[:, -1])
+            np.savetxt(fh, block, delimiter=",", fmt="%.6f")
+
+
+def loading(n, d, rounds, tmp: Path, polars):
+    import pandas as pd
+
+    path = tmp / "data.csv"
+    write_csv(path, n, d)
+    mb = path.stat().st_size / 1e6
+    cache_dir = tmp / "cache"
+    os.environ["NEUROCLI_CACHE_DIR"] = str(cache_dir)
+    opts = dict(target="y", features=None, missing="error", delimiter=",")
+    table = read_table(path, **opts)
+    npy = tmp / "data.npy"
+    np.save(npy, np.column_stack([table.X, table.y]))
+
+    def cached():
+        return cache.read_table_cached(path, **opts)
+
+    cached()  # fill the cache
+    variants = {"neurocli": lambda: read_table(path, **opts),
+                "pandas": lambda: pd.read_csv(path, engine="c").to_numpy(dtype=np.float64),
+                "cached": cached,
+                "np.load": lambda: np.load(npy)}
+    if polars is not None:
+        variants["polars"] = lambda: polars.read_csv(path).to_numpy().astype(np.float64, copy=False)
+    med = interleaved(variants, rounds)
+    peers = [("pandas C engine", med["pandas"])] + ([("polars", med["polars"])] if "polars" in med else [])
+    rate = lambda k: f"{mb / med[k]:.0f} MB/s"  # noqa: E731
+    row(f"CSV parse + validation, {mb:.0f} MB ({n:,} x {d + 1}) [{rate('neurocli')}]", med["neurocli"],
+        med["pandas"], "pandas", peers[1:])
+    row(f"pandas read_csv C engine [{rate('pandas')}]", med["pandas"])
+    if "polars" in med:
+        row(f"polars read_csv [{rate('polars')}]", med["polars"])
+    row(f"second run: served from the cache [{rate('cached')}]", med["cached"], med["np.load"], "np.load",
+        [("the parse", med["neurocli"])])
+    row(f"np.load of the same data as .npy [{rate('np.load')}]", med["np.load"])
+    return path
+
+
+def peak_memory(path: Path, tmp: Path, n: int, d: int):
+    """Peak RSS of `neurocli train` runs, against the float64 size of the data, via /usr/bin/time -v."""
+    if not Path("/usr/bin/time").exists():
+        NOTES.append("peak memory skipped: /usr/bin/time not found")
+        return
+    data_mb = n * (d + 1) * 8 / 1e6
+    for name, extra in [("full batch, float64, validation split, standardized", []),
+                        ("mini-batch 256, float32", ["--set", "training.batch_size=256", "--set", "training.dtype=float32"])]:
+        cfg = tmp / "bench.yaml"
+        cfg.write_text(f"data: {{path: {path}, target: y, standardize: true, validation_fraction: 0.2}}\n"
+                       f"training: {{epochs: 3, learning_rate: 0.01}}\noutput: {{dir: {tmp / 'runs'}}}\n")
+        for label, env in [("parse", {"NEUROCLI_CACHE": "off"}), ("cached", {})]:
+            if label == "cached":  # fill the cache first
+                subprocess.run([sys.executable, "-m", "neurocli", "train", str(cfg), "-q", *extra],
+                               capture_output=True, env={**os.environ})
+            t0 = time.perf_counter()
+            p = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "neurocli", "train", str(cfg), "-q", *extra],
+                               capture_output=True, text=True, env={**os.environ, **env})
+            wall = time.perf_counter() - t0
+            m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
+            if p.returncode != 0 or not m:
+                NOTES.append(f"peak memory run failed ({name}, {label}): {p.stderr.strip().splitlines()[-1:]}")
+                continue
+            peak = int(m.group(1)) / 1e3
+            ROWS.append((f"peak RSS, train {name}, {label}", f"{peak:.0f} MB",
+                         f"{peak / data_mb:.2f}x data ({data_mb:.0f} MB float64)", f"wall {wall:.1f} s"))
+
+
+# --- 4. the live display ---
+
+def live_display(epochs, rounds, tmp: Path):
+    """Wall time of the quickstart run with the live view (on a pseudo-terminal) and with --quiet."""
+    import pty
+
+    cmd = [sys.executable, "-m", "neurocli", "train", str(ROOT / "configs" / "quickstart.yaml"),
+           "--set", f"training.epochs={epochs}", "--set", "training.early_stopping=null",
+           "--set", f"output.dir={tmp / 'live-runs'}"]
+
+    def run(live: bool):
+        master, slave = pty.openpty()
+        p = subprocess.Popen(cmd + ([] if live else ["--quiet"]), stdout=slave, stderr=slave, stdin=subprocess.DEVNULL)
+        os.close(slave)
+        while True:  # drain the terminal so the child never blocks on it
+            try:
+                if not os.read(master, 65536):
+                    break
+            except OSError:
+                break
+        p.wait()
+        os.close(master)
+        if p.returncode != 0:
+            raise RuntimeError(f"quickstart run failed with exit code {p.returncode}")
+
+    med = interleaved({"quiet": lambda: run(False), "live": lambda: run(True)}, rounds)
+    row(f"quickstart, {epochs:,} epochs, live view (whole process)", med["live"], med["quiet"], "--quiet")
+
+
+# --- 5. scaling ---
+
+def scaling(sizes, d, epochs, rounds):
+    per_epoch = {}
+    for n in sizes:
+        rng = np.random.default_rng(3)
+        X = rng.standard_normal((n, d))
+        y = np.maximum(X @ rng.standard_normal(d) + 1.0, 0)
+        cfg = TrainingConfig(epochs=epochs, learning_rate=0.01, batch_size=None, early_stopping=None)
+
+        def train():
+            t = Trainer(X, y, np.empty((0, d)), np.empty(0), cfg, 0, TrainState(w=np.full(d, 0.1), b=np.float64(1.0)))
+            for _ in t.run():
+                pass
+
+        per_epoch[n] = interleaved({"t": train}, rounds)["t"] / epochs
+    ns = np.array(sorted(per_epoch), dtype=float)
+    ts = np.array([per_epoch[int(v)] for v in ns])
+    slope = np.polyfit(np.log(ns), np.log(ts), 1)[0]
+    largest = ns[-1]
+    for n_, t_ in zip(ns, ts):
+        per_row = t_ / n_
+        ROWS.append((f"full-batch epoch N={int(n_):,} d={d}", fmt_s(t_),
+                     f"{per_row / (ts[-1] / largest):.2f}x the time per row at N={int(largest):,}", ""))
+    NOTES.append(f"scaling: fitted log-log slope of time per epoch against N = {slope:.2f} (1.00 is linear)")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, one round: check that the suite runs")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per case (default 11, 1 with --quick)")
+    ap.add_argument("--only", default="gradient,minibatch,loading,memory,live,scaling",
+                    help="comma-separated subset of: gradient, minibatch, loading, memory, live, scaling")
+    args = ap.parse_args(argv)
+    q = args.quick
+    rounds = args.rounds or (1 if q else 11)
+    only = set(args.only.split(","))
+    torch = optional("torch") if only & {"gradient", "minibatch"} else None
+    polars = optional("polars") if "loading" in only else None
+    tmp = Path(tempfile.mkdtemp(prefix="neurocli-bench-"))
+    saved_env = {k: os.environ.get(k) for k in ("NEUROCLI_CACHE_DIR",)}
+    try:
+        if "gradient" in only:
+            gradient([(2_000, 32), (500, 256)] if q else [(1_000_000, 32), (200_000, 256)], rounds, torch)
+        if "minibatch" in only:
+            minibatch(2_000 if q else 100_000, 20, 1 if q else 3, rounds, torch)
+        csv_n, csv_d = (2_000, 32) if q else (1_000_000, 32)
+        path = None
+        if "loading" in only or "memory" in only:
+            path = loading(csv_n, csv_d, min(rounds, 5), tmp, polars)
+        if "memory" in only:
+            peak_memory(path, tmp, csv_n, csv_d)
+        if "live" in only:
+            live_display(200 if q else 20_000, 1 if q else 3, tmp)
+        if "scaling" in only:
+            scaling([1_000, 3_000, 10_000] if q else [10_000, 30_000, 100_000, 300_000, 1_000_000], 32,
+                    2 if q else 10, rounds if q else 5)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    print_table(rounds, q)
+
+
+def print_table(rounds, quick):
+    print(f"neurocli benchmarks{' (--quick: tiny sizes, not a measurement)' if quick else ''}; "
+          f"medians of {rounds} interleaved round{'s' if rounds > 1 else ''}")
+    print("machine: " + "; ".join(machine()))
+    head = ("case", "median", "vs floor", "vs peers (same run)")
+    widths = [max(len(r[i]) for r in ROWS + [head]) for i in range(4)]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    print(line(head))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in ROWS:
+        print(line(r))
+    for n in NOTES:
+        print(f"- {n}")
+
+
+if __name__ == "__main__":
+    main()
