@@ -11,14 +11,17 @@ No function here modifies its arguments, prints, or reads files.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 # Bytes of X per block in the fused kernel: big enough that the per-block Python overhead
 # (about ten numpy calls) is noise, small enough that a block stays in cache between its two
 # passes (z = X_b w, then X_b^T g_b). 1-4 MiB measured best (benchmarks/); 256 KiB is slower.
-BLOCK_BYTES = 2 * 1024 * 1024
+BLOCK_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -148,28 +151,56 @@ def _block_sums(X, y, w, b, rows: int, blocks, grad_parts: np.ndarray, sums: np.
         sums[k, 3] = np.count_nonzero(m)
 
 
+# The fused kernel's workers: one per core. Each runs its share of the blocks with the BLAS
+# held to one thread (a block is too small for BLAS threads to pay off, and two levels of
+# threads would fight for two cores). numpy releases the GIL inside BLAS calls and ufuncs,
+# so the workers stream X through both cores' caches at once.
+_WORKERS = max(1, min(4, os.cpu_count() or 1))
+_pool: ThreadPoolExecutor | None = None
+_blas = None
+# Below this size the data fits in cache anyway and the plain form is as fast.
+FUSED_MIN_BYTES = 8 * 1024 * 1024
+
+
+def _run_blocks(X, y, w, b, rows: int, n_blocks: int, grad_parts, sums) -> None:
+    """Run :func:`_block_sums` over all blocks, split among the workers (contiguous shares)."""
+    global _pool, _blas
+    workers = min(_WORKERS, n_blocks)
+    if workers <= 1:
+        _block_sums(X, y, w, b, rows, range(n_blocks), grad_parts, sums)
+        return
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="neurocli-kernel")
+        _blas = ThreadpoolController()
+    bounds = [n_blocks * i // workers for i in range(workers + 1)]
+    with _blas.limit(limits=1, user_api="blas"):
+        futures = [_pool.submit(_block_sums, X, y, w, b, rows, range(lo, hi), grad_parts, sums)
+                   for lo, hi in zip(bounds, bounds[1:])]
+        for f in futures:
+            f.result()
+
+
 def loss_and_gradient(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float, *,
                       block_bytes: int | None = None) -> LossGrad:
     """The same numbers as :func:`loss_and_gradient_reference`, reading X about once.
 
-    X : ndarray of shape (n_samples, n_features); y : ndarray of shape (n_samples,);
-    w : ndarray of shape (n_features,); b : float.
+    X : ndarray of shape (n_samples, n_features), row- or column-major; y : ndarray of shape
+    (n_samples,); w : ndarray of shape (n_features,); b : float.
 
-    The reference reads X twice (``X w``, then ``X^T g``), and the second pass over a
-    row-major X is slow. Here X is walked in row blocks of about ``block_bytes`` and each
-    block serves both products while in cache (:func:`_block_sums`). Per-block partial
-    sums are added in block order at the end; the result agrees with the reference to
-    rounding (tested to 1e-12 relative in float64).
-    A batch that fits in one block goes to the reference unchanged.
-
-    ``block_bytes`` defaults to :data:`BLOCK_BYTES` for float64 and to no blocking for
-    float32: OpenBLAS's threaded float32 matrix-vector product on a block-sized matrix was
-    measured 10-40x slower than on the whole X (benchmarks/), so float32 uses the reference.
-    Passing ``block_bytes`` forces the blocked form for any dtype (the tests do).
+    The reference reads X twice (``X w``, then ``X^T g``). Here X is walked in row blocks of
+    about ``block_bytes`` (default :data:`BLOCK_BYTES`, well inside a core's L2 cache) and
+    each block serves both products while in cache (:func:`_block_sums`); the blocks are
+    shared among one worker per core. Per-block partial sums are added in block order at
+    the end, so the result does not depend on the number of workers or their timing, and it
+    agrees with the reference to rounding (tested to 1e-12 relative in float64).
+    X smaller than :data:`FUSED_MIN_BYTES` (unless ``block_bytes`` is given, as the tests
+    do) goes to the reference unchanged.
     """
     n_samples, n_features = X.shape
     if block_bytes is None:
-        block_bytes = BLOCK_BYTES if np.result_type(X, w) == np.float64 else X.nbytes + 1
+        if X.nbytes < FUSED_MIN_BYTES:
+            return loss_and_gradient_reference(X, y, w, b)
+        block_bytes = BLOCK_BYTES
     rows = block_rows(n_samples, n_features, X.dtype.itemsize, block_bytes)
     if rows >= n_samples:
         return loss_and_gradient_reference(X, y, w, b)
@@ -177,10 +208,10 @@ def loss_and_gradient(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float, *,
     dtype = np.result_type(X, w, y)
     grad_parts = np.empty((n_blocks, n_features), dtype=dtype)
     sums = np.empty((n_blocks, 4), dtype=np.float64)
-    _block_sums(X, y, w, b, rows, range(n_blocks), grad_parts, sums)
+    _run_blocks(X, y, w, b, rows, n_blocks, grad_parts, sums)
     sq_sum, abs_sum, g_sum, n_active = sums.sum(axis=0)
     scale = 2.0 / n_samples
-    grad_w = (grad_parts.sum(axis=0) * scale).astype(dtype, copy=False)
+    grad_w = (grad_parts.sum(axis=0, dtype=np.float64) * scale).astype(dtype, copy=False)
     assert grad_w.shape == (n_features,)
     return LossGrad(
         loss=float(sq_sum) / n_samples,
