@@ -181,13 +181,16 @@ class Trainer:
             b_new = self.dtype.type(st.b - self.lr * self.dtype.type(lg.grad_b))
         if not (math.isfinite(lg.loss) and math.isfinite(float(b_new)) and np.isfinite(w_new).all()):
             self.stopped = STOP_DIVERGED
-            self.message = (
-                f"training diverged at epoch {st.epoch + 1}: the loss or a parameter became non-finite "
-                f"(kept the last finite parameters); try a smaller training.learning_rate "
-                f"(now {self.cfg.learning_rate:g}) or data.standardize: true"
-            )
+            self.message = self._diverged_message()
             return None
         st.w, st.b = w_new, b_new
+        p = st.partial
+        p["sq"] += lg.loss * lg.n_samples
+        p["abs"] += lg.abs_error_sum
+        p["active"] += lg.n_active
+        p["rows"] += lg.n_samples
+        with np.errstate(over="ignore", invalid="ignore"):
+            p["grad_norm"] = math.hypot(float(np.linalg.norm(lg.grad_w.astype(np.float64))), lg.grad_b)
         return lg
 
     def _dead_message(self, when: str) -> str:
@@ -221,29 +224,12 @@ class Trainer:
                 self.rng.bit_generator.state = copy.deepcopy(st.epoch_rng_state)
             order = self.rng.permutation(n) if shuffled else None
             n_batches = -(-n // self.batch_size)
-            while st.batch < n_batches:
-                start = st.batch * self.batch_size
-                if self.batch_size == n:
-                    Xb, yb = self.X, self.y
-                elif order is None:
-                    Xb, yb = self.X[start:start + self.batch_size], self.y[start:start + self.batch_size]
-                else:
-                    idx = order[start:start + self.batch_size]
-                    Xb, yb = self.X[idx], self.y[idx]
-                lg = self._step(Xb, yb)
-                if lg is None:
+            if self.batch_size == n:
+                if self._step(self.X, self.y) is None:
                     return
-                p = st.partial
-                p["sq"] += lg.loss * lg.n_samples
-                p["abs"] += lg.abs_error_sum
-                p["active"] += lg.n_active
-                p["rows"] += lg.n_samples
-                with np.errstate(over="ignore", invalid="ignore"):
-                    p["grad_norm"] = math.hypot(float(np.linalg.norm(lg.grad_w.astype(np.float64))), lg.grad_b)
-                st.batch += 1
-                if self._stop_requested and st.batch < n_batches:
-                    self.stopped = STOP_INTERRUPTED
-                    return
+                st.batch = 1
+            elif not self._minibatch_epoch(order, n_batches):
+                return
             st.batch = 0
             st.epoch += 1
             record = self._record()
@@ -255,6 +241,76 @@ class Trainer:
             if cfg.early_stopping is not None and self._early_stop(record):
                 return
         self.stopped = STOP_COMPLETED
+
+    def _minibatch_epoch(self, order: np.ndarray | None, n_batches: int) -> bool:
+        """The batches of one epoch from ``state.batch`` on; False if it stopped (diverged or
+        interrupted). A tight loop over caller-owned buffers: a step is a gather, the fused
+        block of the kernels, and the update, about twenty numpy calls in all."""
+        st, X, y = self.state, self.X, self.y
+        B, d, dtype = self.batch_size, X.shape[1], self.dtype
+        Xb_buf, yb_buf = np.empty((B, d), dtype=dtype), np.empty(B, dtype=dtype)
+        z, r, scratch = (np.empty(B, dtype=dtype) for _ in range(3))
+        m = np.empty(B, dtype=bool)
+        grad = np.empty(d, dtype=dtype)
+        w, w_prev = st.w.copy(), st.w.copy()
+        b = st.b
+        p = st.partial
+        sq_total, abs_total, active_total, rows_total = p["sq"], p["abs"], p["active"], p["rows"]
+        lr = float(self.lr)
+        grad_b = 0.0
+        ok = True
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected, not warned
+            while st.batch < n_batches:
+                start = st.batch * B
+                if order is None:
+                    Xb, yb = X[start:start + B], y[start:start + B]
+                else:
+                    idx = order[start:start + B]
+                    k = idx.shape[0]
+                    Xb = np.take(X, idx, axis=0, out=Xb_buf[:k])
+                    yb = np.take(y, idx, out=yb_buf[:k])
+                k = Xb.shape[0]
+                if k == B:
+                    sq, abs_sum, g_sum, n_active = kernels.fused_block(Xb, yb, w, b, z, r, m, scratch, grad)
+                else:  # the last, shorter batch
+                    sq, abs_sum, g_sum, n_active = kernels.fused_block(Xb, yb, w, b, z[:k], r[:k], m[:k],
+                                                                       scratch[:k], grad)
+                # A finite loss means a finite residual, hence a finite X^T g (|x| is bounded at load).
+                if not (math.isfinite(sq) and math.isfinite(g_sum)):
+                    ok = False
+                    break
+                scale = 2.0 / k  # the batch's own N in the mean: grad = (2/k) X_b^T g
+                np.copyto(w_prev, w)
+                grad *= dtype.type(-lr * scale)  # the step -lr * dC/dw
+                w += grad
+                grad_b = g_sum * scale
+                b = dtype.type(b - dtype.type(lr * grad_b))
+                sq_total += sq
+                abs_total += abs_sum
+                active_total += n_active
+                rows_total += k
+                st.batch += 1
+                if self._stop_requested and st.batch < n_batches:
+                    break
+        if not np.isfinite(w).all() or not math.isfinite(float(b)):
+            w, b, ok = w_prev, st.b, False
+        st.w, st.b = w, b
+        grad_w_sq = float(grad.astype(np.float64) @ grad.astype(np.float64)) / lr ** 2 if ok else math.inf
+        p.update(sq=sq_total, abs=abs_total, active=active_total, rows=rows_total,
+                 grad_norm=math.sqrt(grad_w_sq + grad_b ** 2) if ok else math.inf)
+        if not ok:
+            self.stopped = STOP_DIVERGED
+            self.message = self._diverged_message()
+            return False
+        if st.batch < n_batches:
+            self.stopped = STOP_INTERRUPTED
+            return False
+        return True
+
+    def _diverged_message(self) -> str:
+        return (f"training diverged at epoch {self.state.epoch + 1}: the loss or a parameter became non-finite "
+                f"(kept the last finite parameters); try a smaller training.learning_rate "
+                f"(now {self.cfg.learning_rate:g}) or data.standardize: true")
 
     def _record(self) -> EpochRecord:
         st, p = self.state, self.state.partial
