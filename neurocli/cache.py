@@ -88,18 +88,20 @@ def read_table_cached(path: Path, *, target, features, missing: str, delimiter: 
     path = Path(path)
     options = {"target": target, "features": features, "missing": missing, "delimiter": delimiter}
     if not enabled():
-        return read_table(path, **options), file_sha256(path)
+        table = read_table(path, **options)
+        return table, table.sha256 or file_sha256(path)
     try:
         prefix, suffix, facts = _keys(path, options)
     except OSError:  # missing or unreadable: let read_table name the problem
-        return read_table(path, **options), file_sha256(path)
+        table = read_table(path, **options)
+        return table, table.sha256 or file_sha256(path)
     root = cache_dir()
     entry = root / f"{prefix}-{suffix}"
     hit = _load(entry, path)
     if hit is not None:
         return hit
     table = read_table(path, **options)
-    sha = file_sha256(path)
+    sha = table.sha256 or file_sha256(path)
     if _keys(path, options)[1] == suffix:  # the file did not change while we read it
         _store(root, entry, prefix, table, sha, facts)
     return table, sha

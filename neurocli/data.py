@@ -9,7 +9,11 @@ Preprocessing (missing rows, validation split, standardization, dtype) happens o
 from __future__ import annotations
 
 import hashlib
+import io
 import math
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +42,7 @@ class Table:
     rows: np.ndarray
     n_dropped: int
     frame: pd.DataFrame | None = None  # the whole file, kept only when asked (predict)
+    sha256: str | None = None  # of the whole file, when the reader hashed it on the way
 
     def line_of(self, i: int) -> int:
         """The file line (1-based, header = line 1) of kept row ``i``.
@@ -179,22 +184,6 @@ def _missing_columns(path: Path, wanted: list[str], names: list[str], role: str)
     )
 
 
-def _to_float(frame: pd.DataFrame, column: str, path: Path, rows_index) -> np.ndarray:
-    series = frame[column]
-    if not pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
-        coerced = pd.to_numeric(series, errors="coerce")
-        bad = coerced.isna() & series.notna()
-        if bad.any():
-            pos = int(np.argmax(bad.to_numpy()))
-            text = str(series.iloc[pos])
-            raise DataError(
-                f"column {column!r}: {text[:40]!r} is not a number",
-                path=path, where=f"line {line_of_row(path, int(rows_index[pos]))}",
-            )
-        series = coerced
-    return series.to_numpy(dtype=np.float64, na_value=np.nan)
-
-
 def read_table(
     path: Path,
     *,
@@ -211,6 +200,10 @@ def read_table(
     Raises DataError naming the file, line and column for: missing/unreadable/empty file,
     header only, undecodable bytes, wrong delimiter, duplicate or absent columns,
     non-numeric cells, infinities, and empty/NA cells when ``missing == "error"``.
+
+    Large files are read in pieces (:func:`_read_pieces`), which bounds memory to about the
+    size of the result and parses on every core; ``keep_frame`` (predict keeps every column)
+    and files with quoted fields are read whole.
     """
     path = Path(path)
     names = read_header(path, delimiter)
@@ -222,22 +215,207 @@ def read_table(
             raise DataError("no feature columns: the file has only the target column", path=path, where="line 1")
     elif any(c not in names for c in features):
         raise _missing_columns(path, features, names, "feature")
+    if not keep_frame:
+        table = _read_pieces(path, names, features, target, missing, delimiter)
+        if table is not None:
+            return table
+    return _read_whole(path, features, target, missing, delimiter, keep_frame)
+
+
+# Bytes of CSV text per piece: big enough that pandas' per-call cost is noise, small enough
+# that the pieces in flight stay a small fraction of the data.
+PIECE_BYTES = 16 * 1024 * 1024
+_READERS = max(1, min(4, os.cpu_count() or 1))
+
+
+class _PieceError(Exception):
+    """A problem in one piece, located by its row or line inside the piece."""
+
+    def __init__(self, message: str, *, row: int | None = None, line: int | None = None):
+        super().__init__(message)
+        self.message, self.row, self.line = message, row, line
+
+
+def _parse_piece(text: bytes, names: list[str], wanted_idx: list[int], wanted: list[str], delimiter: str):
+    """One newline-aligned piece of the data section -> its wanted columns as floats.
+
+    Returns a block of shape (rows, len(wanted)), float64, in ``wanted`` order (NaN where a
+    cell is empty or NA); raises _PieceError (row or line relative to the piece) for text
+    cells, infinities and malformed lines.
+    """
+    try:
+        frame = pd.read_csv(io.BytesIO(text), sep=delimiter, header=None, names=names, usecols=wanted_idx,
+                            engine="c", encoding="utf-8", low_memory=False)
+    except pd.errors.EmptyDataError:  # only blank lines
+        return np.empty((0, len(wanted)))
+    except pd.errors.ParserError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        if not m:  # a problem pandas cannot place inside a piece: the whole-file read will
+            raise _PieceError("fall back to a whole-file read") from exc
+        raise _PieceError(f"malformed CSV: {str(exc).strip().rstrip('.')}", line=int(m.group(1))) from exc
+    return frame_to_block(frame, wanted)
+
+
+def frame_to_block(frame: pd.DataFrame, wanted: list[str]) -> np.ndarray:
+    """The ``wanted`` columns of a parsed frame as one row-major float64 block (NaN where a
+    cell is empty or NA). Text cells and infinities raise _PieceError at the earliest row
+    (then the leftmost column), so a file's first problem is the one reported."""
+    problems = []  # (row, column position, message)
+    for j, name in enumerate(wanted):
+        series = frame[name]
+        if not pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
+            coerced = pd.to_numeric(series, errors="coerce")
+            bad = (coerced.isna() & series.notna()).to_numpy()
+            if bad.any():
+                pos = int(np.argmax(bad))
+                problems.append((pos, j, f"column {name!r}: {str(series.iloc[pos])[:40]!r} is not a number"))
+            frame[name] = coerced.astype(np.float64)
+    block = frame[wanted].to_numpy(dtype=np.float64, na_value=np.nan)  # row-major
+    if not np.isfinite(block).all():
+        inf = np.isinf(block)
+        if inf.any():
+            r, c = divmod(int(np.argmax(inf)), block.shape[1])
+            problems.append((r, c, f"column {wanted[c]!r}: infinite value"))
+    if problems:
+        row, _, message = min(problems)
+        raise _PieceError(message, row=row)
+    return block
+
+
+def _read_pieces(path: Path, names, features, target, missing, delimiter) -> Table | None:
+    """The data section in newline-aligned pieces, parsed by pandas on every core.
+
+    The main thread reads the file once, hashing it (sha256) on the way, and hands pieces
+    to the workers; results are taken in file order, so the first problem reported is the
+    first in the file. None when the file has a quote character (a quoted field may hold a
+    newline, so the pieces could not be cut safely): the caller reads it whole.
+    """
+    wanted = features + ([target] if target is not None else [])
+    wanted_idx = [names.index(c) for c in wanted]
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        header = fh.readline()
+        digest.update(header)
+        if b'"' in header:
+            return None
+        first_line = HEADER_LINE + 1  # the line each piece starts on
+        results: list = []  # (first_line, future) in file order
+        out = _Growing(path.stat().st_size, len(header), len(features), target is not None)
+        n_rows = 0  # data rows seen (kept or not)
+        n_na = 0
+        first_na: tuple[int, str] | None = None
+        pool = ThreadPoolExecutor(max_workers=_READERS, thread_name_prefix="neurocli-csv")
+        try:
+            carry = b""
+            while True:
+                chunk = fh.read(PIECE_BYTES)
+                digest.update(chunk)
+                if b'"' in chunk:
+                    return None
+                data = carry + chunk
+                if chunk:
+                    cut = data.rfind(b"\n") + 1
+                    piece, carry = data[:cut], data[cut:]
+                else:
+                    piece, carry = data, b""
+                del data
+                if piece:
+                    results.append((first_line, pool.submit(_parse_piece, piece, names, wanted_idx, wanted, delimiter)))
+                    first_line += piece.count(b"\n")
+                del piece
+                # Take finished pieces in file order, keeping a few in flight per worker.
+                while results and (len(results) > _READERS + 1 or not chunk):
+                    start_line, future = results.pop(0)
+                    try:
+                        block = future.result()
+                    except _PieceError as exc:
+                        if exc.line is None and exc.row is None:
+                            return None
+                        if exc.line is not None:
+                            where = f"line {start_line + exc.line - 1}"
+                        else:
+                            where = f"line {line_of_row(path, n_rows + exc.row)}"
+                        raise DataError(exc.message, path=path, where=where) from None
+                    except UnicodeDecodeError as exc:
+                        raise _decode_error(path, exc) from exc
+                    n_piece = len(block)
+                    kept_rows = np.arange(n_rows, n_rows + n_piece)
+                    if missing != "keep":
+                        na = np.isnan(block)
+                        if na.any():
+                            bad_rows = na.any(axis=1)
+                            if first_na is None:
+                                r, c = divmod(int(np.argmax(na)), na.shape[1])
+                                first_na = (n_rows + r, wanted[c])
+                            n_na += int(bad_rows.sum())
+                            if missing == "drop":
+                                kept_rows, block = kept_rows[~bad_rows], block[~bad_rows]
+                        del na
+                    out.append(block, kept_rows)
+                    n_rows += n_piece
+                    del block
+                if not chunk:
+                    break
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    if n_rows == 0:
+        raise DataError("the file has a header but no data rows", path=path, where="line 2")
+    if missing == "error" and first_na is not None:
+        r, c = first_na
+        raise DataError(
+            f"column {c!r}: empty or NA cell ({n_na} row{'s have' if n_na > 1 else ' has'} one); "
+            f"set data.missing: drop to skip such rows",
+            path=path, where=f"line {line_of_row(path, r)}",
+        )
+    X, y, rows = out.result()
+    return Table(path=path, feature_names=list(features), target=target, X=X, y=y, rows=rows,
+                 n_dropped=n_rows - len(rows), sha256=digest.hexdigest())
+
+
+class _Growing:
+    """Rows appended into preallocated arrays (features, target, row numbers), sized from
+    the file: no list of pieces to stitch together, so the peak stays near the size of the
+    result. Pages never written are never touched, so the generous bound costs no memory."""
+
+    def __init__(self, file_bytes: int, header_bytes: int, n_features: int, has_target: bool):
+        n_columns = n_features + has_target
+        # every cell takes at least 2 bytes ("0," or "0\n"): no file can hold more rows
+        self.capacity = max(16, (file_bytes - header_bytes) // (2 * n_columns) + 1)
+        self.X = np.empty((self.capacity, n_features), dtype=np.float64)
+        self.y = np.empty(self.capacity, dtype=np.float64) if has_target else None
+        self.rows = np.empty(self.capacity, dtype=np.int64)
+        self.d = n_features
+        self.n = 0
+
+    def append(self, block: np.ndarray, rows: np.ndarray) -> None:
+        k = len(block)
+        end = self.n + k
+        assert end <= self.capacity, "more rows than the file's size allows"
+        self.X[self.n:end] = block[:, :self.d]
+        if self.y is not None:
+            self.y[self.n:end] = block[:, self.d]
+        self.rows[self.n:end] = rows
+        self.n = end
+
+    def result(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        y = None if self.y is None else self.y[:self.n]
+        return self.X[:self.n], y, self.rows[:self.n]
+
+
+def _read_whole(path: Path, features, target, missing, delimiter, keep_frame) -> Table:
+    """The whole file in one pandas call (predict keeps every column; quoted fields)."""
     wanted = features + ([target] if target is not None else [])
     try:
         frame = pd.read_csv(
             path, sep=delimiter, encoding="utf-8-sig", engine="c",
             # header names are compared stripped ("y " is column y), as read_header reports them
             usecols=None if keep_frame else (lambda c, _w=frozenset(wanted): str(c).strip() in _w),
-            skipinitialspace=True,
-            dtype=None if keep_frame else None,
         )
     except UnicodeDecodeError as exc:
         raise _decode_error(path, exc) from exc
     except pd.errors.ParserError as exc:
         msg = str(exc).strip().rstrip(".")
         where = None
-        import re
-
         m = re.search(r"line (\d+)", msg)
         if m:
             where = f"line {m.group(1)}"
@@ -246,12 +424,13 @@ def read_table(
     if len(frame) == 0:
         raise DataError("the file has a header but no data rows", path=path, where="line 2")
     rows = np.arange(len(frame))
-    columns = {c: _to_float(frame, c, path, rows) for c in wanted}
-    X = np.empty((len(frame), len(features)), dtype=np.float64)
-    for j, c in enumerate(features):
-        X[:, j] = columns[c]
-    y = columns[target] if target is not None else None
-    del columns
+    try:
+        block = frame_to_block(frame.copy() if keep_frame else frame, wanted)
+    except _PieceError as exc:
+        raise DataError(exc.message, path=path, where=f"line {line_of_row(path, exc.row)}") from None
+    X = np.ascontiguousarray(block[:, :len(features)])
+    y = block[:, len(features)].copy() if target is not None else None
+    del block
 
     def first_bad(mask_2d: np.ndarray, cols: list[str]) -> tuple[int, str]:
         flat = int(np.argmax(mask_2d))
@@ -259,13 +438,6 @@ def read_table(
         return r, cols[c]
 
     all_cols = features + ([target] if target is not None else [])
-    stacked_bad_inf = np.isinf(X)
-    if y is not None:
-        stacked_bad_inf = np.column_stack([stacked_bad_inf, np.isinf(y)])
-    if stacked_bad_inf.any():
-        r, c = first_bad(stacked_bad_inf, all_cols)
-        raise DataError(f"column {c!r}: infinite value", path=path, where=f"line {line_of_row(path, r)}")
-
     nan_mask = np.isnan(X)
     if y is not None:
         nan_mask = np.column_stack([nan_mask, np.isnan(y)])
