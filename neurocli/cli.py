@@ -162,7 +162,7 @@ def train(
         if not (json_out or quiet):
             if table.n_dropped:
                 out.print(f"dropped {table.n_dropped} row{'s' if table.n_dropped > 1 else ''} with missing values "
-                          f"(data.missing: drop); {table.X.shape[0]} rows left")
+                          f"(data.missing: drop); {len(table.rows)} rows left")
             verb = f"resuming at epoch {run.state.epoch} of" if resume is not None else "training on"
             out.print(f"{verb} {inputs.prepared.X_train.shape[0]} rows, validating on "
                       f"{inputs.prepared.X_val.shape[0]}; features: {', '.join(table.feature_names)}; "

@@ -224,7 +224,7 @@ def read_table(
 
 # Bytes of CSV text per piece: big enough that pandas' per-call cost is noise, small enough
 # that the pieces in flight stay a small fraction of the data.
-PIECE_BYTES = 16 * 1024 * 1024
+PIECE_BYTES = 8 * 1024 * 1024
 _READERS = max(1, min(4, os.cpu_count() or 1))
 
 
@@ -522,6 +522,32 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
+def move_rows_first(X: np.ndarray, first: np.ndarray, rest: np.ndarray, block: int = 1 << 16) -> None:
+    """Reorder the rows of X in place to ``X[first]`` then ``X[rest]`` (both sorted, together
+    a permutation), holding only ``X[rest]`` and one block aside.
+
+    The ``first`` rows move forward in blocks: ``first[k] >= k`` since the indices are sorted,
+    so a block's sources are never rows an earlier block overwrote.
+    """
+    aside = X[rest]
+    for start in range(0, len(first), block):
+        stop = min(start + block, len(first))
+        X[start:stop] = X[first[start:stop]]
+    X[len(first):] = aside
+
+
+def column_stats(X: np.ndarray, block: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (population) standard deviation of each column, two passes in row blocks,
+    so no temporary the size of X is made."""
+    n = X.shape[0]
+    mean = X.mean(axis=0, dtype=np.float64)
+    ss = np.zeros(X.shape[1], dtype=np.float64)
+    for start in range(0, n, block):
+        dev = X[start:start + block] - mean
+        ss += np.einsum("ij,ij->j", dev, dev)
+    return mean, np.sqrt(ss / n)
+
+
 def magnitude_limit(n_rows: int, dtype) -> float:
     """Largest |value| whose square, summed over n_rows, stays finite in ``dtype``."""
     return math.sqrt(float(np.finfo(dtype).max) / max(1, n_rows)) / 4
@@ -529,7 +555,10 @@ def magnitude_limit(n_rows: int, dtype) -> float:
 
 def prepare(table: Table, *, validation_fraction: float, standardize: bool, seed: int,
             dtype: str = "float64", locate=None) -> Prepared:
-    """Split, standardize (statistics from the training split only) and cast.
+    """Split, standardize (statistics from the training split only) and cast, in place.
+
+    ``table.X`` is consumed (its rows reordered, training first, and standardized in
+    place) so the data is held once; ``table.rows`` keeps the file order.
 
     ``locate(keys, message)`` builds a ConfigError located at a config key, for problems
     that the config can fix (too few rows for the split).
@@ -560,12 +589,14 @@ def prepare(table: Table, *, validation_fraction: float, standardize: bool, seed
                 f"its square would overflow the loss; rescale the column",
                 path=path, where=f"line {table.line_of(r)}",
             )
-    standardization = None
     X = table.X
+    table.X = None  # consumed: reordered and standardized in place below (no second copy)
+    n_train = len(train_idx)
+    if len(val_idx):
+        move_rows_first(X, train_idx, val_idx)
+    standardization = None
     if standardize:
-        Xt = X[train_idx] if len(val_idx) else X
-        mean = Xt.mean(axis=0)
-        scale = Xt.std(axis=0)
+        mean, scale = column_stats(X[:n_train])
         for j, s in enumerate(scale):
             if not np.isfinite(s) or s == 0 or s <= 1e-12 * max(1.0, abs(mean[j])):
                 raise DataError(
@@ -574,24 +605,18 @@ def prepare(table: Table, *, validation_fraction: float, standardize: bool, seed
                     path=path,
                 )
         standardization = Standardization(mean=mean, scale=scale)
+        np.subtract(X, mean, out=X)  # (x - mean) / scale, in place
+        np.divide(X, scale, out=X)
     np_dtype = np.float32 if dtype == "float32" else np.float64
-
-    def take(idx: np.ndarray, whole: bool) -> np.ndarray:
-        part = X if whole else X[idx]
-        if standardization is not None:  # (X - mean) / scale with one temporary, not two
-            part = part - standardization.mean if whole else np.subtract(part, standardization.mean, out=part)
-            part /= standardization.scale
-        return np.ascontiguousarray(part, dtype=np_dtype)
-
-    whole = len(val_idx) == 0
-    X_train = take(train_idx, whole)
-    X_val = take(val_idx, False) if len(val_idx) else np.empty((0, X.shape[1]), dtype=np_dtype)
+    if X.dtype != np_dtype:
+        X = X.astype(np_dtype)
+    X_train, X_val = X[:n_train], X[n_train:]
     y = table.y
     return Prepared(
         table=table,
         X_train=X_train,
         y_train=np.ascontiguousarray(y[train_idx], dtype=np_dtype),
-        X_val=X_val,
+        X_val=X_val if len(val_idx) else np.empty((0, X.shape[1]), dtype=np_dtype),
         y_val=np.ascontiguousarray(y[val_idx], dtype=np_dtype),
         train_rows=train_idx,
         val_rows=val_idx,

@@ -192,7 +192,7 @@ class TrainRun:
             "epochs": st.epoch,
             "stopped": summary["stopped"],
             "data": {"path": str(self.inputs.loaded.data_path.resolve()), "sha256": self.data_sha,
-                     "rows_used": int(p.table.X.shape[0]), "rows_dropped": p.table.n_dropped},
+                     "rows_used": int(len(p.table.rows)), "rows_dropped": p.table.n_dropped},
             "config": self.resolved,
             "versions": nio.package_versions(),
         }
