@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import mmap
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -285,54 +286,57 @@ def frame_to_block(frame: pd.DataFrame, wanted: list[str]) -> np.ndarray:
 def _read_pieces(path: Path, names, features, target, missing, delimiter) -> Table | None:
     """The data section in newline-aligned pieces, parsed by pandas on every core.
 
-    The main thread reads the file once, hashing it (sha256) on the way, and hands pieces
-    to the workers; results are taken in file order, so the first problem reported is the
-    first in the file. None when the file has a quote character (a quoted field may hold a
-    newline, so the pieces could not be cut safely): the caller reads it whole.
+    The pieces are cut from a memory map of the file at newlines and handed to the workers;
+    results are taken in file order, so the first problem reported is the first in the
+    file. The sha256 of the file is computed by a thread of its own meanwhile. None when
+    the file has a quote character (a quoted field may hold a newline, so the pieces could
+    not be cut safely): the caller reads it whole.
     """
     wanted = features + ([target] if target is not None else [])
     wanted_idx = [names.index(c) for c in wanted]
-    digest = hashlib.sha256()
+    size = path.stat().st_size
     with open(path, "rb") as fh:
         header = fh.readline()
-        digest.update(header)
-        if b'"' in header:
+        if size == len(header):
+            raise DataError("the file has a header but no data rows", path=path, where="line 2")
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    with mm:
+        if mm.find(b'"') >= 0:
             return None
-        first_line = HEADER_LINE + 1  # the line each piece starts on
-        results: list = []  # (first_line, future) in file order
-        out = _Growing(path.stat().st_size, len(header), len(features), target is not None)
+        hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurocli-sha256")
+        sha = hasher.submit(file_sha256, path)
+        hasher.shutdown(wait=False)
+
+        def line_at(offset: int) -> int:  # the line that starts at byte ``offset`` (errors only)
+            return mm[:offset].count(b"\n") + 1
+
+        results: list = []  # (byte offset, future) in file order
+        out = _Growing(size, len(header), len(features), target is not None)
         n_rows = 0  # data rows seen (kept or not)
         n_na = 0
         first_na: tuple[int, str] | None = None
         pool = ThreadPoolExecutor(max_workers=_READERS, thread_name_prefix="neurocli-csv")
         try:
-            carry = b""
+            start = len(header)
             while True:
-                chunk = fh.read(PIECE_BYTES)
-                digest.update(chunk)
-                if b'"' in chunk:
-                    return None
-                data = carry + chunk
+                end = size if start + PIECE_BYTES >= size else mm.find(b"\n", start + PIECE_BYTES - 1) + 1
+                if end <= 0:
+                    end = size
+                chunk = end > start
                 if chunk:
-                    cut = data.rfind(b"\n") + 1
-                    piece, carry = data[:cut], data[cut:]
-                else:
-                    piece, carry = data, b""
-                del data
-                if piece:
-                    results.append((first_line, pool.submit(_parse_piece, piece, names, wanted_idx, wanted, delimiter)))
-                    first_line += piece.count(b"\n")
-                del piece
+                    results.append((start, pool.submit(_parse_piece, mm[start:end], names, wanted_idx, wanted,
+                                                       delimiter)))
+                start = end
                 # Take finished pieces in file order, keeping a few in flight per worker.
                 while results and (len(results) > _READERS + 1 or not chunk):
-                    start_line, future = results.pop(0)
+                    piece_start, future = results.pop(0)
                     try:
                         block = future.result()
                     except _PieceError as exc:
                         if exc.line is None and exc.row is None:
                             return None
                         if exc.line is not None:
-                            where = f"line {start_line + exc.line - 1}"
+                            where = f"line {line_at(piece_start) + exc.line - 1}"
                         else:
                             where = f"line {line_of_row(path, n_rows + exc.row)}"
                         raise DataError(exc.message, path=path, where=where) from None
@@ -369,7 +373,7 @@ def _read_pieces(path: Path, names, features, target, missing, delimiter) -> Tab
         )
     X, y, rows = out.result()
     return Table(path=path, feature_names=list(features), target=target, X=X, y=y, rows=rows,
-                 n_dropped=n_rows - len(rows), sha256=digest.hexdigest())
+                 n_dropped=n_rows - len(rows), sha256=sha.result())
 
 
 class _Growing:
