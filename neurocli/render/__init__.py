@@ -43,15 +43,18 @@ def fmt(value, digits: int = 6) -> str:
 
 
 def sparkline(values: list[float], width: int = 60, log: bool = True) -> str:
-    """A one-line chart of ``values`` (resampled to ``width``), log-scaled by default."""
+    """A one-line chart of ``values`` (resampled to ``width``), log-scaled by default.
+
+    Resamples before anything else, so drawing costs the same for 100 epochs or 100,000.
+    """
+    if len(values) > width:
+        step = len(values) / width
+        values = [values[min(len(values) - 1, int(i * step))] for i in range(width)]
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
         return ""
     if log and min(vals) > 0:
         vals = [math.log10(v) for v in vals]
-    if len(vals) > width:
-        step = len(vals) / width
-        vals = [vals[min(len(vals) - 1, int(i * step))] for i in range(width)]
     lo, hi = min(vals), max(vals)
     span = hi - lo or 1.0
     return "".join(SPARK[min(len(SPARK) - 1, int((v - lo) / span * (len(SPARK) - 1) + 0.5))] for v in vals)
