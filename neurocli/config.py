@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from neurocli.errors import ConfigError
 
@@ -23,7 +23,7 @@ MAX_YAML_NODES = 10_000
 
 
 class _Schema(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class DataConfig(_Schema):
@@ -35,17 +35,18 @@ class DataConfig(_Schema):
     validation_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     delimiter: str = Field(",", min_length=1, max_length=1)
 
-    @model_validator(mode="after")
-    def _target_not_a_feature(self) -> "DataConfig":
-        if self.features is not None:
-            if self.target in self.features:
-                raise ValueError(f"the target {self.target!r} is also listed in data.features")
+    @field_validator("features")
+    @classmethod
+    def _features_distinct(cls, features, info):
+        if features is not None:
+            if info.data.get("target") in features:
+                raise ValueError(f"the target {info.data['target']!r} is also listed in data.features")
             seen = set()
-            for name in self.features:
+            for name in features:
                 if name in seen:
                     raise ValueError(f"feature {name!r} is listed twice in data.features")
                 seen.add(name)
-        return self
+        return features
 
 
 class ModelConfig(_Schema):
@@ -70,6 +71,13 @@ class TrainingConfig(_Schema):
 
 class OutputConfig(_Schema):
     dir: str = "runs/run"
+
+    @field_validator("dir")
+    @classmethod
+    def _names_a_folder(cls, value: str) -> str:
+        if Path(value.strip()).name in ("", ".", ".."):
+            raise ValueError(f"output.dir must name a folder for the run, e.g. runs/quickstart; got {value!r}")
+        return value
 
 
 class Config(_Schema):
@@ -109,6 +117,10 @@ class LoadedConfig:
 
 def _located_error(path, locations, overrides, keys, message) -> ConfigError:
     dotted = ".".join(str(k) for k in keys)
+    plain = tuple(k for k in keys if k != "<key>")
+    for key, text in overrides.items():  # a --set at, under or above the key is to blame
+        if plain and (key[:len(plain)] == plain or plain[:len(key)] == key):
+            return ConfigError(f"{message}", where=f"--set {text}")
     for n in range(len(keys), -1, -1):
         prefix = tuple(keys[:n])
         if prefix in overrides:
@@ -228,9 +240,17 @@ def _schema_fields(keys: tuple) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
+def _dotted(keys) -> str:
+    """('model', 'weights_init', 0) -> 'model.weights_init[0]'."""
+    out = ""
+    for k in keys:
+        out += f"[{k}]" if isinstance(k, int) else (f".{k}" if out else str(k))
+    return out
+
+
 def _describe(error: dict) -> str:
     keys = tuple(k for k in error["loc"] if not (isinstance(k, str) and ("[" in k or k in {"literal", "list", "float", "str", "int", "bool"})))
-    dotted = ".".join(str(k) for k in keys)
+    dotted = _dotted(keys)
     kind = error["type"]
     given = error.get("input")
     if kind == "extra_forbidden":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import mmap
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -120,6 +119,8 @@ def _check_file(path: Path) -> None:
         raise DataError("data file not found", path=path)
     if path.is_dir():
         raise DataError("is a directory, not a CSV file", path=path)
+    if not path.is_file():
+        raise DataError("is not a regular file (a pipe or a device?); give a CSV file", path=path)
     try:
         with open(path, "rb") as fh:
             head = fh.read(4)
@@ -237,19 +238,30 @@ class _PieceError(Exception):
         self.message, self.row, self.line = message, row, line
 
 
-def _parse_piece(text: bytes, names: list[str], wanted_idx: list[int], wanted: list[str], delimiter: str):
+def _parse_piece(text: bytes, names: list[str], wanted: list[str], delimiter: str):
     """One newline-aligned piece of the data section -> its wanted columns as floats.
 
     Returns a block of shape (rows, len(wanted)), float64, in ``wanted`` order (NaN where a
     cell is empty or NA); raises _PieceError (row or line relative to the piece) for text
     cells, infinities and malformed lines.
     """
+    # Every column is parsed (no usecols) so that a row with more fields than the header is
+    # an error rather than silently cut; pandas reports all but a piece's first line, so
+    # that one is counted here (no quotes in a piece, so a delimiter is a field boundary).
+    newline = text.find(b"\n")
+    first = (text if newline < 0 else text[:newline]).rstrip(b"\r")
+    if first.strip() and first.count(delimiter.encode()) + 1 > len(names):
+        raise _PieceError(f"{first.count(delimiter.encode()) + 1} fields but the header has {len(names)}", line=1)
     try:
-        frame = pd.read_csv(io.BytesIO(text), sep=delimiter, header=None, names=names, usecols=wanted_idx,
+        frame = pd.read_csv(io.BytesIO(text), sep=delimiter, header=None, names=names, index_col=False,
                             engine="c", encoding="utf-8", low_memory=False)
     except pd.errors.EmptyDataError:  # only blank lines
         return np.empty((0, len(wanted)))
     except pd.errors.ParserError as exc:
+        fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if fields:
+            raise _PieceError(f"{fields.group(3)} fields but the header has {fields.group(1)}",
+                              line=int(fields.group(2))) from exc
         m = re.search(r"line (\d+)", str(exc))
         if not m:  # a problem pandas cannot place inside a piece: the whole-file read will
             raise _PieceError("fall back to a whole-file read") from exc
@@ -286,29 +298,42 @@ def frame_to_block(frame: pd.DataFrame, wanted: list[str]) -> np.ndarray:
 def _read_pieces(path: Path, names, features, target, missing, delimiter) -> Table | None:
     """The data section in newline-aligned pieces, parsed by pandas on every core.
 
-    The pieces are cut from a memory map of the file at newlines and handed to the workers;
+    The pieces are cut at newlines and handed to the workers;
     results are taken in file order, so the first problem reported is the first in the
     file. The sha256 of the file is computed by a thread of its own meanwhile. None when
     the file has a quote character (a quoted field may hold a newline, so the pieces could
     not be cut safely): the caller reads it whole.
     """
     wanted = features + ([target] if target is not None else [])
-    wanted_idx = [names.index(c) for c in wanted]
     size = path.stat().st_size
     with open(path, "rb") as fh:
         header = fh.readline()
         if size == len(header):
             raise DataError("the file has a header but no data rows", path=path, where="line 2")
-        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-    with mm:
-        if mm.find(b'"') >= 0:
+        if b'"' in header:
             return None
+        fd = fh.fileno()
         hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurocli-sha256")
         sha = hasher.submit(file_sha256, path)
         hasher.shutdown(wait=False)
 
+        def boundary(pos: int) -> int:  # just after the first newline at or after ``pos``
+            while True:
+                window = os.pread(fd, 1 << 16, pos)
+                if not window:
+                    return size
+                i = window.find(b"\n")
+                if i >= 0:
+                    return pos + i + 1
+                pos += len(window)
+
         def line_at(offset: int) -> int:  # the line that starts at byte ``offset`` (errors only)
-            return mm[:offset].count(b"\n") + 1
+            lines, pos = 1, 0
+            while pos < offset:
+                window = os.pread(fd, min(1 << 20, offset - pos), pos)
+                lines += window.count(b"\n")
+                pos += len(window)
+            return lines
 
         results: list = []  # (byte offset, future) in file order
         out = _Growing(size, len(header), len(features), target is not None)
@@ -319,13 +344,15 @@ def _read_pieces(path: Path, names, features, target, missing, delimiter) -> Tab
         try:
             start = len(header)
             while True:
-                end = size if start + PIECE_BYTES >= size else mm.find(b"\n", start + PIECE_BYTES - 1) + 1
-                if end <= 0:
-                    end = size
+                # Plain reads, not a memory map: mapped file pages would count as our memory.
+                end = size if start + PIECE_BYTES >= size else boundary(start + PIECE_BYTES - 1)
                 chunk = end > start
                 if chunk:
-                    results.append((start, pool.submit(_parse_piece, mm[start:end], names, wanted_idx, wanted,
-                                                       delimiter)))
+                    piece = os.pread(fd, end - start, start)
+                    if b'"' in piece:
+                        return None
+                    results.append((start, pool.submit(_parse_piece, piece, names, wanted, delimiter)))
+                    del piece
                 start = end
                 # Take finished pieces in file order, keeping a few in flight per worker.
                 while results and (len(results) > _READERS + 1 or not chunk):
@@ -409,21 +436,26 @@ class _Growing:
 def _read_whole(path: Path, features, target, missing, delimiter, keep_frame) -> Table:
     """The whole file in one pandas call (predict keeps every column; quoted fields)."""
     wanted = features + ([target] if target is not None else [])
+    n_header = len(read_header(path, delimiter))
     try:
-        frame = pd.read_csv(
-            path, sep=delimiter, encoding="utf-8-sig", engine="c",
-            # header names are compared stripped ("y " is column y), as read_header reports them
-            usecols=None if keep_frame else (lambda c, _w=frozenset(wanted): str(c).strip() in _w),
-        )
+        first = pd.read_csv(path, sep=delimiter, encoding="utf-8-sig", header=None, skiprows=1, nrows=1,
+                            dtype=str, keep_default_na=False)
+        if first.shape[1] > n_header:  # pandas would take the extra field for a row index
+            raise DataError(f"{first.shape[1]} fields but the header has {n_header}", path=path,
+                            where=f"line {line_of_row(path, 0)}")
+        frame = pd.read_csv(path, sep=delimiter, encoding="utf-8-sig", engine="c", index_col=False)
+    except pd.errors.EmptyDataError:
+        raise DataError("the file has a header but no data rows", path=path, where="line 2") from None
     except UnicodeDecodeError as exc:
         raise _decode_error(path, exc) from exc
     except pd.errors.ParserError as exc:
         msg = str(exc).strip().rstrip(".")
-        where = None
+        fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", msg)
+        if fields:
+            raise DataError(f"{fields.group(3)} fields but the header has {fields.group(1)}", path=path,
+                            where=f"line {fields.group(2)}") from exc
         m = re.search(r"line (\d+)", msg)
-        if m:
-            where = f"line {m.group(1)}"
-        raise DataError(f"malformed CSV: {msg}", path=path, where=where) from exc
+        raise DataError(f"malformed CSV: {msg}", path=path, where=f"line {m.group(1)}" if m else None) from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     if len(frame) == 0:
         raise DataError("the file has a header but no data rows", path=path, where="line 2")
