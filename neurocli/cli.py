@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import traceback
@@ -24,8 +25,10 @@ from neurocli.errors import (EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SI
                              NeurocliError)
 
 EXIT_CODES_HELP = (
-    "Exit codes: 0 success; 1 training failed (diverged or dead neuron); 2 bad input "
-    "(config, data, model file, output directory); 70 internal error (a bug: please report it); "
+    "Exit codes: 0 success; 1 training failed (diverged or dead neuron), a gradient check failed, or "
+    "derive's three computations disagree; 2 bad input "
+    "(config, data, model file, output directory); 3 gradcheck inconclusive; "
+    "70 internal error (a bug: please report it); "
     "130 interrupted (Ctrl-C); 143 terminated (SIGTERM)."
 )
 
@@ -147,7 +150,10 @@ def train(
         if resume is not None:
             run = TrainRun.resume(inputs, resume)
         else:
-            run_dir = nio.create_run_dir(Path(cfg.output.dir))
+            try:
+                run_dir = nio.create_run_dir(Path(cfg.output.dir))
+            except NeurocliError as exc:
+                raise inputs.loaded.error(("output", "dir"), f"output.dir: {exc.located()}") from exc
             try:
                 nio.check_writable(run_dir)
             except NeurocliError:
@@ -156,53 +162,65 @@ def train(
                 raise
             run = TrainRun(inputs, run_dir)
         signals.attach(run.trainer)
+        try:
+            _train_and_report(run, inputs, cfg, config, resume, json_out, quiet, signals, render)
+        except (typer.Exit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            # A new run that could not save a checkpoint (disk full, a bug) leaves nothing behind.
+            if resume is None and not (run.run_dir / "checkpoint.json").exists():
+                shutil.rmtree(run.run_dir, ignore_errors=True)
+            raise
 
-        out = Console(highlight=False)
-        table = inputs.prepared.table
-        if not (json_out or quiet):
-            if table.n_dropped:
-                out.print(f"dropped {table.n_dropped} row{'s' if table.n_dropped > 1 else ''} with missing values "
-                          f"(data.missing: drop); {len(table.rows)} rows left")
-            verb = f"resuming at epoch {run.state.epoch} of" if resume is not None else "training on"
-            out.print(f"{verb} {inputs.prepared.X_train.shape[0]} rows, validating on "
-                      f"{inputs.prepared.X_val.shape[0]}; features: {', '.join(table.feature_names)}; "
-                      f"target: {table.target}; run directory: {run.run_dir}")
-        total = cfg.training.epochs
-        log_every = cfg.training.log_every or max(1, total // 20)
-        live_mode = out.is_terminal and not json_out and not quiet
-        losses: list[float] = [h["loss"] for h in run.state.history]
 
-        def on_epoch(rec):
-            losses.append(rec.loss)
-            if json_out:
-                if rec.epoch % log_every == 0 or rec.epoch == total or rec.epoch == 1:
-                    print(render.epoch_event(rec), flush=True)
-            elif live_mode:
-                view.update(rec, losses)
-            elif not quiet and (rec.epoch % log_every == 0 or rec.epoch == 1 or rec.epoch == total):
-                print(render.epoch_line(rec, total), flush=True)
+def _train_and_report(run, inputs, cfg, config, resume, json_out, quiet, signals, render) -> None:
+    """The descent with its live view or log lines, the summary, and the exit code it implies."""
+    out = Console(highlight=False)
+    table = inputs.prepared.table
+    if not (json_out or quiet):
+        if table.n_dropped:
+            out.print(f"dropped {table.n_dropped} row{'s' if table.n_dropped > 1 else ''} with missing values "
+                      f"(data.missing: drop); {len(table.rows)} rows left")
+        verb = f"resuming at epoch {run.state.epoch} of" if resume is not None else "training on"
+        out.print(f"{verb} {inputs.prepared.X_train.shape[0]} rows, validating on "
+                  f"{inputs.prepared.X_val.shape[0]}; features: {', '.join(table.feature_names)}; "
+                  f"target: {table.target}; run directory: {run.run_dir}")
+    total = cfg.training.epochs
+    log_every = cfg.training.log_every or max(1, total // 20)
+    live_mode = out.is_terminal and not json_out and not quiet
+    losses: list[float] = [h["loss"] for h in run.state.history]
 
-        if live_mode:
-            with render.LiveView(out, total, start_epoch=run.state.epoch) as view:
-                summary = run.run(on_epoch)
-                if run.state.history:
-                    from neurocli.train import EpochRecord
-
-                    view.update(EpochRecord(**run.state.history[-1]), losses, force=True)
-        else:
-            summary = run.run(on_epoch)
+    def on_epoch(rec):
+        losses.append(rec.loss)
         if json_out:
-            print(render.summary_event(summary), flush=True)
-        else:
-            out.print(render.summary_renderable(summary, [h["loss"] for h in run.state.history]))
-        stopped = summary["stopped"]
-        if stopped == "interrupted":
-            print(f"interrupted after epoch {summary['epochs']}: checkpoint saved in {run.run_dir}; continue with: "
-                  f"neurocli train {run.run_dir / 'config.yaml'} --resume {run.run_dir}", file=sys.stderr)
-            raise typer.Exit(EXIT_SIGTERM if signals.received == signal.SIGTERM else EXIT_SIGINT)
-        if stopped in ("diverged", "dead_neuron"):
-            print(f"error: {summary['message']}", file=sys.stderr)
-            raise typer.Exit(EXIT_TRAINING_FAILED)
+            if rec.epoch % log_every == 0 or rec.epoch == total or rec.epoch == 1:
+                print(render.epoch_event(rec), flush=True)
+        elif live_mode:
+            view.update(rec, losses)
+        elif not quiet and (rec.epoch % log_every == 0 or rec.epoch == 1 or rec.epoch == total):
+            print(render.epoch_line(rec, total), flush=True)
+
+    if live_mode:
+        with render.LiveView(out, total, start_epoch=run.state.epoch) as view:
+            summary = run.run(on_epoch)
+            if run.state.history:
+                from neurocli.train import EpochRecord
+
+                view.update(EpochRecord(**run.state.history[-1]), losses, force=True)
+    else:
+        summary = run.run(on_epoch)
+    if json_out:
+        print(render.summary_event(summary), flush=True)
+    else:
+        out.print(render.summary_renderable(summary, [h["loss"] for h in run.state.history]))
+    stopped = summary["stopped"]
+    if stopped == "interrupted":
+        print(f"interrupted after epoch {summary['epochs']}: checkpoint saved in {run.run_dir}; continue with: "
+              f"neurocli train {run.run_dir / 'config.yaml'} --resume {run.run_dir}", file=sys.stderr)
+        raise typer.Exit(EXIT_SIGTERM if signals.received == signal.SIGTERM else EXIT_SIGINT)
+    if stopped in ("diverged", "dead_neuron"):
+        print(f"error: {summary['message']}", file=sys.stderr)
+        raise typer.Exit(EXIT_TRAINING_FAILED)
 
 
 @app.command(epilog="Exit codes: 0 success; 2 bad input (model file, data file, output file).")
@@ -235,7 +253,8 @@ def predict(
         frame[name] = pred
         n_missing = int(np.isnan(pred).sum())
         if n_missing:
-            print(f"note: {n_missing} row{'s' if n_missing > 1 else ''} of {data} have an empty or NA feature; "
+            print(f"note: {n_missing} row{'s' if n_missing > 1 else ''} of {data} {'have' if n_missing > 1 else 'has'} "
+                  f"an empty or NA feature; "
                   f"their {name} is left empty", file=sys.stderr)
         text = frame.to_csv(index=False, lineterminator="\n")
         if output is None:

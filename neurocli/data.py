@@ -17,10 +17,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
 from neurocli.errors import DataError
+
+# A row shorter than the header is read as missing cells (reported or dropped by
+# data.missing), so pandas' note about it would only repeat what neurocli says.
+warnings.filterwarnings("ignore", message="Length of header or names does not match", category=pd.errors.ParserWarning)
 
 HEADER_LINE = 1
 
@@ -602,6 +608,11 @@ def prepare(table: Table, *, validation_fraction: float, standardize: bool, seed
     path = table.path
     n = table.X.shape[0]
     train_idx, val_idx = split_indices(n, validation_fraction, seed)
+    if n >= 2 and validation_fraction > 0 and (len(val_idx) < 1 or len(train_idx) < 1) and locate is not None:
+        raise locate(("data", "validation_fraction"),
+                     f"data.validation_fraction {validation_fraction:g} of {n} rows leaves "
+                     f"{len(val_idx)} validation and {len(train_idx)} training rows; use 0 for no validation "
+                     f"or a fraction between {1 / n:.2g} and {1 - 1 / n:.2g}")
     if len(train_idx) < 1 or (validation_fraction > 0 and len(val_idx) < 1) or n < 2:
         message = (f"only {n} usable row{'s' if n != 1 else ''}"
                    f"{f' after dropping {table.n_dropped} with missing values' if table.n_dropped else ''}: "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import platform
 import tempfile
@@ -162,6 +163,14 @@ def read_json_file(path: Path, kind: str) -> dict:
     return data
 
 
+def _finite_list(values, name: str, length: int) -> list[float]:
+    if not isinstance(values, list) or len(values) != length:
+        raise ValueError(f"{name} must be a list of {length} numbers, one per feature")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise ValueError(f"{name} must hold finite numbers, got {values!r}")
+    return [float(v) for v in values]
+
+
 def load_model(path: Path) -> dict:
     """Read and check a model.json: format, version, and the fields predict needs."""
     data = read_json_file(path, "model")
@@ -172,13 +181,27 @@ def load_model(path: Path) -> dict:
         )
     try:
         names = data["features"]
-        w = [float(v) for v in data["weights_standardized"]]
-        float(data["bias_standardized"])
-        if len(w) != len(names) or not all(isinstance(n, str) for n in names):
-            raise ValueError("weights and features differ in length")
-        std = data.get("standardization")
-        if std is not None and (len(std["mean"]) != len(names) or len(std["scale"]) != len(names)):
-            raise ValueError("standardization statistics differ in length from features")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"model file is incomplete or damaged: {exc}", path=path) from exc
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise ValueError("features must be a non-empty list of column names")
+        w = _finite_list(data["weights_standardized"], "weights_standardized", len(names))
+        if not isinstance(data["bias_standardized"], (int, float)) or not math.isfinite(data["bias_standardized"]):
+            raise ValueError(f"bias_standardized must be a finite number, got {data['bias_standardized']!r}")
+        if "standardization" not in data:
+            raise ValueError("standardization is missing (null for a model trained on raw features)")
+        std = data["standardization"]
+        trained_standardized = (data.get("config") or {}).get("data", {}).get("standardize")
+        if std is None:
+            if trained_standardized:
+                raise ValueError("standardization is null but the model was trained with data.standardize: true")
+        else:
+            _finite_list(std.get("mean"), "standardization.mean", len(names))
+            scale = _finite_list(std.get("scale"), "standardization.scale", len(names))
+            if any(v <= 0 for v in scale):
+                raise ValueError("standardization.scale must be positive")
+        if data.get("dtype", "float64") not in ("float64", "float32"):
+            raise ValueError(f"dtype must be float64 or float32, got {data.get('dtype')!r}")
+        del w
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        detail = f"{exc} is missing" if isinstance(exc, KeyError) else str(exc)
+        raise ModelFileError(f"model file is incomplete or damaged: {detail}", path=path) from exc
     return data

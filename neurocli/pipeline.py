@@ -43,6 +43,9 @@ def load_inputs(config_path: Path, overrides: list[str] | None = None, loaded: L
                                              f"(a relative path is taken from the config file's folder)")
     if data_path.is_dir():
         raise loaded.error(("data", "path"), f"data.path: {str(data_path)!r} is a directory, not a CSV file")
+    if not data_path.is_file():
+        raise loaded.error(("data", "path"), f"data.path: {str(data_path)!r} is not a regular file (a pipe "
+                                             f"or a device?); give a CSV file")
     table, data_sha256 = read_table_cached(
         loaded.data_path, target=cfg.data.target, features=cfg.data.features,
         missing=cfg.data.missing, delimiter=cfg.data.delimiter,
@@ -65,6 +68,27 @@ def load_inputs(config_path: Path, overrides: list[str] | None = None, loaded: L
                            f"training.batch_size is {bs} but the training split has only {n_train} rows")
     w0, b0 = initial_parameters(cfg.model, n_features, prepared.y_train, cfg.seed, cfg.training.dtype)
     return Inputs(loaded, prepared, w0, b0, time.perf_counter() - t0, data_sha256)
+
+
+def _changed_keys(run_config: Path, resolved: dict) -> list[str]:
+    """Dotted keys whose values differ between a run's config.yaml and ``resolved``."""
+    import yaml
+
+    try:
+        old = yaml.safe_load(run_config.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []
+    changed: list[str] = []
+
+    def walk(a, b, prefix):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), prefix + [str(k)])
+        elif a != b and prefix[:1] != ["output"] and prefix != ["training", "epochs"]:
+            changed.append(".".join(prefix))
+
+    walk(old, resolved, [])
+    return changed
 
 
 def config_fingerprint(resolved: dict) -> str:
@@ -90,7 +114,9 @@ class TrainRun:
         p = inputs.prepared
         cfg = inputs.loaded.config
         self.state = state or TrainState(w=inputs.w0.copy(), b=inputs.b0)
-        self.trainer = Trainer(p.X_train, p.y_train, p.X_val, p.y_val, cfg.training, cfg.seed, self.state)
+        self.trainer = Trainer(p.X_train, p.y_train, p.X_val, p.y_val, cfg.training, cfg.seed, self.state,
+                               standardized=p.standardization is not None,
+                               bias_from_target_mean=cfg.model.bias_init == "target_mean")
         self.data_sha = data_sha or inputs.data_sha256 or file_sha256(inputs.loaded.data_path)
         self.resolved = inputs.loaded.resolved()
         self.train_s = 0.0
@@ -98,16 +124,21 @@ class TrainRun:
     @classmethod
     def resume(cls, inputs: Inputs, run_dir: Path) -> "TrainRun":
         ckpt_path = Path(run_dir) / "checkpoint.json"
-        if not Path(run_dir).is_dir():
+        if not Path(run_dir).exists():
             raise ModelFileError("run directory not found", path=run_dir)
+        if not Path(run_dir).is_dir():
+            raise ModelFileError("is a file, not a run directory (give the folder that holds checkpoint.json)",
+                                 path=run_dir)
         ckpt = nio.read_json_file(ckpt_path, "checkpoint")
         if ckpt.get("format") != nio.CHECKPOINT_FORMAT:
             raise ModelFileError(f"incompatible checkpoint format {ckpt.get('format')!r}", path=ckpt_path)
         resolved = inputs.loaded.resolved()
         if ckpt.get("config_fingerprint") != config_fingerprint(resolved):
+            changed = _changed_keys(Path(run_dir) / "config.yaml", resolved)
+            what = f" in {', '.join(changed)}" if changed else ""
             raise ConfigError(
-                "this config differs from the run's (only training.epochs may change on resume); "
-                f"resume with {Path(run_dir) / 'config.yaml'}",
+                f"the config (with any --set) differs from the run's{what}; only training.epochs may change "
+                f"on resume: resume with {Path(run_dir) / 'config.yaml'} and no other --set",
                 path=inputs.loaded.path,
             )
         sha = inputs.data_sha256 or file_sha256(inputs.loaded.data_path)
@@ -122,12 +153,16 @@ class TrainRun:
         if len(history) != state.epoch:
             raise ModelFileError(f"history.csv has {len(history)} epochs but the checkpoint {state.epoch}",
                                  path=Path(run_dir) / "history.csv")
-        if ckpt.get("stopped") not in (STOP_INTERRUPTED, "completed") or (
-            ckpt.get("stopped") == "completed" and state.epoch >= inputs.loaded.config.training.epochs
-        ):
+        stopped = ckpt.get("stopped")
+        if stopped not in (STOP_INTERRUPTED, "completed"):
             raise ModelFileError(
-                f"nothing to resume: the run stopped ({ckpt.get('stopped')}) after {state.epoch} epochs; "
-                f"raise training.epochs to continue a completed run",
+                f"nothing to resume: the run ended ({stopped}) after {state.epoch} epochs; start a new run",
+                path=ckpt_path,
+            )
+        if stopped == "completed" and state.epoch >= inputs.loaded.config.training.epochs:
+            raise ModelFileError(
+                f"nothing to resume: the run completed all {state.epoch} epochs; to continue it, raise "
+                f"training.epochs (e.g. --set training.epochs={2 * state.epoch})",
                 path=ckpt_path,
             )
         nio.check_writable(Path(run_dir))

@@ -145,10 +145,13 @@ class Trainer:
     with ``stopped == "interrupted"`` and the state ready to checkpoint.
     """
 
-    def __init__(self, X, y, X_val, y_val, cfg: TrainingConfig, seed: int, state: TrainState):
+    def __init__(self, X, y, X_val, y_val, cfg: TrainingConfig, seed: int, state: TrainState, *,
+                 standardized: bool = False, bias_from_target_mean: bool = False):
         self.X, self.y, self.X_val, self.y_val = X, y, X_val, y_val
         self.cfg = cfg
         self.state = state
+        self.standardized = standardized  # only to word the advice in messages
+        self.bias_from_target_mean = bias_from_target_mean
         self.stopped: str | None = None
         self.message: str | None = None
         self._stop_requested = False
@@ -194,14 +197,18 @@ class Trainer:
         return lg
 
     def _dead_message(self, when: str) -> str:
-        return (
-            f"dead neuron {when}: no training sample has w.x + b > 0, so every gradient is exactly zero "
-            f"and descent cannot move (ReLU'(z) = 0 for z <= 0); start with a positive bias "
-            f"(model.bias_init: target_mean) or random weights (model.weights_init: normal)"
-            + ("" if when == "at the start" else
-               f"; a step pushed every sample below the kink, so also lower training.learning_rate "
-               f"(now {self.cfg.learning_rate:g})")
-        )
+        if self.bias_from_target_mean:
+            fix = ("the bias starts at the target's mean, so the target is mostly <= 0 here or the initial "
+                   "weights push every sample below 0; a ReLU cannot output negative values: give "
+                   "model.bias_init a positive number or check the target's sign")
+        else:
+            fix = ("start with a positive bias (model.bias_init: target_mean) or random weights "
+                   "(model.weights_init: normal)")
+        later = ("" if when == "at the start" else
+                 f"; a step pushed every sample below the kink, so also lower training.learning_rate "
+                 f"(now {self.cfg.learning_rate:g})")
+        return (f"dead neuron {when}: no training sample has w.x + b > 0, so every gradient is exactly zero "
+                f"and descent cannot move (ReLU'(z) = 0 for z <= 0); {fix}{later}")
 
     def run(self) -> Iterator[EpochRecord]:
         st, cfg = self.state, self.cfg
@@ -225,20 +232,27 @@ class Trainer:
             order = self.rng.permutation(n) if shuffled else None
             n_batches = -(-n // self.batch_size)
             if self.batch_size == n:
+                # Full batch: every metric of the epoch is measured at the parameters it
+                # started from (the step computes the loss there), and so is validation.
+                at_w, at_b = st.w, st.b
                 if self._step(self.X, self.y) is None:
                     return
                 st.batch = 1
-            elif not self._minibatch_epoch(order, n_batches):
-                return
+            else:
+                # Mini-batch: the training loss is the running mean over the epoch's batches;
+                # validation is measured at the parameters the epoch ends with.
+                if not self._minibatch_epoch(order, n_batches):
+                    return
+                at_w, at_b = st.w, st.b
             st.batch = 0
             st.epoch += 1
-            record = self._record()
+            record = self._record(at_w, at_b)
             st.history.append(record.as_dict())
             yield record
             if record.active_fraction == 0.0:
                 self.stopped, self.message = STOP_DEAD, self._dead_message(f"at epoch {st.epoch}")
                 return
-            if cfg.early_stopping is not None and self._early_stop(record):
+            if cfg.early_stopping is not None and self._early_stop(record, at_w, at_b):
                 return
         self.stopped = STOP_COMPLETED
 
@@ -310,12 +324,13 @@ class Trainer:
     def _diverged_message(self) -> str:
         return (f"training diverged at epoch {self.state.epoch + 1}: the loss or a parameter became non-finite "
                 f"(kept the last finite parameters); try a smaller training.learning_rate "
-                f"(now {self.cfg.learning_rate:g}) or data.standardize: true")
+                f"(now {self.cfg.learning_rate:g})" + ("" if self.standardized else " or data.standardize: true"))
 
-    def _record(self) -> EpochRecord:
+    def _record(self, at_w, at_b) -> EpochRecord:
+        """The epoch's metrics; validation (and the recorded bias) at parameters ``at_w, at_b``."""
         st, p = self.state, self.state.partial
         loss = p["sq"] / p["rows"]
-        val = evaluate(self.X_val, self.y_val, st.w, st.b) if self.has_validation else {}
+        val = evaluate(self.X_val, self.y_val, at_w, at_b) if self.has_validation else {}
         return EpochRecord(
             epoch=st.epoch,
             loss=loss,
@@ -326,15 +341,16 @@ class Trainer:
             val_mae=val.get("mae"),
             grad_norm=p["grad_norm"],
             active_fraction=p["active"] / p["rows"],
-            bias=float(st.b),
+            bias=float(at_b),
         )
 
-    def _early_stop(self, record: EpochRecord) -> bool:
+    def _early_stop(self, record: EpochRecord, at_w, at_b) -> bool:
+        """Keep the parameters the monitored loss was measured at, when it improved."""
         st, es = self.state, self.cfg.early_stopping
         monitored = record.val_loss if record.val_loss is not None else record.loss
         if monitored < st.best_loss - es.min_delta:
             st.best_loss, st.best_epoch, st.wait = monitored, record.epoch, 0
-            st.best_w, st.best_b = st.w.copy(), st.b
+            st.best_w, st.best_b = at_w.copy(), at_b
             return False
         st.wait += 1
         if st.wait >= es.patience:

@@ -49,6 +49,14 @@ CONFIG_CASES = [
                    "e: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n", GOOD_CSV, ["c.yaml", "line", "aliases"]),
     ("duplicate-key", "data: {path: d.csv, target: y}\ndata: {path: d.csv, target: y}\n", GOOD_CSV, ["c.yaml", "line 2", "twice"]),
     ("target-is-feature", cfg("", "data: {path: d.csv, target: y, features: [x1, y]}\n"), GOOD_CSV, ["c.yaml", "line 1", "also listed"]),
+    ("lr-infinite", cfg("training: {learning_rate: .inf}\n"), GOOD_CSV, ["c.yaml", "line 2", "finite"]),
+    ("weights-nan", cfg("model: {weights_init: [.nan, 1]}\n"), GOOD_CSV, ["c.yaml", "line 2", "weights_init[0]", "finite"]),
+    ("bias-infinite", cfg("model: {bias_init: -.inf}\n"), GOOD_CSV, ["c.yaml", "line 2", "finite"]),
+    ("output-dir-dot", cfg("output: {dir: .}\n"), GOOD_CSV, ["c.yaml", "line 2", "output.dir must name a folder"]),
+    ("duplicate-feature", cfg("", "data:\n  path: d.csv\n  target: y\n  features: [x1, x1]\n"), GOOD_CSV,
+     ["c.yaml", "line 4", "listed twice"]),
+    ("val-fraction-rounds-to-zero", cfg("", "data: {path: d.csv, target: y, validation_fraction: 0.01}\n"), GOOD_CSV,
+     ["c.yaml", "line 1", "0 validation"]),
     ("data-missing", cfg("", "data: {path: nothere.csv, target: y}\n"), None, ["nothere.csv", "not found", "data.path"]),
     ("data-is-dir", cfg("", "data: {path: ., target: y}\n"), None, ["directory"]),
 ]
@@ -68,6 +76,8 @@ FILE_CASES = [
     ("csv-constant-feature", b"x1,x2,y\n1,7,3\n2,7,4\n3,7,5\n", ["d.csv", "'x2'", "constant"]),
     ("csv-one-row", b"x1,x2,y\n1,2,3\n", ["d.csv", "too few"]),
     ("csv-blank-lines-counted", b"x1,x2,y\n1,2,3\n\n2,1,4\n3,oops,5\n", ["d.csv", "line 5", "'oops'"]),
+    ("csv-extra-field-first-row", b"x1,x2,y\n1,2,3,4\n2,1,4\n3,2,5\n", ["d.csv", "line 2", "4 fields but the header has 3"]),
+    ("csv-extra-field-later-row", b"x1,x2,y\n1,2,3\n2,1,4\n3,2,5,9\n", ["d.csv", "line 4", "4 fields but the header has 3"]),
 ]
 
 
@@ -170,7 +180,19 @@ MODEL_CASES = [
     ("truncated", lambda t: t[: len(t) // 2], ["m.json", "line", "truncated"]),
     ("other-version", lambda t: t.replace("neurocli.model/1", "neurocli.model/99"), ["m.json", "incompatible"]),
     ("absent-features", lambda t: t.replace('"x2"', '"x9"'), ["d.csv", "'x9' not in the file"]),
+    ("no-standardization", lambda t: _edit(t, lambda m: m.pop("standardization")), ["m.json", "standardization"]),
+    ("zero-scale", lambda t: _edit(t, lambda m: m["standardization"].update(scale=[0.0, 1.0])), ["m.json", "positive"]),
+    ("nan-weight", lambda t: _edit(t, lambda m: m["weights_standardized"].__setitem__(0, float("nan"))),
+     ["m.json", "finite"]),
 ]
+
+
+def _edit(text: str, change) -> str:
+    import json
+
+    model = json.loads(text)
+    change(model)
+    return json.dumps(model)
 
 
 @pytest.mark.parametrize("case", MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
@@ -209,6 +231,22 @@ def test_output_dir_under_a_file_is_a_clean_error(in_tmp):
     write(in_tmp / "c.yaml", "data: {path: d.csv, target: y}\noutput: {dir: blocker/run}\n")
     r = runner.invoke(app, ["train", "c.yaml"])
     assert r.exit_code == 2 and "blocker" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "c.yaml, line 2" in r.stderr and "output.dir" in r.stderr
+
+
+def test_set_is_blamed_for_what_it_set(in_tmp):
+    write(in_tmp / "d.csv", GOOD_CSV)
+    write(in_tmp / "c.yaml", "data: {path: d.csv, target: y}\ntraining: {epochs: 3}\n")
+    for item in ["training.foo.bar=1", "trainin.epochs=5", "training.epochs.x=1", "data.features=[x1, y]"]:
+        r = runner.invoke(app, ["train", "c.yaml", "--set", item])
+        assert r.exit_code == 2 and f"--set {item}" in r.stderr, (item, r.stderr)
+
+
+def test_a_pipe_as_data_is_refused(in_tmp):
+    os.mkfifo(in_tmp / "d.csv")
+    write(in_tmp / "c.yaml", "data: {path: d.csv, target: y}\n")
+    r = runner.invoke(app, ["train", "c.yaml"])
+    assert r.exit_code == 2 and "not a regular file" in r.stderr and "data.path" in r.stderr
 
 
 def test_disk_full_while_saving_keeps_earlier_files(in_tmp, monkeypatch):
@@ -228,6 +266,7 @@ def test_disk_full_while_saving_keeps_earlier_files(in_tmp, monkeypatch):
     assert {p: p.read_bytes() for p in model.parent.iterdir()} == before  # the earlier run is untouched
     leftovers = [p for p in in_tmp.rglob("*.tmp")]
     assert leftovers == []
+    assert sorted(p.name for p in (in_tmp / "runs").iterdir()) == ["m"]  # the failed run left no folder
 
 
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path, monkeypatch):

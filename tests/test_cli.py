@@ -124,7 +124,7 @@ def test_predict_matches_the_model_by_hand(in_tmp):
     data = write(in_tmp / "new.csv", "flipper_length_mm,bill_length_mm,bill_depth_mm,name\n200,45,17,a\n190,,18,b\n")
     r = runner.invoke(app, ["predict", str(model_path), str(data), "-o", "out.csv"])
     assert r.exit_code == 0, r.output
-    rows = list(csv.DictReader(open(in_tmp / "out.csv")))
+    rows = list(csv.DictReader(io.StringIO((in_tmp / "out.csv").read_text())))
     w = model["weights"]
     expected = max(0.0, 45 * w["bill_length_mm"] + 17 * w["bill_depth_mm"] + 200 * w["flipper_length_mm"] + model["bias"])
     assert float(rows[0]["prediction"]) == pytest.approx(expected, rel=1e-9)

@@ -114,3 +114,29 @@ def test_float32_training_runs_in_float32():
     t, _ = run(X.astype(np.float32), y.astype(np.float32), TrainingConfig(epochs=200, learning_rate=0.1, dtype="float32"))
     assert t.state.w.dtype == np.float32
     np.testing.assert_allclose(t.state.w, W_TRUE, atol=0.02)
+
+
+def test_full_batch_metrics_of_an_epoch_are_measured_at_its_starting_parameters():
+    from neurocli import kernels
+    from neurocli.train import evaluate
+
+    X, y = synthetic(300, noise=0.5)
+    Xv, yv = synthetic(100, seed=1, noise=0.5)
+    w0 = np.full(3, 0.1)
+    t, records = run(X, y, TrainingConfig(epochs=1, learning_rate=0.05), w0=w0, b0=0.5, X_val=Xv, y_val=yv)
+    # epoch 1 describes (w0, b0): the training loss and the validation loss both at w0, b0
+    assert records[0].loss == kernels.loss_and_gradient_reference(X, y, w0, 0.5).loss
+    assert records[0].val_loss == evaluate(Xv, yv, w0, 0.5)["mse"]
+    assert records[0].bias == 0.5
+
+
+def test_early_stopping_on_training_loss_restores_the_parameters_of_the_best_record():
+    from neurocli import kernels
+
+    X, y = synthetic(300, noise=0.5)
+    cfg = TrainingConfig(epochs=5000, learning_rate=0.05, early_stopping=EarlyStoppingConfig(patience=3, min_delta=1e-2))
+    t, records = run(X, y, cfg)
+    assert t.stopped == "early_stopping"
+    best = records[t.state.best_epoch - 1]
+    # the restored parameters give exactly the loss recorded for the best epoch
+    assert kernels.loss_and_gradient(X, y, t.state.w, t.state.b).loss == best.loss
