@@ -14,14 +14,35 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-# Bytes of X per block in the fused kernel: big enough that the per-block Python overhead
-# (about ten numpy calls) is noise, small enough that a block stays in cache between its two
-# passes (z = X_b w, then X_b^T g_b). 1-4 MiB measured best (benchmarks/); 256 KiB is slower.
-BLOCK_BYTES = 1024 * 1024
+def _default_block_bytes() -> int:
+    """Bytes of X per block in the fused kernel: a share of the last-level cache.
+
+    A block must still be in cache for its second pass (``X_b^T g_b``) while every worker
+    streams its own block, so each gets a quarter of the cache divided among the workers,
+    between 1 MiB (below that the per-block Python overhead shows) and 16 MiB (above that
+    nothing more is gained). Measured (benchmarks/): with a 300 MiB cache, 8-16 MiB blocks
+    took 1.6-2.1x one ``X @ w`` where 1 MiB blocks took 2.5-3.1x.
+    """
+    largest = 0
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (index / "size").read_text().strip().upper()
+            value = int(text.rstrip("KMG"))
+            largest = max(largest, value * {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1))
+        except (OSError, ValueError):
+            continue
+    if not largest:
+        return 2 << 20
+    return int(min(16 << 20, max(1 << 20, largest // (4 * _WORKERS))))
+
+
+_WORKERS = max(1, min(4, os.cpu_count() or 1))
+BLOCK_BYTES = _default_block_bytes()
 
 
 @dataclass(frozen=True)
@@ -161,11 +182,10 @@ def _block_sums(X, y, w, b, rows: int, blocks, grad_parts: np.ndarray, sums: np.
         sums[k] = fused_block(Xk, yk, w, b, z_buf[:n], r_buf[:n], m_buf[:n], abs_buf[:n], grad_parts[k])
 
 
-# The fused kernel's workers: one per core. Each runs its share of the blocks with the BLAS
-# held to one thread (a block is too small for BLAS threads to pay off, and two levels of
-# threads would fight for two cores). numpy releases the GIL inside BLAS calls and ufuncs,
-# so the workers stream X through both cores' caches at once.
-_WORKERS = max(1, min(4, os.cpu_count() or 1))
+# The fused kernel's workers: one per core (_WORKERS, above). Each runs its share of the
+# blocks with the BLAS held to one thread (two levels of threads would fight for the same
+# cores). numpy releases the GIL inside BLAS calls and ufuncs, so the workers stream X
+# through the cores at once.
 _pool: ThreadPoolExecutor | None = None
 _blas = None
 # Below this size the data fits in cache anyway and the plain form is as fast.
@@ -198,7 +218,7 @@ def loss_and_gradient(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float, *,
     (n_samples,); w : ndarray of shape (n_features,); b : float.
 
     The reference reads X twice (``X w``, then ``X^T g``). Here X is walked in row blocks of
-    about ``block_bytes`` (default :data:`BLOCK_BYTES`, well inside a core's L2 cache) and
+    about ``block_bytes`` (default :data:`BLOCK_BYTES`, a share of the last-level cache) and
     each block serves both products while in cache (:func:`_block_sums`); the blocks are
     shared among one worker per core. Per-block partial sums are added in block order at
     the end, so the result does not depend on the number of workers or their timing, and it
