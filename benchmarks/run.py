@@ -38,6 +38,9 @@ NOTES: list[str] = []
 
 
 def optional(name):
+    # A peer's idle OpenMP threads must not spin between its runs and steal the cores the next
+    # variant in the same round is timed on.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         return __import__(name)
     except ImportError:

@@ -14,35 +14,17 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-def _default_block_bytes() -> int:
-    """Bytes of X per block in the fused kernel: a share of the last-level cache.
-
-    A block must still be in cache for its second pass (``X_b^T g_b``) while every worker
-    streams its own block, so each gets a quarter of the cache divided among the workers,
-    between 1 MiB (below that the per-block Python overhead shows) and 16 MiB (above that
-    nothing more is gained). Measured (benchmarks/): with a 300 MiB cache, 8-16 MiB blocks
-    took 1.6-2.1x one ``X @ w`` where 1 MiB blocks took 2.5-3.1x.
-    """
-    largest = 0
-    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-        try:
-            text = (index / "size").read_text().strip().upper()
-            value = int(text.rstrip("KMG"))
-            largest = max(largest, value * {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1))
-        except (OSError, ValueError):
-            continue
-    if not largest:
-        return 2 << 20
-    return int(min(16 << 20, max(1 << 20, largest // (4 * _WORKERS))))
-
-
+# Bytes of X per block in the fused kernel: inside one core's private L2 cache (so the block
+# is still there for its second pass, X_b^T g_b, whatever other tenants do to the shared
+# cache), big enough that the per-block Python overhead (about ten numpy calls) is noise.
+# 1 MiB measured best or equal here (benchmarks/); bigger blocks were faster in some runs
+# and slower in others, as the shared last-level cache came and went.
+BLOCK_BYTES = 1 << 20
 _WORKERS = max(1, min(4, os.cpu_count() or 1))
-BLOCK_BYTES = _default_block_bytes()
 
 
 @dataclass(frozen=True)
@@ -218,7 +200,7 @@ def loss_and_gradient(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float, *,
     (n_samples,); w : ndarray of shape (n_features,); b : float.
 
     The reference reads X twice (``X w``, then ``X^T g``). Here X is walked in row blocks of
-    about ``block_bytes`` (default :data:`BLOCK_BYTES`, a share of the last-level cache) and
+    about ``block_bytes`` (default :data:`BLOCK_BYTES`, inside a core's L2 cache) and
     each block serves both products while in cache (:func:`_block_sums`); the blocks are
     shared among one worker per core. Per-block partial sums are added in block order at
     the end, so the result does not depend on the number of workers or their timing, and it
