@@ -578,6 +578,20 @@ def move_rows_first(X: np.ndarray, first: np.ndarray, rest: np.ndarray, block: i
     X[len(first):] = aside
 
 
+def to_float32_in_place(X: np.ndarray, block: int = 1 << 16) -> np.ndarray:
+    """X (row-major float64) as float32, written over the front half of X's own buffer.
+
+    Row blocks go in order: a block's float32 destination starts no later than its float64
+    source, and numpy buffers an assignment whose two sides overlap, so nothing is read after
+    it was overwritten. No second copy of the data is made; X must not be used afterwards.
+    """
+    n, d = X.shape
+    out = X.reshape(-1).view(np.float32)[:n * d].reshape(n, d)
+    for start in range(0, n, block):
+        out[start:start + block] = X[start:start + block]
+    return out
+
+
 def column_stats(X: np.ndarray, block: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
     """Mean and (population) standard deviation of each column, two passes in row blocks,
     so no temporary the size of X is made."""
@@ -656,7 +670,7 @@ def prepare(table: Table, *, validation_fraction: float, standardize: bool, seed
         np.divide(X, scale, out=X)
     np_dtype = np.float32 if dtype == "float32" else np.float64
     if X.dtype != np_dtype:
-        X = X.astype(np_dtype)
+        X = to_float32_in_place(X) if X.flags.c_contiguous else X.astype(np_dtype)
     X_train, X_val = X[:n_train], X[n_train:]
     y = table.y
     return Prepared(
