@@ -279,6 +279,10 @@ def _rss(values: np.ndarray) -> float:
     return 3.0 * float(np.sqrt(np.sum(np.square(values))))
 
 
+# A numeric difference whose rounding exceeds this fraction of the gradient proves nothing.
+TOO_NOISY = 0.1
+
+
 def _passes(analytic: float, numeric: float, rtol: float, atol: float, roundoff: float) -> tuple[float, float, float, bool]:
     abs_error = abs(analytic - numeric)
     big = max(abs(analytic), abs(numeric))
@@ -368,8 +372,16 @@ def check_point(X, y, w, b, grad_fn: GradFn = kernels.loss_and_gradient, *, eps=
         d_keep = np.abs(dr.d[keep])
         analytic_round = eps_a * math.sqrt(k + math.log2(n_used + 1)) * 2 * _rss(
             (np.abs(residual[keep]) + scale_z[keep] + np.abs(y64[keep])) * d_keep) / n_used
-        roundoff = _rss(loss_round[keep]) / n_used / dr.h + analytic_round
+        numeric_round = _rss(loss_round[keep]) / n_used / dr.h
+        roundoff = numeric_round + analytic_round
         abs_error, rel_error, tolerance, ok = _passes(analytic, numeric, rtol, atol, roundoff)
+        if numeric_round > TOO_NOISY * abs(analytic) and abs(analytic) > 10 * max(analytic_round, atol):
+            # The step is so small that rounding in the difference could hide a gradient off by
+            # a factor of two: the comparison proves nothing (see --sweep for a usable step).
+            params.append(ParameterResult(analytic=analytic, numeric=numeric, abs_error=abs_error,
+                                          rel_error=rel_error, tolerance=tolerance, roundoff=roundoff,
+                                          status="inconclusive", **common))
+            continue
         tie_check = None
         ties = dr.tie & keep
         if ties.any():
@@ -425,8 +437,16 @@ def check_point(X, y, w, b, grad_fn: GradFn = kernels.loss_and_gradient, *, eps=
                   "so their agreement proves nothing")
     elif any(p.status == "inconclusive" for p in params):
         verdict = "inconclusive"
-        reason = "every sample straddles the kink for " + ", ".join(
-            p.name for p in params if p.status == "inconclusive") + ": nothing left to compare"
+        empty = [p.name for p in params if p.status == "inconclusive" and p.n_used == 0]
+        noisy = [p.name for p in params if p.status == "inconclusive" and p.n_used > 0]
+        why = []
+        if empty:
+            why.append("every sample straddles the kink for " + ", ".join(empty) + ": nothing left to compare")
+        if noisy:
+            why.append("the step is too small for float64 for " + ", ".join(noisy) + ": rounding in the "
+                       "difference exceeds a tenth of the gradient, so a wrong gradient could pass; use a "
+                       "larger --eps (--sweep shows the error against the step)")
+        reason = "; ".join(why)
     else:
         verdict = "pass"
         reason = f"all {len(params)} gradients agree with central differences ({n_active} of {n_samples} samples active)"

@@ -410,3 +410,23 @@ def test_help_documents_exit_codes_and_defaults():
     text = " ".join(r.output.split())
     for fragment in ("0 pass", "1 fail", "2 bad input", "3 inconclusive", "--eps", "--rtol", "--atol", "--sweep"):
         assert fragment in text, fragment
+
+
+def test_a_step_too_small_for_float64_is_inconclusive_never_a_pass():
+    # At eps = 1e-12 the rounding of a central difference on this data exceeds a tenth of the
+    # gradient, so even a gradient off by a factor of two would fit the tolerance: the check
+    # must say it proves nothing, and at the default step the same mutant must fail.
+    from pathlib import Path
+
+    from neurocli.pipeline import load_inputs
+
+    inputs = load_inputs(Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml")
+    X, y, w, b = inputs.prepared.X_train, inputs.prepared.y_train, inputs.w0, inputs.b0
+
+    def half(X, y, w, b):
+        r = kernels.loss_and_gradient(X, y, w, b)
+        return kernels.LossGrad(r.loss, r.grad_w / 2, r.grad_b / 2, r.n_active, r.abs_error_sum, r.n_samples)
+
+    assert gc.check(X, y, w, b, half, eps=1e-12).verdict == "inconclusive"
+    assert gc.check(X, y, w, b, half).verdict == "fail"
+    assert gc.check(X, y, w, b).verdict == "pass"
