@@ -391,7 +391,7 @@ def _derive_inputs(config: Path, set_, model: Optional[Path], sample: int):
     p = inputs.prepared
     n_rows = p.X_train.shape[0]
     if not 0 <= sample < n_rows:
-        raise ConfigError(f"--sample {sample} is out of range: the training data after preprocessing has "
+        raise ConfigError(f"{sample} is out of range: the training data after preprocessing has "
                           f"{n_rows} rows (0 to {n_rows - 1})", where="--sample")
     if model is None:
         w, b, source = inputs.w0, inputs.b0, f"the config's initial parameters (seed {inputs.loaded.config.seed})"
@@ -436,24 +436,27 @@ def derive(
     from neurocli.render import derive as rd
 
     with handle_errors(debug):
+        if example is None and config is None and model is not None:
+            config = Path(model).parent / "config.yaml"  # the run's own config, as gradcheck does
+            if not config.exists():
+                raise ConfigError("no CONFIG given and no config.yaml next to the model: pass the training "
+                                  "config", where="--model")
         if format_ not in DERIVE_FORMATS:
-            raise ConfigError(f"--format must be one of {', '.join(DERIVE_FORMATS)}, got {format_!r}", where="--format")
+            raise ConfigError(f"must be one of {', '.join(DERIVE_FORMATS)}, got {format_!r}", where="--format")
         if example is not None:
             if example not in DERIVE_EXAMPLES:
-                raise ConfigError(f"--example must be one of {', '.join(DERIVE_EXAMPLES)}, got {example!r}",
+                raise ConfigError(f"must be one of {', '.join(DERIVE_EXAMPLES)}, got {example!r}",
                                   where="--example")
             if config is not None or model is not None:
                 raise ConfigError("--example works on its own: give no CONFIG and no --model", where="--example")
             if not (x != 0 and abs(x) < 1e150):
-                raise ConfigError(f"--x must be a finite number other than 0 (ln(x²) needs x² > 0), got {x}",
+                raise ConfigError(f"must be a finite number other than 0 (ln(x²) needs x² > 0), got {x}",
                                   where="--x")
             result = dv.derive_vector_chain_rule(x)
-        elif config is None:
-            if model is not None:
-                raise ConfigError("--model needs a CONFIG (its data and feature names)", where="--model")
+        elif config is None and model is None:
             n = len(dv.EXAMPLE_X)
             if show_jacobians and not 0 <= sample < n:
-                raise ConfigError(f"--sample {sample} is out of range: the built-in example has {n} rows (0 to {n - 1})",
+                raise ConfigError(f"{sample} is out of range: the built-in example has {n} rows (0 to {n - 1})",
                                   where="--sample")
             result = dv.derive_example(show_jacobians, sample)
         else:

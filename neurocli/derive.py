@@ -119,6 +119,7 @@ class Check:
     step: np.ndarray
     max_rel_error: float
     tolerance: float
+    shrunk: np.ndarray | None = None  # True where the step was shrunk below the kink, as gradcheck does
 
     @property
     def ok(self) -> bool:
@@ -383,6 +384,14 @@ def three_way_check(X, y, w, b, chain_w: np.ndarray, chain_b: float, labels: lis
     chain = np.append(chain_w, chain_b)
     kernel = np.append(lg.grad_w, lg.grad_b).astype(np.float64)
     numeric, steps, kink = central_differences(X, y, w, b)
+    shrunk = np.zeros_like(kink)
+    if kink.any():  # gradcheck's remedy: a step below the closest sample's margin, where precision allows
+        from neurocli import gradcheck
+
+        point = gradcheck.check_point(X, y, np.asarray(w, dtype=np.float64), float(b), jacobian="projection")
+        for j, p in enumerate(point.parameters):
+            if kink[j] and p.action == "shrunk_step" and p.status != "inconclusive":
+                numeric[j], steps[j], kink[j], shrunk[j] = p.numeric, p.step, False, True
     eps = np.finfo(np.float64).eps
     size = float(np.max(np.abs(chain)))
     sum_noise = 64 * eps * (np.abs(chain) if term_scale is None else term_scale)
@@ -391,7 +400,7 @@ def three_way_check(X, y, w, b, chain_w: np.ndarray, chain_b: float, labels: lis
     err_num = relative_error(chain, numeric, np.maximum(size, fd_noise / CHECK_TOLERANCE))[~kink]
     max_err = float(max(err.max(initial=0.0), err_num.max(initial=0.0)))
     return Check(labels=labels, chain=chain, kernel=kernel, numeric=numeric, kink=kink, step=steps,
-                 max_rel_error=max_err, tolerance=CHECK_TOLERANCE)
+                 max_rel_error=max_err, tolerance=CHECK_TOLERANCE, shrunk=shrunk)
 
 
 def derive_neuron(

@@ -128,10 +128,16 @@ def _sample_table(d: Derivation) -> Table:
     has_lines = any(r.line is not None for r in lo.rows_head)
     keep = [j for j in range(7) if has_lines or j != 1]
     t = Table(box=None, padding=(0, 1), show_edge=False, pad_edge=False)
+    rows = [_row_cells(r) for r in lo.rows_head + (lo.rows_tail if lo.n_omitted else [])]
+    rows.append(["Σ", "", "", f"{lo.n_active}/{lo.n_samples}", "", _vec(lo.grad_w), num(lo.grad_b)])
     for j, (name, just) in enumerate((("i", "right"), ("line", "right"), ("zᵢ", "right"), ("active", "left"),
                                       ("eᵢ", "right"), ("term of ∂C/∂w", "left"), ("term of ∂C/∂b", "right"))):
         if j in keep:
-            t.add_column(Text(name), justify=just, no_wrap=True)
+            if j == 5:  # the vector folds onto more lines when the page is narrow
+                t.add_column(Text(name), justify=just, overflow="fold", ratio=1)
+            else:  # a number is never cut: its column keeps the width of its widest cell
+                width = max(len(name), *(len(r[j]) for r in rows))
+                t.add_column(Text(name), justify=just, no_wrap=True, min_width=width)
 
     def add(cells, style=None):
         t.add_row(*[Text(cells[j]) for j in keep], style=style)
@@ -161,17 +167,28 @@ def _check_table(d: Derivation) -> Table:
 def check_line(d: Derivation) -> str:
     c = d.check
     verdict = "agree" if c.ok else "DISAGREE"
+    if c.n_kink:
+        names = ", ".join(label for label, k in zip(c.labels, c.kink) if k)
+        return (f"chain = kernel = central differences, except central differences for {names} (*, not "
+                f"compared): max relative error {c.max_rel_error:.1e} (tolerance {c.tolerance:.0e}): {verdict}")
     return (f"chain = kernel = central differences: max relative error {c.max_rel_error:.1e} "
             f"(tolerance {c.tolerance:.0e}): {verdict}")
 
 
 def kink_line(d: Derivation) -> str | None:
     c = d.check
-    if not c.n_kink:
-        return None
-    names = ", ".join(label for label, k in zip(c.labels, c.kink) if k)
-    return (f"* the difference step for {names} moves some zᵢ across the ReLU kink at 0: there central "
-            f"differences do not measure a derivative, so those entries are left out (chain and kernel still compared)")
+    notes = []
+    if c.shrunk is not None and c.shrunk.any():
+        names = ", ".join(label for label, k in zip(c.labels, c.shrunk) if k)
+        notes.append(f"for {names} the difference step was shrunk below the closest sample's distance to the "
+                     f"ReLU kink (as neurocli gradcheck does), so the difference measures the derivative")
+    if c.n_kink:
+        names = ", ".join(label for label, k in zip(c.labels, c.kink) if k)
+        notes.append(f"* the difference step for {names} moves some zᵢ across the ReLU kink at 0 and precision "
+                     f"allows no smaller step: there central differences do not measure a derivative, so those "
+                     f"entries are not compared (chain and kernel still are); neurocli gradcheck checks them on "
+                     f"the samples away from the kink")
+    return "; ".join(notes) or None
 
 
 def _context_lines(d: Derivation) -> list[str]:
@@ -401,8 +418,9 @@ LATEX_PREAMBLE = r"""\documentclass{article}
 def _tex_steps(steps: list[Step]) -> list[str]:
     out = []
     for s in steps:
-        shape = s.shape_text + (f" $= {s.shape[0]} \\times {s.shape[1]}$" if s.shape_text != f"{s.shape[0]} x {s.shape[1]}" else "")
-        out.append(r"\paragraph{$" + s.symbol_latex + "$} shape " + tex_text(shape).replace(" x ", r" $\times$ ")
+        sized = (f" $= {s.shape[0]} \\times {s.shape[1]}$" if s.shape_text != f"{s.shape[0]} x {s.shape[1]}" else "")
+        out.append(r"\paragraph{$" + s.symbol_latex + "$} shape " + tex_text(s.shape_text).replace(" x ", r" $\times$ ")
+                   + sized
                    + (". " + tex_text(s.note) if s.note else "") + ".")
         body = _step_latex(s)
         if s.value is not None:
