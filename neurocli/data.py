@@ -254,10 +254,18 @@ def _parse_piece(text: bytes, names: list[str], wanted: list[str], delimiter: st
     # Every column is parsed (no usecols) so that a row with more fields than the header is
     # an error rather than silently cut; pandas reports all but a piece's first line, so
     # that one is counted here (no quotes in a piece, so a delimiter is a field boundary).
-    newline = text.find(b"\n")
-    first = (text if newline < 0 else text[:newline]).rstrip(b"\r")
-    if first.strip() and first.count(delimiter.encode()) + 1 > len(names):
-        raise _PieceError(f"{first.count(delimiter.encode()) + 1} fields but the header has {len(names)}", line=1)
+    pos, line = 0, 1
+    while pos < len(text):  # the first non-blank line (blank lines are skipped by the parser)
+        newline = text.find(b"\n", pos)
+        first = text[pos:len(text) if newline < 0 else newline].rstrip(b"\r")
+        if first.strip():
+            n_fields = first.count(delimiter.encode()) + 1
+            if n_fields > len(names):
+                raise _PieceError(f"{n_fields} fields but the header has {len(names)}", line=line)
+            break
+        if newline < 0:
+            break
+        pos, line = newline + 1, line + 1
     try:
         frame = pd.read_csv(io.BytesIO(text), sep=delimiter, header=None, names=names, index_col=False,
                             engine="c", encoding="utf-8", low_memory=False)

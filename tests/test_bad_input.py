@@ -78,6 +78,7 @@ FILE_CASES = [
     ("csv-blank-lines-counted", b"x1,x2,y\n1,2,3\n\n2,1,4\n3,oops,5\n", ["d.csv", "line 5", "'oops'"]),
     ("csv-extra-field-first-row", b"x1,x2,y\n1,2,3,4\n2,1,4\n3,2,5\n", ["d.csv", "line 2", "4 fields but the header has 3"]),
     ("csv-extra-field-later-row", b"x1,x2,y\n1,2,3\n2,1,4\n3,2,5,9\n", ["d.csv", "line 4", "4 fields but the header has 3"]),
+    ("csv-extra-field-after-blank", b"x1,x2,y\n\n1,2,3,4\n2,1,4\n3,2,5\n", ["d.csv", "line 3", "4 fields but the header has 3"]),
 ]
 
 
