@@ -163,7 +163,7 @@ def train(
             run = TrainRun(inputs, run_dir)
         signals.attach(run.trainer)
         try:
-            _train_and_report(run, inputs, cfg, config, resume, json_out, quiet, signals, render)
+            _train_and_report(run, inputs, cfg, resume, json_out, quiet, signals, render)
         except (typer.Exit, KeyboardInterrupt):
             raise
         except BaseException:
@@ -173,7 +173,7 @@ def train(
             raise
 
 
-def _train_and_report(run, inputs, cfg, config, resume, json_out, quiet, signals, render) -> None:
+def _train_and_report(run, inputs, cfg, resume, json_out, quiet, signals, render) -> None:
     """The descent with its live view or log lines, the summary, and the exit code it implies."""
     out = Console(highlight=False)
     table = inputs.prepared.table

@@ -204,7 +204,7 @@ def parse_yaml(text: str, path: Path | None) -> tuple[Any, dict]:
 
 def _apply_override(data: dict, item: str) -> tuple[tuple[str, ...], str]:
     if "=" not in item:
-        raise ConfigError(f"expected KEY=VALUE, e.g. training.epochs=50", where=f"--set {item}")
+        raise ConfigError("expected KEY=VALUE, e.g. training.epochs=50", where=f"--set {item}")
     dotted, raw = item.split("=", 1)
     keys = tuple(k for k in dotted.strip().split("."))
     if not all(keys):

@@ -14,10 +14,9 @@ import math
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -58,58 +57,51 @@ class Table:
         """
         if self.__dict__.get("_blank_lines") is None:
             self.__dict__["_blank_lines"] = blank_lines(self.path)
-        row = int(self.rows[i])
-        line = row + HEADER_LINE + 1
-        for blank in self.__dict__["_blank_lines"]:  # sorted; usually empty
-            if blank <= line:
-                line += 1
-            else:
-                break
-        return line
+        return _line_from_blanks(int(self.rows[i]), self.__dict__["_blank_lines"])
 
 
-def blank_lines(path: Path, chunk_size: int = 1 << 23) -> list[int]:
-    """Line numbers of the empty lines after the header, in one chunked pass over the file."""
+def blank_lines(path: Path, chunk_size: int = 1 << 20) -> list[int]:
+    """Line numbers of the blank lines after the header (empty or only spaces, tabs, CRs: the
+    lines the parser skips), in one chunked, vectorized pass over the file."""
     found: list[int] = []
-    line = 1  # the line that starts at the current chunk's first byte
-    carry = b""
+    line = 1  # the number of the line that the current chunk starts in
+    ink_before = 0  # non-blank bytes already seen on that (unfinished) line
     with open(path, "rb") as fh:
-        while True:
-            chunk = fh.read(chunk_size)
-            if not chunk:
-                break
-            data = carry + chunk
-            start = 0
-            while True:  # an empty line is a newline right after a newline (or after "\n\r")
-                hit = data.find(b"\n\n", start)
-                hit_cr = data.find(b"\n\r\n", start)
-                if hit < 0 and hit_cr < 0:
-                    break
-                hit = min(h for h in (hit, hit_cr) if h >= 0)
-                number = line + data.count(b"\n", 0, hit + 1)
-                if number > HEADER_LINE and (not found or found[-1] != number):
-                    found.append(number)
-                start = hit + 1
-            line += data.count(b"\n", 0, len(data) - 2)
-            carry = data[len(data) - 2:]
+        while chunk := fh.read(chunk_size):
+            b = np.frombuffer(chunk, dtype=np.uint8)
+            newlines = np.flatnonzero(b == 10)
+            ink = np.cumsum((b != 32) & (b != 9) & (b != 13) & (b != 10))
+            ink_at_end = ink[newlines]  # non-blank bytes in the chunk up to each line's end
+            per_line = np.diff(np.concatenate([[0], ink_at_end]))
+            if len(per_line):
+                per_line[0] += ink_before
+            numbers = line + np.arange(len(newlines))
+            found.extend(int(v) for v in numbers[(per_line == 0) & (numbers > HEADER_LINE)])
+            line += len(newlines)
+            if len(newlines):  # the unfinished last line carries its bytes into the next chunk
+                ink_before = int(ink[-1] - ink_at_end[-1])
+            else:
+                ink_before += int(ink[-1])
     return found
+
+
+def _line_from_blanks(row: int, blanks: list[int]) -> int:
+    """The line of 0-based data row ``row``, given the sorted blank line numbers."""
+    line = row + HEADER_LINE + 1
+    for blank in blanks:
+        if blank <= line:
+            line += 1
+        else:
+            break
+    return line
 
 
 def line_of_row(path: Path, row: int) -> int:
     """Line number, as an editor counts, of the 0-based data row ``row`` (blank lines skipped).
 
-    Only used to report a place, so a plain scan of the file is fine here.
+    Only used to report a place, so one scan of the file is fine here.
     """
-    seen = -1
-    with open(path, "rb") as fh:
-        for number, line in enumerate(fh, start=1):
-            if number == HEADER_LINE:
-                continue
-            if line.strip(b"\r\n\t "):
-                seen += 1
-                if seen == row:
-                    return number
-    return row + HEADER_LINE + 1
+    return _line_from_blanks(row, blank_lines(path))
 
 
 def file_sha256(path: Path) -> str:
@@ -239,9 +231,11 @@ _READERS = max(1, min(4, os.cpu_count() or 1))
 class _PieceError(Exception):
     """A problem in one piece, located by its row or line inside the piece."""
 
-    def __init__(self, message: str, *, row: int | None = None, line: int | None = None):
+    def __init__(self, message: str, *, row: int | None = None, line: int | None = None,
+                 fallback: bool = False):
         super().__init__(message)
         self.message, self.row, self.line = message, row, line
+        self.fallback = fallback  # pandas could not place the problem: read the file whole instead
 
 
 def _parse_piece(text: bytes, names: list[str], wanted: list[str], delimiter: str):
@@ -278,7 +272,7 @@ def _parse_piece(text: bytes, names: list[str], wanted: list[str], delimiter: st
                               line=int(fields.group(2))) from exc
         m = re.search(r"line (\d+)", str(exc))
         if not m:  # a problem pandas cannot place inside a piece: the whole-file read will
-            raise _PieceError("fall back to a whole-file read") from exc
+            raise _PieceError("fall back to a whole-file read", fallback=True) from exc
         raise _PieceError(f"malformed CSV: {str(exc).strip().rstrip('.')}", line=int(m.group(1))) from exc
     return frame_to_block(frame, wanted)
 
@@ -326,14 +320,17 @@ def _read_pieces(path: Path, names, features, target, missing, delimiter) -> Tab
             raise DataError("the file has a header but no data rows", path=path, where="line 2")
         if b'"' in header:
             return None
-        fd = fh.fileno()
         hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurocli-sha256")
         sha = hasher.submit(file_sha256, path)
         hasher.shutdown(wait=False)
 
+        def read_at(pos: int, length: int) -> bytes:  # only this thread reads fh
+            fh.seek(pos)
+            return fh.read(length)
+
         def boundary(pos: int) -> int:  # just after the first newline at or after ``pos``
             while True:
-                window = os.pread(fd, 1 << 16, pos)
+                window = read_at(pos, 1 << 16)
                 if not window:
                     return size
                 i = window.find(b"\n")
@@ -344,7 +341,7 @@ def _read_pieces(path: Path, names, features, target, missing, delimiter) -> Tab
         def line_at(offset: int) -> int:  # the line that starts at byte ``offset`` (errors only)
             lines, pos = 1, 0
             while pos < offset:
-                window = os.pread(fd, min(1 << 20, offset - pos), pos)
+                window = read_at(pos, min(1 << 20, offset - pos))
                 lines += window.count(b"\n")
                 pos += len(window)
             return lines
@@ -362,7 +359,7 @@ def _read_pieces(path: Path, names, features, target, missing, delimiter) -> Tab
                 end = size if start + PIECE_BYTES >= size else boundary(start + PIECE_BYTES - 1)
                 chunk = end > start
                 if chunk:
-                    piece = os.pread(fd, end - start, start)
+                    piece = read_at(start, end - start)
                     if b'"' in piece:
                         return None
                     results.append((start, pool.submit(_parse_piece, piece, names, wanted, delimiter)))
@@ -374,7 +371,7 @@ def _read_pieces(path: Path, names, features, target, missing, delimiter) -> Tab
                     try:
                         block = future.result()
                     except _PieceError as exc:
-                        if exc.line is None and exc.row is None:
+                        if exc.fallback:
                             return None
                         if exc.line is not None:
                             where = f"line {line_at(piece_start) + exc.line - 1}"

@@ -16,6 +16,7 @@ import platform
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from neurocli import __version__
@@ -55,8 +56,21 @@ def _umask() -> int:
     return mask
 
 
+def json_safe(obj):
+    """``obj`` with non-finite floats as None and numpy scalars as Python numbers (strict JSON)."""
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def write_json(path: Path, data, indent: int | None = 2) -> None:
-    atomic_write_text(path, json.dumps(data, indent=indent, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(json_safe(data), indent=indent, allow_nan=False) + "\n")
 
 
 def history_csv(history: list[dict]) -> str:

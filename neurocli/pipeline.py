@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 
 from neurocli import io as nio
 from neurocli.cache import read_table_cached
-from neurocli.config import LoadedConfig, config_from_dict, load_config
+from neurocli.config import LoadedConfig, load_config
 from neurocli.data import Prepared, file_sha256, prepare
 from neurocli.errors import ConfigError, ModelFileError
 from neurocli.train import STOP_INTERRUPTED, Trainer, TrainState, evaluate, initial_parameters
@@ -182,7 +181,7 @@ class TrainRun:
         return summary
 
     def summary(self) -> dict:
-        p, st, cfg = self.inputs.prepared, self.state, self.inputs.loaded.config
+        p, st = self.inputs.prepared, self.state
         tr = evaluate(p.X_train, p.y_train, st.w, st.b)
         va = evaluate(p.X_val, p.y_val, st.w, st.b)
         w_std = st.w.astype(np.float64)
@@ -223,7 +222,7 @@ class TrainRun:
             "bias_standardized": summary["bias_standardized"],
             "standardization": None if p.standardization is None else p.standardization.to_dict(),
             "dtype": cfg.training.dtype,
-            "metrics": {k: _finite_or_none(summary[k]) for k in ("loss", "rmse", "mae", "r2", "val_loss", "val_rmse", "val_mae", "val_r2")},
+            "metrics": {k: summary[k] for k in ("loss", "rmse", "mae", "r2", "val_loss", "val_rmse", "val_mae", "val_r2")},
             "epochs": st.epoch,
             "stopped": summary["stopped"],
             "data": {"path": str(self.inputs.loaded.data_path.resolve()), "sha256": self.data_sha,
@@ -239,23 +238,5 @@ class TrainRun:
             "stopped": summary["stopped"],
             "config_fingerprint": config_fingerprint(self.resolved),
             "data_sha256": self.data_sha,
-            "state": _json_safe(self.trainer.snapshot().to_dict()),
+            "state": self.trainer.snapshot().to_dict(),
         }, indent=None)
-
-
-def _finite_or_none(v):
-    return v if isinstance(v, float) and math.isfinite(v) else None
-
-
-def _json_safe(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    return obj

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from neurocli.cli import app
-from tests.conftest import PENGUINS, write
+from tests.conftest import write
 
 runner = CliRunner()
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from neurocli.cli import app
-from tests.conftest import PENGUINS, QUICKSTART, write
+from tests.conftest import QUICKSTART, write
 
 runner = CliRunner()
 

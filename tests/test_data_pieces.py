@@ -7,7 +7,6 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -97,3 +96,16 @@ def test_sha256_of_the_file_comes_with_the_table(tmp_path, monkeypatch):
     t = data.read_table(path, target="y", features=None)
     assert t.sha256 == data.file_sha256(path)
     assert t.X[:, 0].tolist() == list(map(float, range(1000))) and t.y[-1] == 1998.0
+
+
+def test_lines_count_blank_and_whitespace_only_lines(tmp_path):
+    # line 1 header, 2 data, 3 empty, 4 spaces only, 5 data, 6 tab only, 7 data (row 2)
+    path = tmp_path / "d.csv"
+    path.write_text("x,y\n1,2\n\n   \n3,4\n\t\n5,6\n")
+    t = data.read_table(path, target="y", features=None)
+    assert t.y.tolist() == [2.0, 4.0, 6.0]
+    assert [t.line_of(i) for i in range(3)] == [2, 5, 7]
+    path.write_text("x,y\n1,2\n   \n3,oops\n")
+    with pytest.raises(DataError) as err:
+        data.read_table(path, target="y", features=None)
+    assert "line 4" in str(err.value)

@@ -18,6 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from neurocli.io import json_safe
+
 MAX_FPS = 10
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -71,25 +73,11 @@ def epoch_line(rec, total: int) -> str:
 
 
 def epoch_event(rec) -> str:
-    return json.dumps({"event": "epoch", **_clean(rec.as_dict())}, allow_nan=False, default=_json_default)
-
-
-def _json_default(o):
-    return float(o)
-
-
-def _clean(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
+    return json.dumps({"event": "epoch", **json_safe(rec.as_dict())}, allow_nan=False)
 
 
 def summary_event(summary: dict) -> str:
-    return json.dumps({"event": "summary", **_clean(summary)}, allow_nan=False, default=_json_default)
+    return json.dumps({"event": "summary", **json_safe(summary)}, allow_nan=False)
 
 
 class LiveView:

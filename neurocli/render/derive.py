@@ -19,7 +19,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from neurocli.derive import Derivation, Formula, SampleRow, Step, VectorChainRule
+from neurocli.derive import Derivation, SampleRow, Step, VectorChainRule
 
 # Matrices larger than this are shown with their middle rows/columns elided (JSON keeps all).
 MATRIX_MAX = 10
