@@ -6,7 +6,8 @@ Where: ``$NEUROCLI_CACHE_DIR``, else ``$XDG_CACHE_HOME/neurocli``, else ``~/.cac
 
 An entry is served only when everything that decides the table is unchanged:
 
-- the read options (target, features, missing, delimiter) and the cache format;
+- the read options (target, features, missing, delimiter, the layout of X) and the cache
+  format; an entry holds X in the layout it was asked for, so a hit never converts it;
 - the file's resolved path, device and inode, size, mtime and ctime in nanoseconds (ctime
   cannot be set back by a user: any write, ``touch`` or rename moves it);
 - a hash of sampled content (the first and last MiB and 16 slices of 64 KiB in between),
@@ -33,7 +34,7 @@ import numpy as np
 
 from neurocli.data import Table, file_sha256, read_table
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 EDGE_BYTES = 1 << 20
 SLICES, SLICE_BYTES = 16, 1 << 16
 _ENTRY_NAME = re.compile(r"[0-9a-f]{24}-[0-9a-f]{24}")
@@ -80,13 +81,15 @@ def _keys(path: Path, options: dict) -> tuple[str, str, dict]:
     return prefix, suffix, {**facts, **state}
 
 
-def read_table_cached(path: Path, *, target, features, missing: str, delimiter: str) -> tuple[Table, str]:
+def read_table_cached(path: Path, *, target, features, missing: str, delimiter: str,
+                      layout: str = "C") -> tuple[Table, str]:
     """:func:`neurocli.data.read_table` through the cache. Returns ``(table, sha256 of the file)``.
 
     Errors are those of ``read_table`` (nothing is cached for a file that fails validation).
     """
     path = Path(path)
-    options = {"target": target, "features": features, "missing": missing, "delimiter": delimiter}
+    options = {"target": target, "features": features, "missing": missing, "delimiter": delimiter,
+               "layout": layout}
     if not enabled():
         table = read_table(path, **options)
         return table, table.sha256 or file_sha256(path)
@@ -111,6 +114,8 @@ def _load(entry: Path, path: Path) -> tuple[Table, str] | None:
     try:
         meta = json.loads((entry / "meta.json").read_text())
         X = np.load(entry / "X.npy", allow_pickle=False)
+        if meta.get("layout") == "F":  # stored as X^T, row by row: X's columns, each contiguous
+            X = X.T
         y = np.load(entry / "y.npy", allow_pickle=False) if meta["target"] is not None else None
         rows = np.load(entry / "rows.npy", allow_pickle=False)
         if X.shape != (meta["n_rows"], len(meta["feature_names"])) or rows.shape != (meta["n_rows"],):
@@ -130,12 +135,14 @@ def _store(root: Path, entry: Path, prefix: str, table: Table, sha: str, facts: 
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
         try:
-            np.save(tmp / "X.npy", table.X, allow_pickle=False)
+            column_major = table.X.ndim == 2 and table.X.strides[0] == table.X.itemsize and table.X.shape[1] > 1
+            np.save(tmp / "X.npy", table.X.T if column_major else table.X, allow_pickle=False)
             if table.y is not None:
                 np.save(tmp / "y.npy", table.y, allow_pickle=False)
             np.save(tmp / "rows.npy", table.rows, allow_pickle=False)
             meta = {"feature_names": table.feature_names, "target": table.target, "n_rows": int(table.X.shape[0]),
-                    "n_dropped": int(table.n_dropped), "sha256": sha, "created": time.time(), "facts": facts}
+                    "n_dropped": int(table.n_dropped), "sha256": sha, "created": time.time(), "facts": facts,
+                    "layout": "F" if column_major else "C"}
             (tmp / "meta.json").write_text(json.dumps(meta))
             for old in root.glob(f"{prefix}-*"):
                 shutil.rmtree(old, ignore_errors=True)

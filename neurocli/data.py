@@ -26,6 +26,10 @@ from neurocli.errors import DataError
 # A row shorter than the header is read as missing cells (reported or dropped by
 # data.missing), so pandas' note about it would only repeat what neurocli says.
 warnings.filterwarnings("ignore", message="Length of header or names does not match", category=pd.errors.ParserWarning)
+# A piece is parsed in internal chunks (low_memory); a column whose chunks differ in type
+# (numbers, then a text cell) is checked cell by cell in frame_columns, which names the
+# cell, so pandas' warning about mixed types would only repeat it, less precisely.
+warnings.filterwarnings("ignore", category=pd.errors.DtypeWarning)
 
 HEADER_LINE = 1
 
@@ -192,6 +196,7 @@ def read_table(
     missing: str = "error",
     delimiter: str = ",",
     keep_frame: bool = False,
+    layout: str = "C",
 ) -> Table:
     """Read the target and feature columns of a CSV into float64 arrays, validated.
 
@@ -204,6 +209,9 @@ def read_table(
     Large files are read in pieces (:func:`_read_pieces`), which bounds memory to about the
     size of the result and parses on every core; ``keep_frame`` (predict keeps every column)
     and files with quoted fields are read whole.
+
+    ``layout``: "C" (row-major X, for mini-batches, which gather rows) or "F" (column-major,
+    for full-batch training: its kernel reads X faster that way, see kernels.py).
     """
     path = Path(path)
     names = read_header(path, delimiter)
@@ -216,10 +224,10 @@ def read_table(
     elif any(c not in names for c in features):
         raise _missing_columns(path, features, names, "feature")
     if not keep_frame:
-        table = _read_pieces(path, names, features, target, missing, delimiter)
+        table = _read_pieces(path, names, features, target, missing, delimiter, layout)
         if table is not None:
             return table
-    return _read_whole(path, features, target, missing, delimiter, keep_frame)
+    return _read_whole(path, features, target, missing, delimiter, keep_frame, layout)
 
 
 # Bytes of CSV text per piece: big enough that pandas' per-call cost is noise, small enough
@@ -241,8 +249,8 @@ class _PieceError(Exception):
 def _parse_piece(text: bytes, names: list[str], wanted: list[str], delimiter: str):
     """One newline-aligned piece of the data section -> its wanted columns as floats.
 
-    Returns a block of shape (rows, len(wanted)), float64, in ``wanted`` order (NaN where a
-    cell is empty or NA); raises _PieceError (row or line relative to the piece) for text
+    Returns its columns (:func:`frame_columns`): float64, in ``wanted`` order, NaN where a
+    cell is empty or NA; raises _PieceError (row or line relative to the piece) for text
     cells, infinities and malformed lines.
     """
     # Every column is parsed (no usecols) so that a row with more fields than the header is
@@ -261,10 +269,12 @@ def _parse_piece(text: bytes, names: list[str], wanted: list[str], delimiter: st
             break
         pos, line = newline + 1, line + 1
     try:
+        # low_memory: the C parser tokenizes in internal chunks; one big chunk spends much of
+        # its time growing (realloc) its token buffers (benchmarks/: about a third less CPU).
         frame = pd.read_csv(io.BytesIO(text), sep=delimiter, header=None, names=names, index_col=False,
-                            engine="c", encoding="utf-8", low_memory=False)
+                            engine="c", encoding="utf-8", low_memory=True)
     except pd.errors.EmptyDataError:  # only blank lines
-        return np.empty((0, len(wanted)))
+        return [np.empty(0) for _ in wanted]
     except pd.errors.ParserError as exc:
         fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
         if fields:
@@ -274,14 +284,16 @@ def _parse_piece(text: bytes, names: list[str], wanted: list[str], delimiter: st
         if not m:  # a problem pandas cannot place inside a piece: the whole-file read will
             raise _PieceError("fall back to a whole-file read", fallback=True) from exc
         raise _PieceError(f"malformed CSV: {str(exc).strip().rstrip('.')}", line=int(m.group(1))) from exc
-    return frame_to_block(frame, wanted)
+    return frame_columns(frame, wanted)
 
 
-def frame_to_block(frame: pd.DataFrame, wanted: list[str]) -> np.ndarray:
-    """The ``wanted`` columns of a parsed frame as one row-major float64 block (NaN where a
-    cell is empty or NA). Text cells and infinities raise _PieceError at the earliest row
-    (then the leftmost column), so a file's first problem is the one reported."""
+def frame_columns(frame: pd.DataFrame, wanted: list[str]) -> list[np.ndarray]:
+    """The ``wanted`` columns of a parsed frame, each a float64 array (NaN where a cell is
+    empty or NA), in ``wanted`` order. Text cells and infinities raise _PieceError at the
+    earliest row (then the leftmost column), so a file's first problem is the one reported.
+    Columns, not a 2-d block: the caller writes each straight into its place in X."""
     problems = []  # (row, column position, message)
+    columns = []
     for j, name in enumerate(wanted):
         series = frame[name]
         if not pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
@@ -290,25 +302,40 @@ def frame_to_block(frame: pd.DataFrame, wanted: list[str]) -> np.ndarray:
             if bad.any():
                 pos = int(np.argmax(bad))
                 problems.append((pos, j, f"column {name!r}: {str(series.iloc[pos])[:40]!r} is not a number"))
-            frame[name] = coerced.astype(np.float64)
-    block = frame[wanted].to_numpy(dtype=np.float64, na_value=np.nan)  # row-major
-    if not np.isfinite(block).all():
-        inf = np.isinf(block)
-        if inf.any():
-            r, c = divmod(int(np.argmax(inf)), block.shape[1])
-            problems.append((r, c, f"column {wanted[c]!r}: infinite value"))
+            series = coerced
+        col = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        if not np.isfinite(col).all():
+            inf = np.isinf(col)
+            if inf.any():
+                problems.append((int(np.argmax(inf)), j, f"column {name!r}: infinite value"))
+        columns.append(col)
     if problems:
         row, _, message = min(problems)
         raise _PieceError(message, row=row)
-    return block
+    return columns
 
 
-def _read_pieces(path: Path, names, features, target, missing, delimiter) -> Table | None:
+def first_missing(columns: list[np.ndarray]) -> tuple[np.ndarray | None, int, int]:
+    """Rows with an empty/NA cell in any of ``columns``: ``(mask or None, first row, its
+    leftmost such column)``; ``(None, -1, -1)`` when there is none."""
+    na = None
+    for col in columns:
+        col_na = np.isnan(col)
+        if col_na.any():
+            na = col_na if na is None else (na | col_na)
+    if na is None:
+        return None, -1, -1
+    r = int(np.argmax(na))
+    c = next(j for j, col in enumerate(columns) if np.isnan(col[r]))
+    return na, r, c
+
+
+def _read_pieces(path: Path, names, features, target, missing, delimiter, layout: str = "C") -> Table | None:
     """The data section in newline-aligned pieces, parsed by pandas on every core.
 
     The pieces are cut at newlines and handed to the workers;
     results are taken in file order, so the first problem reported is the first in the
-    file. The sha256 of the file is computed by a thread of its own meanwhile. None when
+    file. The sha256 of the file is fed the pieces as they are read (one read of the file). None when
     the file has a quote character (a quoted field may hold a newline, so the pieces could
     not be cut safely): the caller reads it whole.
     """
@@ -320,9 +347,7 @@ def _read_pieces(path: Path, names, features, target, missing, delimiter) -> Tab
             raise DataError("the file has a header but no data rows", path=path, where="line 2")
         if b'"' in header:
             return None
-        hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurocli-sha256")
-        sha = hasher.submit(file_sha256, path)
-        hasher.shutdown(wait=False)
+        sha = hashlib.sha256(header)  # fed each piece in order below: the file is read once
 
         def read_at(pos: int, length: int) -> bytes:  # only this thread reads fh
             fh.seek(pos)
@@ -347,7 +372,7 @@ def _read_pieces(path: Path, names, features, target, missing, delimiter) -> Tab
             return lines
 
         results: list = []  # (byte offset, future) in file order
-        out = _Growing(size, len(header), len(features), target is not None)
+        out = _Growing(size, len(header), len(features), target is not None, layout)
         n_rows = 0  # data rows seen (kept or not)
         n_na = 0
         first_na: tuple[int, str] | None = None
@@ -362,6 +387,7 @@ def _read_pieces(path: Path, names, features, target, missing, delimiter) -> Tab
                     piece = read_at(start, end - start)
                     if b'"' in piece:
                         return None
+                    sha.update(piece)  # releases the GIL: hashes while the workers parse
                     results.append((start, pool.submit(_parse_piece, piece, names, wanted, delimiter)))
                     del piece
                 start = end
@@ -369,7 +395,7 @@ def _read_pieces(path: Path, names, features, target, missing, delimiter) -> Tab
                 while results and (len(results) > _READERS + 1 or not chunk):
                     piece_start, future = results.pop(0)
                     try:
-                        block = future.result()
+                        columns = future.result()
                     except _PieceError as exc:
                         if exc.fallback:
                             return None
@@ -380,22 +406,21 @@ def _read_pieces(path: Path, names, features, target, missing, delimiter) -> Tab
                         raise DataError(exc.message, path=path, where=where) from None
                     except UnicodeDecodeError as exc:
                         raise _decode_error(path, exc) from exc
-                    n_piece = len(block)
+                    n_piece = len(columns[0])
                     kept_rows = np.arange(n_rows, n_rows + n_piece)
+                    keep = None
                     if missing != "keep":
-                        na = np.isnan(block)
-                        if na.any():
-                            bad_rows = na.any(axis=1)
+                        na, r, c = first_missing(columns)
+                        if na is not None:
                             if first_na is None:
-                                r, c = divmod(int(np.argmax(na)), na.shape[1])
                                 first_na = (n_rows + r, wanted[c])
-                            n_na += int(bad_rows.sum())
+                            n_na += int(na.sum())
                             if missing == "drop":
-                                kept_rows, block = kept_rows[~bad_rows], block[~bad_rows]
-                        del na
-                    out.append(block, kept_rows)
+                                keep = ~na
+                                kept_rows = kept_rows[keep]
+                    out.append(columns, kept_rows, keep)
                     n_rows += n_piece
-                    del block
+                    del columns
                 if not chunk:
                     break
         finally:
@@ -411,31 +436,34 @@ def _read_pieces(path: Path, names, features, target, missing, delimiter) -> Tab
         )
     X, y, rows = out.result()
     return Table(path=path, feature_names=list(features), target=target, X=X, y=y, rows=rows,
-                 n_dropped=n_rows - len(rows), sha256=sha.result())
+                 n_dropped=n_rows - len(rows), sha256=sha.hexdigest())
 
 
 class _Growing:
     """Rows appended into preallocated arrays (features, target, row numbers), sized from
     the file: no list of pieces to stitch together, so the peak stays near the size of the
-    result. Pages never written are never touched, so the generous bound costs no memory."""
+    result. Pages never written are never touched, so the generous bound costs no memory
+    (in column-major order too: each column's unused tail is never touched)."""
 
-    def __init__(self, file_bytes: int, header_bytes: int, n_features: int, has_target: bool):
+    def __init__(self, file_bytes: int, header_bytes: int, n_features: int, has_target: bool, order: str = "C"):
         n_columns = n_features + has_target
         # every cell takes at least 2 bytes ("0," or "0\n"): no file can hold more rows
         self.capacity = max(16, (file_bytes - header_bytes) // (2 * n_columns) + 1)
-        self.X = np.empty((self.capacity, n_features), dtype=np.float64)
+        self.X = np.empty((self.capacity, n_features), dtype=np.float64, order=order)
         self.y = np.empty(self.capacity, dtype=np.float64) if has_target else None
         self.rows = np.empty(self.capacity, dtype=np.int64)
         self.d = n_features
         self.n = 0
 
-    def append(self, block: np.ndarray, rows: np.ndarray) -> None:
-        k = len(block)
+    def append(self, columns: list[np.ndarray], rows: np.ndarray, keep: np.ndarray | None = None) -> None:
+        """Append the rows ``keep`` (all if None) of ``columns`` (features, then the target)."""
+        k = len(rows)
         end = self.n + k
         assert end <= self.capacity, "more rows than the file's size allows"
-        self.X[self.n:end] = block[:, :self.d]
+        for j, col in enumerate(columns[:self.d]):
+            self.X[self.n:end, j] = col if keep is None else col[keep]
         if self.y is not None:
-            self.y[self.n:end] = block[:, self.d]
+            self.y[self.n:end] = columns[self.d] if keep is None else columns[self.d][keep]
         self.rows[self.n:end] = rows
         self.n = end
 
@@ -444,7 +472,7 @@ class _Growing:
         return self.X[:self.n], y, self.rows[:self.n]
 
 
-def _read_whole(path: Path, features, target, missing, delimiter, keep_frame) -> Table:
+def _read_whole(path: Path, features, target, missing, delimiter, keep_frame, layout: str = "C") -> Table:
     """The whole file in one pandas call (predict keeps every column; quoted fields)."""
     wanted = features + ([target] if target is not None else [])
     n_header = len(read_header(path, delimiter))
@@ -472,12 +500,14 @@ def _read_whole(path: Path, features, target, missing, delimiter, keep_frame) ->
         raise DataError("the file has a header but no data rows", path=path, where="line 2")
     rows = np.arange(len(frame))
     try:
-        block = frame_to_block(frame.copy() if keep_frame else frame, wanted)
+        columns = frame_columns(frame, wanted)
     except _PieceError as exc:
         raise DataError(exc.message, path=path, where=f"line {line_of_row(path, exc.row)}") from None
-    X = np.ascontiguousarray(block[:, :len(features)])
-    y = block[:, len(features)].copy() if target is not None else None
-    del block
+    X = np.empty((len(frame), len(features)), dtype=np.float64, order=layout)
+    for j in range(len(features)):
+        X[:, j] = columns[j]
+    y = columns[len(features)] if target is not None else None
+    del columns
 
     def first_bad(mask_2d: np.ndarray, cols: list[str]) -> tuple[int, str]:
         flat = int(np.argmax(mask_2d))
@@ -500,7 +530,7 @@ def _read_whole(path: Path, features, target, missing, delimiter, keep_frame) ->
             )
         keep = ~nan_mask.any(axis=1)
         n_dropped = int((~keep).sum())
-        X, rows = X[keep], rows[keep]
+        X, rows = np.asarray(X[keep], order=layout), rows[keep]
         if y is not None:
             y = y[keep]
         if keep_frame:
@@ -584,17 +614,30 @@ def move_rows_first(X: np.ndarray, first: np.ndarray, rest: np.ndarray, block: i
 
 
 def to_float32_in_place(X: np.ndarray, block: int = 1 << 16) -> np.ndarray:
-    """X (row-major float64) as float32, written over the front half of X's own buffer.
+    """X (float64, row-major, or column-major with any column stride) as float32, written
+    over X's own memory, in the same layout.
 
-    Row blocks go in order: a block's float32 destination starts no later than its float64
-    source, and numpy buffers an assignment whose two sides overlap, so nothing is read after
-    it was overwritten. No second copy of the data is made; X must not be used afterwards.
+    Row-major: row blocks go in order into the front half of X's buffer. Column-major:
+    each column goes into the front half of its own float64 storage (the float32 matrix
+    keeps X's column stride). Either way a block's float32 destination starts no later than
+    its float64 source, and numpy buffers an assignment whose two sides overlap, so nothing
+    is read after it was overwritten. No second copy of the data is made; X must not be
+    used afterwards.
     """
     n, d = X.shape
-    out = X.reshape(-1).view(np.float32)[:n * d].reshape(n, d)
-    for start in range(0, n, block):
-        out[start:start + block] = X[start:start + block]
-    return out
+    if X.flags.c_contiguous:
+        out = X.reshape(-1).view(np.float32)[:n * d].reshape(n, d)
+        for start in range(0, n, block):
+            out[start:start + block] = X[start:start + block]
+        return out
+    assert X.strides[0] == X.itemsize and X.strides[1] >= n * X.itemsize, "row- or column-major X expected"
+    for j in range(d):
+        col = X[:, j]
+        col32 = col.view(np.float32)[:n]  # the front half of column j's own bytes
+        for start in range(0, n, block):
+            col32[start:start + block] = col[start:start + block]
+    first = X[:, 0].view(np.float32)
+    return np.lib.stride_tricks.as_strided(first, shape=(n, d), strides=(4, X.strides[1]))
 
 
 def column_stats(X: np.ndarray, block: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
@@ -675,7 +718,8 @@ def prepare(table: Table, *, validation_fraction: float, standardize: bool, seed
         np.divide(X, scale, out=X)
     np_dtype = np.float32 if dtype == "float32" else np.float64
     if X.dtype != np_dtype:
-        X = to_float32_in_place(X) if X.flags.c_contiguous else X.astype(np_dtype)
+        column_major = X.strides[0] == X.itemsize and X.strides[1] >= n * X.itemsize
+        X = to_float32_in_place(X) if X.flags.c_contiguous or column_major else X.astype(np_dtype)
     X_train, X_val = X[:n_train], X[n_train:]
     y = table.y
     return Prepared(

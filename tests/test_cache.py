@@ -42,6 +42,20 @@ def test_second_read_is_served_from_the_cache(tmp_path, cache_root):
     assert np.array_equal(first.rows, second.rows) and second.n_dropped == 0
 
 
+@pytest.mark.parametrize("layout", ["C", "F"])
+def test_an_entry_is_served_in_the_layout_it_was_asked_for(tmp_path, cache_root, layout):
+    f = csv(tmp_path / "d.csv", [(i, 2 * i + 1, 3 * i) for i in range(50)])
+    first, _ = cache.read_table_cached(f, **OPTS, layout=layout)
+    second, _ = cache.read_table_cached(f, **OPTS, layout=layout)
+    other, _ = cache.read_table_cached(f, **OPTS, layout="FC"[layout == "F"])  # an entry of its own
+    assert len(entries(cache_root)) == 2
+    for t in (first, second):
+        assert t.X.strides[0 if layout == "F" else 1] == 8
+    assert other.X.strides[1 if layout == "F" else 0] == 8
+    assert np.array_equal(first.X, second.X) and np.array_equal(first.X, other.X)
+    assert second.X[:, 1].tolist() == [2.0 * i + 1 for i in range(50)]
+
+
 def test_changed_content_of_the_same_size_and_mtime_is_never_served_stale(tmp_path, cache_root):
     f = csv(tmp_path / "d.csv", [(1, 2, 3), (4, 5, 6)])
     cache.read_table_cached(f, **OPTS)

@@ -54,6 +54,9 @@ def test_fused_matches_reference_float64(problem):
     ref = kernels.loss_and_gradient_reference(X, y, w, b)
     fast = kernels.loss_and_gradient(X, y, w, b, block_bytes=block_bytes)
     assert_close(fast, ref, X, y, w, b, rel=1e-12)
+    # column-major X (what full-batch training holds): the same numbers
+    Xf = np.asfortranarray(X)
+    assert_close(kernels.loss_and_gradient(Xf, y, w, b, block_bytes=block_bytes), ref, X, y, w, b, rel=1e-12)
 
 
 @settings(max_examples=60, deadline=None)
@@ -97,4 +100,16 @@ def test_default_blocks_on_a_large_array_match_reference():
     X = rng.standard_normal((100_000, 8))  # 6.1 MiB: four default blocks
     y, w = rng.standard_normal(100_000), rng.standard_normal(8)
     ref = kernels.loss_and_gradient_reference(X, y, w, 0.1)
+    assert_close(kernels.loss_and_gradient(X, y, w, 0.1), ref, X, y, w, 0.1, rel=1e-12)
+
+
+def test_default_blocks_on_a_large_column_major_array_with_a_wide_stride_match_reference():
+    # a column-major view whose column stride is larger than its row count, as the reader
+    # leaves it (rows written into a buffer sized from the file)
+    rng = np.random.default_rng(4)
+    buffer = np.asfortranarray(rng.standard_normal((300_000, 8)))
+    X = buffer[:250_000]  # 15 MiB: fused blocks, shared among the workers
+    assert X.strides == (8, 8 * 300_000)
+    y, w = rng.standard_normal(250_000), rng.standard_normal(8)
+    ref = kernels.loss_and_gradient_reference(np.ascontiguousarray(X), y, w, 0.1)
     assert_close(kernels.loss_and_gradient(X, y, w, 0.1), ref, X, y, w, 0.1, rel=1e-12)
