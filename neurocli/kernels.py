@@ -125,26 +125,24 @@ def block_rows(n_samples: int, n_features: int, itemsize: int, block_bytes: int 
     return max(1, min(n_samples, block_bytes // max(1, n_features * itemsize)))
 
 
-def fused_block(Xk, yk, w, b, z, r, m, scratch, grad_out) -> tuple[float, float, float, int]:
-    """Loss and gradient sums of one block (or mini-batch), in caller-owned buffers.
+def fused_block(Xk, yk, w, b, z, r, m, g, grad_out) -> tuple[float, float]:
+    """The loss and gradient sums of one block (or mini-batch), in caller-owned buffers.
 
-    Xk : (n, n_features); yk, z, r, scratch : (n,) of X's dtype; m : (n,) bool;
-    grad_out : (n_features,). Computes ``z = X_k w + b``, ``m = 1[z > 0]``,
-    ``r = max(0, z) - y_k`` and ``g = r * m`` (left in r), writes ``grad_out = X_k^T g`` and
-    returns ``(r.r, sum |r|, sum g, sum m)`` before the 2/N factor. The same math as
-    :func:`loss_and_gradient_reference`, without allocating, so the per-call cost stays
-    small for mini-batches.
+    Xk : (n, n_features); yk, z, r, g : (n,) of X's dtype; m : (n,) bool;
+    grad_out : (n_features,). Computes ``z = X_k w + b``, ``m = 1[z > 0]``, the residual
+    ``r = max(0, z) - y_k`` and ``g = r * m``, writes ``grad_out = X_k^T g`` and returns
+    ``(r.r, sum g)``, before the 2/N factor; r and m are left for the caller's metrics
+    (``sum |r|``, ``sum m``). The same math as :func:`loss_and_gradient_reference`, without
+    allocating, so the per-call cost stays small for mini-batches.
     """
     np.matmul(Xk, w, out=z)
     z += b
     np.greater(z, 0, out=m)  # ReLU'(0) = 0: a sample at the kink is inactive
     np.maximum(z, 0, out=r)
     r -= yk  # residual a - y
-    sq = float(r @ r)
-    abs_sum = float(np.abs(r, out=scratch).sum())
-    r *= m  # g: (a - y) on active samples, 0 elsewhere
-    np.matmul(r, Xk, out=grad_out)  # X_k^T g, while X_k is still in cache
-    return sq, abs_sum, float(r.sum()), int(np.count_nonzero(m))
+    np.multiply(r, m, out=g)  # (a - y) on active samples, 0 elsewhere
+    np.matmul(g, Xk, out=grad_out)  # X_k^T g, while X_k is still in cache
+    return float(r @ r), float(g.sum())
 
 
 def _block_sums(X, y, w, b, rows: int, blocks, grad_parts: np.ndarray, sums: np.ndarray) -> None:
@@ -156,12 +154,14 @@ def _block_sums(X, y, w, b, rows: int, blocks, grad_parts: np.ndarray, sums: np.
     in a fixed order. The 2/N factor is applied by the caller.
     """
     dtype = grad_parts.dtype
-    z_buf, r_buf, abs_buf = (np.empty(rows, dtype=dtype) for _ in range(3))
+    z_buf, r_buf, g_buf = (np.empty(rows, dtype=dtype) for _ in range(3))
     m_buf = np.empty(rows, dtype=bool)
     for k in blocks:
         Xk, yk = X[k * rows:(k + 1) * rows], y[k * rows:(k + 1) * rows]
         n = Xk.shape[0]
-        sums[k] = fused_block(Xk, yk, w, b, z_buf[:n], r_buf[:n], m_buf[:n], abs_buf[:n], grad_parts[k])
+        r, m = r_buf[:n], m_buf[:n]
+        sq, g_sum = fused_block(Xk, yk, w, b, z_buf[:n], r, m, g_buf[:n], grad_parts[k])
+        sums[k] = sq, float(np.abs(r, out=z_buf[:n]).sum()), g_sum, np.count_nonzero(m)
 
 
 # The fused kernel's workers: one per core (_WORKERS, above). Each runs its share of the

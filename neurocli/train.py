@@ -25,6 +25,11 @@ STOP_DIVERGED = "diverged"
 STOP_DEAD = "dead_neuron"
 STOP_INTERRUPTED = "interrupted"
 
+# A shuffled mini-batch epoch gathers its rows a run of whole batches at a time, about this
+# many bytes of X per call (one call's overhead serves many steps, and it keeps more rows in
+# flight than a batch does); a batch always sits in the same slot of the buffer.
+GATHER_BYTES = 1 << 20
+
 
 @dataclass
 class EpochRecord:
@@ -258,54 +263,81 @@ class Trainer:
 
     def _minibatch_epoch(self, order: np.ndarray | None, n_batches: int) -> bool:
         """The batches of one epoch from ``state.batch`` on; False if it stopped (diverged or
-        interrupted). A tight loop over caller-owned buffers: a step is a gather, the fused
-        block of the kernels, and the update, about twenty numpy calls in all."""
+        interrupted). A tight loop over caller-owned buffers.
+
+        Batches go in runs of ``per`` (the run holding batch j starts at batch
+        ``j - j % per``, and batch j always uses slot ``j % per`` of the buffers): one gather
+        of the run's rows (when shuffled), then a step per batch (the fused block and the
+        update, about a dozen numpy calls), then the run's metrics (``sum |r|`` of each
+        batch, the active count) in two calls. So an epoch resumed in the middle of a run
+        computes, batch by batch, exactly what an uninterrupted one does.
+        """
         st, X, y = self.state, self.X, self.y
-        B, d, dtype = self.batch_size, X.shape[1], self.dtype
-        Xb_buf, yb_buf = np.empty((B, d), dtype=dtype), np.empty(B, dtype=dtype)
-        z, r, scratch = (np.empty(B, dtype=dtype) for _ in range(3))
-        m = np.empty(B, dtype=bool)
+        n, d = X.shape
+        B, dtype = self.batch_size, self.dtype
+        per = min(n_batches, max(1, GATHER_BYTES // (B * d * dtype.itemsize)))
+        Xc, yc = (np.empty((per * B, d), dtype=dtype), np.empty(per * B, dtype=dtype)) if order is not None else (X, y)
+        Z, R, G = (np.empty(per * B, dtype=dtype) for _ in range(3))
+        M = np.empty(per * B, dtype=bool)
         grad = np.empty(d, dtype=dtype)
         w, w_prev = st.w.copy(), st.w.copy()
         b = st.b
         p = st.partial
         sq_total, abs_total, active_total, rows_total = p["sq"], p["abs"], p["active"], p["rows"]
         lr = float(self.lr)
+        full_step = dtype.type(-lr * (2.0 / B))  # the step -lr * dC/dw is full_step * X_b^T g
         grad_b = 0.0
-        ok = True
+        ok, stop = True, False
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected, not warned
-            while st.batch < n_batches:
-                start = st.batch * B
-                if order is None:
-                    Xb, yb = X[start:start + B], y[start:start + B]
+            while ok and not stop and st.batch < n_batches:
+                first = st.batch
+                run = first - first % per  # the first batch of this run
+                last = min(run + per, n_batches)  # one past the run's last batch
+                lo, hi = first * B, min(last * B, n)  # rows of X (or of order) in the run
+                base = lo - (first - run) * B  # row of X (or of order) in slot 0
+                if order is not None:
+                    # mode="clip": indices of a permutation are always in range, and numpy
+                    # copies through a temporary when out= is given with the default "raise"
+                    idx = order[lo:hi]
+                    np.take(X, idx, axis=0, out=Xc[lo - base:hi - base], mode="clip")
+                    np.take(y, idx, out=yc[lo - base:hi - base], mode="clip")
                 else:
-                    idx = order[start:start + B]
-                    k = idx.shape[0]
-                    Xb = np.take(X, idx, axis=0, out=Xb_buf[:k])
-                    yb = np.take(y, idx, out=yb_buf[:k])
-                k = Xb.shape[0]
-                if k == B:
-                    sq, abs_sum, g_sum, n_active = kernels.fused_block(Xb, yb, w, b, z, r, m, scratch, grad)
-                else:  # the last, shorter batch
-                    sq, abs_sum, g_sum, n_active = kernels.fused_block(Xb, yb, w, b, z[:k], r[:k], m[:k],
-                                                                       scratch[:k], grad)
-                # A finite loss means a finite residual, hence a finite X^T g (|x| is bounded at load).
-                if not (math.isfinite(sq) and math.isfinite(g_sum)):
-                    ok = False
-                    break
-                scale = 2.0 / k  # the batch's own N in the mean: grad = (2/k) X_b^T g
-                np.copyto(w_prev, w)
-                grad *= dtype.type(-lr * scale)  # the step -lr * dC/dw
-                w += grad
-                grad_b = g_sum * scale
-                b = dtype.type(b - dtype.type(lr * grad_b))
-                sq_total += sq
-                abs_total += abs_sum
-                active_total += n_active
-                rows_total += k
-                st.batch += 1
-                if self._stop_requested and st.batch < n_batches:
-                    break
+                    Xc, yc = X[base:hi], y[base:hi]
+                done = first
+                for j in range(first, last):
+                    s0 = j * B - base
+                    s1 = min(s0 + B, hi - base)
+                    k = s1 - s0
+                    sq, g_sum = kernels.fused_block(Xc[s0:s1], yc[s0:s1], w, b, Z[s0:s1], R[s0:s1], M[s0:s1],
+                                                    G[s0:s1], grad)
+                    # A finite loss means a finite residual, hence a finite X^T g (|x| is bounded at load).
+                    if not (math.isfinite(sq) and math.isfinite(g_sum)):
+                        ok = False
+                        break
+                    scale = 2.0 / k  # the batch's own N in the mean: grad = (2/k) X_b^T g
+                    np.copyto(w_prev, w)
+                    grad *= full_step if k == B else dtype.type(-lr * scale)
+                    w += grad
+                    grad_b = g_sum * scale
+                    b = dtype.type(b - dtype.type(lr * grad_b))
+                    sq_total += sq
+                    rows_total += k
+                    done = j + 1
+                    if self._stop_requested and done < n_batches:
+                        stop = True
+                        break
+                # the run's metrics, batch by batch in batch order (full batches as rows of a
+                # reshape, so every batch is summed alike wherever the run started)
+                s0, s1 = first * B - base, min(done * B, n) - base
+                if s1 > s0:
+                    abs_r = np.abs(R[s0:s1], out=Z[s0:s1])
+                    n_full = (s1 - s0) // B
+                    for v in abs_r[:n_full * B].reshape(n_full, B).sum(axis=1).tolist():
+                        abs_total += v
+                    if n_full * B < s1 - s0:  # the epoch's last, shorter batch
+                        abs_total += float(abs_r[n_full * B:].sum())
+                    active_total += int(np.count_nonzero(M[s0:s1]))
+                st.batch = done
         if not np.isfinite(w).all() or not math.isfinite(float(b)):
             w, b, ok = w_prev, st.b, False
         st.w, st.b = w, b
