@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import mmap
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -449,7 +450,17 @@ class _Growing:
         n_columns = n_features + has_target
         # every cell takes at least 2 bytes ("0," or "0\n"): no file can hold more rows
         self.capacity = max(16, (file_bytes - header_bytes) // (2 * n_columns) + 1)
-        self.X = np.empty((self.capacity, n_features), dtype=np.float64, order=order)
+        if order == "F":
+            # Each column is written from its start up to the row count, and its tail never.
+            # numpy asks the kernel for 2 MiB pages on big arrays, and then every column's first
+            # and last touched page is 2 MiB (up to 4 MiB of waste per column); a plain
+            # anonymous map without huge pages keeps the waste to 4 KiB per column.
+            buf = mmap.mmap(-1, self.capacity * n_features * 8)
+            if hasattr(buf, "madvise") and hasattr(mmap, "MADV_NOHUGEPAGE"):
+                buf.madvise(mmap.MADV_NOHUGEPAGE)
+            self.X = np.ndarray((self.capacity, n_features), dtype=np.float64, buffer=buf, order="F")
+        else:
+            self.X = np.empty((self.capacity, n_features), dtype=np.float64)
         self.y = np.empty(self.capacity, dtype=np.float64) if has_target else None
         self.rows = np.empty(self.capacity, dtype=np.int64)
         self.d = n_features

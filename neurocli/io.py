@@ -23,7 +23,7 @@ from neurocli import __version__
 from neurocli.errors import ModelFileError, OutputError
 
 MODEL_FORMAT = "neurocli.model/1"
-CHECKPOINT_FORMAT = "neurocli.checkpoint/1"
+CHECKPOINT_FORMAT = "neurocli.checkpoint/2"  # 2: each epoch shuffles from its own stream
 
 
 def atomic_write_text(path: Path, text: str) -> None:

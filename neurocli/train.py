@@ -9,8 +9,8 @@ epoch, position inside the epoch, RNG state, early-stopping memory, history) liv
 
 from __future__ import annotations
 
-import copy
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -27,8 +27,24 @@ STOP_INTERRUPTED = "interrupted"
 
 # A shuffled mini-batch epoch gathers its rows a run of whole batches at a time, about this
 # many bytes of X per call (one call's overhead serves many steps, and it keeps more rows in
-# flight than a batch does); a batch always sits in the same slot of the buffer.
+# flight than a batch does); a batch always sits in the same slot of the buffers.
 GATHER_BYTES = 1 << 20
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The shuffle of epoch ``epoch`` (0-based): a permutation of ``range(n)`` drawn from a
+    stream of its own, ``(seed, epoch)``. So the next epoch's shuffle can be drawn ahead on
+    another core, and a run resumed inside an epoch redraws it from the epoch number alone."""
+    return np.random.default_rng([seed, 3, epoch]).permutation(n)
+
+
+def _gather_rows(X, y, order, lo: int, hi: int, Xc, yc, at: int) -> None:
+    """Rows ``order[lo:hi]`` of X and y into ``Xc[at:]``, ``yc[at:]``. mode="clip": indices of
+    a permutation are always in range, and numpy copies through a temporary when out= is
+    given with the default "raise"."""
+    idx = order[lo:hi]
+    np.take(X, idx, axis=0, out=Xc[at:at + hi - lo], mode="clip")
+    np.take(y, idx, out=yc[at:at + hi - lo], mode="clip")
 
 
 @dataclass
@@ -55,8 +71,8 @@ class TrainState:
     """Everything needed to continue a run exactly where it stopped.
 
     w : ndarray of shape (n_features,) in the training dtype; b : scalar of that dtype.
-    epoch : epochs completed. batch : batches done inside the current epoch (mini-batch).
-    epoch_rng_state : RNG state at the start of the current epoch (to redraw its shuffle).
+    epoch : epochs completed. batch : batches done inside the current epoch (mini-batch);
+    the epoch's shuffle is redrawn from its number (:func:`epoch_order`).
     partial : running sums of the current epoch (squared error, abs error, active count, rows).
     """
 
@@ -64,8 +80,6 @@ class TrainState:
     b: np.floating
     epoch: int = 0
     batch: int = 0
-    rng_state: dict | None = None
-    epoch_rng_state: dict | None = None
     partial: dict = field(default_factory=lambda: {"sq": 0.0, "abs": 0.0, "active": 0, "rows": 0, "grad_norm": 0.0})
     best_w: np.ndarray | None = None
     best_b: float | None = None
@@ -76,7 +90,7 @@ class TrainState:
 
     def to_dict(self) -> dict:
         # history is not here: it is history.csv, written beside the checkpoint (floats in repr, exact)
-        d = {k: getattr(self, k) for k in ("epoch", "batch", "rng_state", "epoch_rng_state", "partial",
+        d = {k: getattr(self, k) for k in ("epoch", "batch", "partial",
                                             "best_loss", "best_epoch", "wait")}
         d["w"] = [float(v) for v in self.w]
         d["b"] = float(self.b)
@@ -94,8 +108,6 @@ class TrainState:
             b=dtype.type(d["b"]),
             epoch=int(d["epoch"]),
             batch=int(d["batch"]),
-            rng_state=d["rng_state"],
-            epoch_rng_state=d["epoch_rng_state"],
             partial=dict(d["partial"]),
             best_w=None if d["best_w"] is None else np.asarray(d["best_w"], dtype=dtype),
             best_b=None if d["best_b"] is None else dtype.type(d["best_b"]),
@@ -160,9 +172,12 @@ class Trainer:
         self.stopped: str | None = None
         self.message: str | None = None
         self._stop_requested = False
-        self.rng = np.random.default_rng([seed, 3])
-        if state.rng_state is not None:
-            self.rng.bit_generator.state = copy.deepcopy(state.rng_state)
+        self.seed = seed
+        # a helper thread draws the next epoch's shuffle during this epoch (numpy draws it
+        # outside the GIL); gathering rows on a helper too was slower: the loop's small
+        # numpy calls hold the GIL, so the helper waited for it and the loop for the helper
+        self._drawer: ThreadPoolExecutor | None = None
+        self._next_order: tuple[int, Future] | None = None
         self.dtype = X.dtype
         self.lr = self.dtype.type(cfg.learning_rate)
         n = X.shape[0]
@@ -172,9 +187,21 @@ class Trainer:
         self._stop_requested = True
 
     def snapshot(self) -> TrainState:
-        """The state with the RNG position filled in, ready to checkpoint."""
-        self.state.rng_state = copy.deepcopy(self.rng.bit_generator.state)
+        """The state, ready to checkpoint (the shuffle needs no generator state: see
+        :func:`epoch_order`)."""
         return self.state
+
+    def _order(self, epoch: int, n: int) -> np.ndarray:
+        """This epoch's shuffle (drawn ahead when the previous epoch ran), and the next one
+        set drawing on the helper thread."""
+        ahead = self._next_order
+        order = ahead[1].result() if ahead is not None and ahead[0] == epoch else epoch_order(self.seed, epoch, n)
+        self._next_order = None
+        if epoch + 1 < self.cfg.epochs:
+            if self._drawer is None:
+                self._drawer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurocli-shuffle")
+            self._next_order = (epoch + 1, self._drawer.submit(epoch_order, self.seed, epoch + 1, n))
+        return order
 
     @property
     def has_validation(self) -> bool:
@@ -216,6 +243,14 @@ class Trainer:
                 f"and descent cannot move (ReLU'(z) = 0 for z <= 0); {fix}{later}")
 
     def run(self) -> Iterator[EpochRecord]:
+        try:
+            yield from self._run()
+        finally:
+            if self._drawer is not None:
+                self._drawer.shutdown(wait=True, cancel_futures=True)
+            self._drawer, self._next_order = None, None
+
+    def _run(self) -> Iterator[EpochRecord]:
         st, cfg = self.state, self.cfg
         n = self.X.shape[0]
         if st.epoch == 0 and st.batch == 0:
@@ -230,11 +265,7 @@ class Trainer:
             shuffled = cfg.shuffle and self.batch_size < n
             if st.batch == 0:
                 st.partial = {"sq": 0.0, "abs": 0.0, "active": 0, "rows": 0, "grad_norm": 0.0}
-                if shuffled:  # remembered so a stop inside this epoch can redraw the same shuffle
-                    st.epoch_rng_state = copy.deepcopy(self.rng.bit_generator.state)
-            else:  # resuming inside an epoch: rewind the RNG to the epoch's start
-                self.rng.bit_generator.state = copy.deepcopy(st.epoch_rng_state)
-            order = self.rng.permutation(n) if shuffled else None
+            order = self._order(st.epoch, n) if shuffled else None
             n_batches = -(-n // self.batch_size)
             if self.batch_size == n:
                 # Full batch: every metric of the epoch is measured at the parameters it
@@ -265,20 +296,23 @@ class Trainer:
         """The batches of one epoch from ``state.batch`` on; False if it stopped (diverged or
         interrupted). A tight loop over caller-owned buffers.
 
-        Batches go in runs of ``per`` (the run holding batch j starts at batch
-        ``j - j % per``, and batch j always uses slot ``j % per`` of the buffers): one gather
-        of the run's rows (when shuffled), then a step per batch (the fused block and the
-        update, about a dozen numpy calls), then the run's metrics (``sum |r|`` of each
-        batch, the active count) in two calls. So an epoch resumed in the middle of a run
-        computes, batch by batch, exactly what an uninterrupted one does.
+        Batches go in runs of ``per``: the run holding batch j is run ``j // per``, and batch
+        j always uses slot ``j % per`` of the buffers. A run is one gather of its rows (when
+        shuffled), then a step per batch (the fused block and the update, about a dozen
+        numpy calls), then the run's metrics (``sum |r|`` of each batch, the active count)
+        in two calls. So an epoch resumed in the middle of a run computes, batch by batch,
+        exactly what an uninterrupted one does.
         """
         st, X, y = self.state, self.X, self.y
         n, d = X.shape
         B, dtype = self.batch_size, self.dtype
         per = min(n_batches, max(1, GATHER_BYTES // (B * d * dtype.itemsize)))
-        Xc, yc = (np.empty((per * B, d), dtype=dtype), np.empty(per * B, dtype=dtype)) if order is not None else (X, y)
+        if order is not None:
+            Xc, yc = np.empty((per * B, d), dtype=dtype), np.empty(per * B, dtype=dtype)
         Z, R, G = (np.empty(per * B, dtype=dtype) for _ in range(3))
         M = np.empty(per * B, dtype=bool)
+        slots = [(slice(k * B, (k + 1) * B), Z[k * B:(k + 1) * B], R[k * B:(k + 1) * B], M[k * B:(k + 1) * B],
+                  G[k * B:(k + 1) * B]) for k in range(per)]
         grad = np.empty(d, dtype=dtype)
         w, w_prev = st.w.copy(), st.w.copy()
         b = st.b
@@ -291,25 +325,20 @@ class Trainer:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected, not warned
             while ok and not stop and st.batch < n_batches:
                 first = st.batch
-                run = first - first % per  # the first batch of this run
-                last = min(run + per, n_batches)  # one past the run's last batch
-                lo, hi = first * B, min(last * B, n)  # rows of X (or of order) in the run
-                base = lo - (first - run) * B  # row of X (or of order) in slot 0
+                run = first // per
+                last = min((run + 1) * per, n_batches)  # one past the run's last batch
+                base, hi = run * per * B, min(last * B, n)  # rows of X (or of order) at slot 0, the end
                 if order is not None:
-                    # mode="clip": indices of a permutation are always in range, and numpy
-                    # copies through a temporary when out= is given with the default "raise"
-                    idx = order[lo:hi]
-                    np.take(X, idx, axis=0, out=Xc[lo - base:hi - base], mode="clip")
-                    np.take(y, idx, out=yc[lo - base:hi - base], mode="clip")
+                    _gather_rows(X, y, order, first * B, hi, Xc, yc, first * B - base)
                 else:
                     Xc, yc = X[base:hi], y[base:hi]
                 done = first
                 for j in range(first, last):
-                    s0 = j * B - base
-                    s1 = min(s0 + B, hi - base)
-                    k = s1 - s0
-                    sq, g_sum = kernels.fused_block(Xc[s0:s1], yc[s0:s1], w, b, Z[s0:s1], R[s0:s1], M[s0:s1],
-                                                    G[s0:s1], grad)
+                    rows, z, r, m, g = slots[j - run * per]
+                    k = min(B, hi - j * B)
+                    if k < B:  # the epoch's last, shorter batch
+                        rows, z, r, m, g = slice(rows.start, rows.start + k), z[:k], r[:k], m[:k], g[:k]
+                    sq, g_sum = kernels.fused_block(Xc[rows], yc[rows], w, b, z, r, m, g, grad)
                     # A finite loss means a finite residual, hence a finite X^T g (|x| is bounded at load).
                     if not (math.isfinite(sq) and math.isfinite(g_sum)):
                         ok = False
