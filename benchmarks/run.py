@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import neurocli  # noqa: F401  first, so OpenBLAS starts with the thread timeout neurocli's command line uses
+import neurocli  # first, so OpenBLAS starts with the thread timeout neurocli's command line uses
 
 import numpy as np
 
@@ -73,7 +73,8 @@ def fmt_s(s):
 
 
 def machine() -> list[str]:
-    facts = [f"cores: {os.cpu_count()}", f"python {platform.python_version()}", f"numpy {np.__version__}",
+    facts = [f"neurocli {neurocli.__version__}", f"cores: {os.cpu_count()}", f"python {platform.python_version()}",
+             f"numpy {np.__version__}",
              f"{platform.machine()} {platform.system()}"]
     try:
         from threadpoolctl import threadpool_info
@@ -145,7 +146,7 @@ def gradient(sizes, rounds, torch):
             NOTES.append(f"{name}: one X@w = {fmt_s(med['floor'])} ({X.nbytes / med['floor'] / 1e9:.1f} GB/s), on the "
                          f"column-major X {fmt_s(med['floor F'])}; fused (column-major) = {med['fused F'] / med['floor F']:.2f}x "
                          f"that; fused vs reference max |diff| / max |grad_w| = {err:.1e}")
-            del X, Xf
+            X = Xf = None  # free before the next size
 
 
 # --- 2. mini-batch SGD ---

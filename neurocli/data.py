@@ -250,8 +250,8 @@ class _PieceError(Exception):
 def _parse_piece(text: bytes, names: list[str], wanted: list[str], delimiter: str):
     """One newline-aligned piece of the data section -> its wanted columns as floats.
 
-    Returns its columns (:func:`frame_columns`): float64, in ``wanted`` order, NaN where a
-    cell is empty or NA; raises _PieceError (row or line relative to the piece) for text
+    Returns its columns and the positions of those with a NaN (:func:`frame_columns`):
+    float64, in ``wanted`` order, NaN where a cell is empty or NA; raises _PieceError (row or line relative to the piece) for text
     cells, infinities and malformed lines.
     """
     # Every column is parsed (no usecols) so that a row with more fields than the header is
@@ -275,7 +275,7 @@ def _parse_piece(text: bytes, names: list[str], wanted: list[str], delimiter: st
         frame = pd.read_csv(io.BytesIO(text), sep=delimiter, header=None, names=names, index_col=False,
                             engine="c", encoding="utf-8", low_memory=True)
     except pd.errors.EmptyDataError:  # only blank lines
-        return [np.empty(0) for _ in wanted]
+        return [np.empty(0) for _ in wanted], []
     except pd.errors.ParserError as exc:
         fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
         if fields:
@@ -288,13 +288,14 @@ def _parse_piece(text: bytes, names: list[str], wanted: list[str], delimiter: st
     return frame_columns(frame, wanted)
 
 
-def frame_columns(frame: pd.DataFrame, wanted: list[str]) -> list[np.ndarray]:
+def frame_columns(frame: pd.DataFrame, wanted: list[str]) -> tuple[list[np.ndarray], list[int]]:
     """The ``wanted`` columns of a parsed frame, each a float64 array (NaN where a cell is
-    empty or NA), in ``wanted`` order. Text cells and infinities raise _PieceError at the
-    earliest row (then the leftmost column), so a file's first problem is the one reported.
-    Columns, not a 2-d block: the caller writes each straight into its place in X."""
+    empty or NA), in ``wanted`` order, and the positions of the columns that hold a NaN.
+    Text cells and infinities raise _PieceError at the earliest row (then the leftmost
+    column), so a file's first problem is the one reported. Columns, not a 2-d block: the
+    caller writes each straight into its place in X."""
     problems = []  # (row, column position, message)
-    columns = []
+    columns, nan_columns = [], []
     for j, name in enumerate(wanted):
         series = frame[name]
         if not pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
@@ -305,29 +306,30 @@ def frame_columns(frame: pd.DataFrame, wanted: list[str]) -> list[np.ndarray]:
                 problems.append((pos, j, f"column {name!r}: {str(series.iloc[pos])[:40]!r} is not a number"))
             series = coerced
         col = series.to_numpy(dtype=np.float64, na_value=np.nan)
-        if not np.isfinite(col).all():
+        if not np.isfinite(col).all():  # one scan clears the common case: no NaN, no infinity
             inf = np.isinf(col)
             if inf.any():
                 problems.append((int(np.argmax(inf)), j, f"column {name!r}: infinite value"))
+            if np.isnan(col).any():
+                nan_columns.append(j)
         columns.append(col)
     if problems:
         row, _, message = min(problems)
         raise _PieceError(message, row=row)
-    return columns
+    return columns, nan_columns
 
 
-def first_missing(columns: list[np.ndarray]) -> tuple[np.ndarray | None, int, int]:
-    """Rows with an empty/NA cell in any of ``columns``: ``(mask or None, first row, its
-    leftmost such column)``; ``(None, -1, -1)`` when there is none."""
-    na = None
-    for col in columns:
-        col_na = np.isnan(col)
-        if col_na.any():
-            na = col_na if na is None else (na | col_na)
-    if na is None:
+def first_missing(columns: list[np.ndarray], nan_columns: list[int]) -> tuple[np.ndarray | None, int, int]:
+    """Rows with an empty/NA cell in the columns ``nan_columns`` (those of ``columns`` that
+    hold a NaN): ``(mask or None, first row, its leftmost such column)``; ``(None, -1, -1)``
+    when there is none."""
+    if not nan_columns:
         return None, -1, -1
+    na = np.isnan(columns[nan_columns[0]])
+    for j in nan_columns[1:]:
+        na |= np.isnan(columns[j])
     r = int(np.argmax(na))
-    c = next(j for j, col in enumerate(columns) if np.isnan(col[r]))
+    c = next(j for j in nan_columns if np.isnan(columns[j][r]))
     return na, r, c
 
 
@@ -396,7 +398,7 @@ def _read_pieces(path: Path, names, features, target, missing, delimiter, layout
                 while results and (len(results) > _READERS + 1 or not chunk):
                     piece_start, future = results.pop(0)
                     try:
-                        columns = future.result()
+                        columns, nan_columns = future.result()
                     except _PieceError as exc:
                         if exc.fallback:
                             return None
@@ -411,7 +413,7 @@ def _read_pieces(path: Path, names, features, target, missing, delimiter, layout
                     kept_rows = np.arange(n_rows, n_rows + n_piece)
                     keep = None
                     if missing != "keep":
-                        na, r, c = first_missing(columns)
+                        na, r, c = first_missing(columns, nan_columns)
                         if na is not None:
                             if first_na is None:
                                 first_na = (n_rows + r, wanted[c])
@@ -511,7 +513,7 @@ def _read_whole(path: Path, features, target, missing, delimiter, keep_frame, la
         raise DataError("the file has a header but no data rows", path=path, where="line 2")
     rows = np.arange(len(frame))
     try:
-        columns = frame_columns(frame, wanted)
+        columns, _ = frame_columns(frame, wanted)
     except _PieceError as exc:
         raise DataError(exc.message, path=path, where=f"line {line_of_row(path, exc.row)}") from None
     X = np.empty((len(frame), len(features)), dtype=np.float64, order=layout)
