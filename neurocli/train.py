@@ -2,9 +2,9 @@
 
 Full batch: ``w <- w - lr * grad_w``, ``b <- b - lr * grad_b`` once per epoch on all
 training rows. Mini-batch: the same per batch, the batch's own N in the mean, the rows
-shuffled each epoch from the seed. Every bit of state that decides the future (parameters,
-epoch, position inside the epoch, RNG state, early-stopping memory, history) lives in
-:class:`TrainState`, so a run stopped after any step and resumed ends bit-identical.
+shuffled each epoch from the seed and the epoch's number. Every bit of state that decides the
+future (parameters, epoch, position inside the epoch, early-stopping memory, history) lives
+in :class:`TrainState`, so a run stopped after any step and resumed ends bit-identical.
 """
 
 from __future__ import annotations
