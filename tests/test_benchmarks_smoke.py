@@ -15,7 +15,7 @@ def test_benchmark_suite_runs_at_a_tiny_size(tmp_path):
                        capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert p.returncode == 0, p.stderr
     out = p.stdout
-    assert "machine: cores:" in out and "numpy" in out
+    assert "machine: neurocli " in out and "cores:" in out and "numpy" in out
     for case in ("gradient float64", "gradient float32", "mini-batch epoch", "CSV parse", "served from the cache",
                  "quickstart", "full-batch epoch", "scaling: fitted log-log slope"):
         assert case in out, case
