@@ -143,7 +143,7 @@ def fused_block(Xk, yk, w, b, z, r, m, g, grad_out) -> tuple[float, float]:
     r -= yk  # residual a - y
     np.multiply(r, m, out=g)  # (a - y) on active samples, 0 elsewhere
     np.matmul(g, Xk, out=grad_out)  # X_k^T g, while X_k is still in cache
-    return float(r @ r), float(g.sum())
+    return float(r @ r), float(np.add.reduce(g))  # add.reduce: g.sum() without its Python wrapper
 
 
 def _block_sums(X, y, w, b, rows: int, blocks, grad_parts: np.ndarray, sums: np.ndarray) -> None:
@@ -162,7 +162,7 @@ def _block_sums(X, y, w, b, rows: int, blocks, grad_parts: np.ndarray, sums: np.
         n = Xk.shape[0]
         r, m = r_buf[:n], m_buf[:n]
         sq, g_sum = fused_block(Xk, yk, w, b, z_buf[:n], r, m, g_buf[:n], grad_parts[k])
-        sums[k] = sq, float(np.abs(r, out=z_buf[:n]).sum()), g_sum, np.count_nonzero(m)
+        sums[k] = sq, float(np.add.reduce(np.abs(r, out=z_buf[:n]))), g_sum, np.count_nonzero(m)
 
 
 # The fused kernel's workers: one per core (_WORKERS, above). Each runs its share of the

@@ -315,7 +315,10 @@ class Trainer:
                   G[k * B:(k + 1) * B]) for k in range(per)]
         grad = np.empty(d, dtype=dtype)
         w, w_prev = st.w.copy(), st.w.copy()
-        b = st.b
+        # float64: the bias as a Python float (the same IEEE arithmetic, without numpy's
+        # scalar overhead); float32 keeps numpy's float32 rounding
+        exact = dtype == np.float64
+        b = float(st.b) if exact else st.b
         p = st.partial
         sq_total, abs_total, active_total, rows_total = p["sq"], p["abs"], p["active"], p["rows"]
         lr = float(self.lr)
@@ -344,11 +347,11 @@ class Trainer:
                         ok = False
                         break
                     scale = 2.0 / k  # the batch's own N in the mean: grad = (2/k) X_b^T g
-                    np.copyto(w_prev, w)
                     grad *= full_step if k == B else dtype.type(-lr * scale)
-                    w += grad
+                    np.add(w, grad, out=w_prev)  # the new w; the old one stays for a rollback
+                    w, w_prev = w_prev, w
                     grad_b = g_sum * scale
-                    b = dtype.type(b - dtype.type(lr * grad_b))
+                    b = b - lr * grad_b if exact else dtype.type(b - dtype.type(lr * grad_b))
                     sq_total += sq
                     rows_total += k
                     done = j + 1
@@ -369,7 +372,7 @@ class Trainer:
                 st.batch = done
         if not np.isfinite(w).all() or not math.isfinite(float(b)):
             w, b, ok = w_prev, st.b, False
-        st.w, st.b = w, b
+        st.w, st.b = w, dtype.type(b)
         grad_w_sq = float(grad.astype(np.float64) @ grad.astype(np.float64)) / lr ** 2 if ok else math.inf
         p.update(sq=sq_total, abs=abs_total, active=active_total, rows=rows_total,
                  grad_norm=math.sqrt(grad_w_sq + grad_b ** 2) if ok else math.inf)
