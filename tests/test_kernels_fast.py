@@ -113,3 +113,18 @@ def test_default_blocks_on_a_large_column_major_array_with_a_wide_stride_match_r
     y, w = rng.standard_normal(250_000), rng.standard_normal(8)
     ref = kernels.loss_and_gradient_reference(np.ascontiguousarray(X), y, w, 0.1)
     assert_close(kernels.loss_and_gradient(X, y, w, 0.1), ref, X, y, w, 0.1, rel=1e-12)
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "4"), ("28", "28")])
+def test_openblas_idle_threads_sleep_unless_the_user_chose(preset, expected):
+    # The command line imports neurocli before numpy, so OpenBLAS starts with the timeout;
+    # a value the user set wins.
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if preset is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = preset
+    out = subprocess.run([sys.executable, "-c", "import neurocli, os; print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"],
+                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == expected
