@@ -139,3 +139,17 @@ def test_float32_in_place_equals_a_plain_cast_in_either_layout(tmp_path, layout,
     if not standardize:
         np.testing.assert_array_equal(other.X_train, p64.X_train)
     assert expected64.shape == (3000, 3)
+
+
+def test_rows_shorter_than_the_header_are_read_not_overflowed(tmp_path, monkeypatch):
+    # "1\n" is 2 bytes: more rows than the buffer's bound of 2 bytes per header cell; such a
+    # file is read whole instead (this used to stop with an internal error)
+    monkeypatch.setattr(data, "PIECE_BYTES", 1000)
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,y\n1,2,3\n" + "1\n" * 3000)
+    t = data.read_table(path, target="y", features=None, missing="keep")
+    assert t.X.shape == (3001, 2) and t.X[0].tolist() == [1.0, 2.0] and t.y[0] == 3.0
+    assert np.isnan(t.X[1:, 1]).all() and np.isnan(t.y[1:]).all() and (t.X[1:, 0] == 1.0).all()
+    with pytest.raises(DataError) as err:
+        data.read_table(path, target="y", features=None, missing="error")
+    assert "line 3" in str(err.value) and "3000 rows have one" in str(err.value)
