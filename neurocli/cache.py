@@ -123,7 +123,7 @@ def _load(entry: Path, path: Path) -> tuple[Table, str] | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     table = Table(path=path, feature_names=list(meta["feature_names"]), target=meta["target"], X=X, y=y,
-                  rows=rows, n_dropped=int(meta["n_dropped"]))
+                  rows=rows, n_dropped=int(meta["n_dropped"]), delimiter=meta["facts"]["options"]["delimiter"])
     return table, meta["sha256"]
 
 

@@ -53,6 +53,7 @@ class Table:
     n_dropped: int
     frame: pd.DataFrame | None = None  # the whole file, kept only when asked (predict)
     sha256: str | None = None  # of the whole file, when the reader hashed it on the way
+    delimiter: str = ","
 
     def line_of(self, i: int) -> int:
         """The file line (1-based, header = line 1) of kept row ``i``.
@@ -61,13 +62,21 @@ class Table:
         later call is a lookup, so a per-sample table on a million rows stays fast.
         """
         if self.__dict__.get("_blank_lines") is None:
-            self.__dict__["_blank_lines"] = blank_lines(self.path)
+            self.__dict__["_blank_lines"] = blank_lines(self.path, delimiter=self.delimiter)
         return _line_from_blanks(int(self.rows[i]), self.__dict__["_blank_lines"])
 
 
-def blank_lines(path: Path, chunk_size: int = 1 << 20) -> list[int]:
-    """Line numbers of the blank lines after the header (empty or only spaces, tabs, CRs: the
-    lines the parser skips), in one chunked, vectorized pass over the file."""
+def _blank_bytes(delimiter: str) -> bytes:
+    """What a line the parser skips may hold: spaces, tabs, CRs, but not the delimiter (a
+    line of tabs in a tab-separated file is a row of empty cells)."""
+    return bytes(c for c in b" \t\r" if c != ord(delimiter))
+
+
+def blank_lines(path: Path, chunk_size: int = 1 << 20, delimiter: str = ",") -> list[int]:
+    """Line numbers of the blank lines after the header (empty or only spaces, tabs, CRs other
+    than the delimiter: the lines the parser skips), in one chunked, vectorized pass."""
+    blank = np.zeros(256, dtype=bool)
+    blank[list(_blank_bytes(delimiter) + b"\n")] = True
     found: list[int] = []
     line = 1  # the number of the line that the current chunk starts in
     ink_before = 0  # non-blank bytes already seen on that (unfinished) line
@@ -75,7 +84,7 @@ def blank_lines(path: Path, chunk_size: int = 1 << 20) -> list[int]:
         while chunk := fh.read(chunk_size):
             b = np.frombuffer(chunk, dtype=np.uint8)
             newlines = np.flatnonzero(b == 10)
-            ink = np.cumsum((b != 32) & (b != 9) & (b != 13) & (b != 10))
+            ink = np.cumsum(~blank[b])
             ink_at_end = ink[newlines]  # non-blank bytes in the chunk up to each line's end
             per_line = np.diff(np.concatenate([[0], ink_at_end]))
             if len(per_line):
@@ -101,12 +110,12 @@ def _line_from_blanks(row: int, blanks: list[int]) -> int:
     return line
 
 
-def line_of_row(path: Path, row: int) -> int:
+def line_of_row(path: Path, row: int, delimiter: str = ",") -> int:
     """Line number, as an editor counts, of the 0-based data row ``row`` (blank lines skipped).
 
     Only used to report a place, so one scan of the file is fine here.
     """
-    return _line_from_blanks(row, blank_lines(path))
+    return _line_from_blanks(row, blank_lines(path, delimiter=delimiter))
 
 
 def file_sha256(path: Path) -> str:
@@ -148,6 +157,12 @@ def _decode_error(path: Path, exc: UnicodeDecodeError) -> DataError:
 
 def read_header(path: Path, delimiter: str) -> list[str]:
     _check_file(path)
+    with open(path, "rb") as fh:
+        first = fh.readline(1 << 20)
+    if b"\r" in first.rstrip(b"\r\n") and b'"' not in first:
+        # pandas would read it, but every line number neurocli reports counts newlines
+        raise DataError("the lines end in a lone CR (old Mac style), not LF or CRLF; save the file with "
+                        "LF or CRLF line endings", path=path, where="line 1")
     try:
         head = pd.read_csv(path, sep=delimiter, header=None, nrows=1, dtype=str,
                            encoding="utf-8-sig", keep_default_na=False)
@@ -262,9 +277,16 @@ def frame_columns(frame: pd.DataFrame, wanted: list[str]) -> tuple[list[np.ndarr
     columns, nan_columns = [], []
     for j, name in enumerate(wanted):
         series = frame[name]
-        if not pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
+        if pd.api.types.is_bool_dtype(series.dtype):
+            # True/False cells are text, not numbers, wherever the reader's chunks fall (a
+            # chunk of only such cells comes back as booleans, a mixed one as text)
+            problems.append((0, j, f"column {name!r}: {str(series.iloc[0])[:40]!r} is not a number"))
+            series = series.astype(np.float64)
+        elif not pd.api.types.is_numeric_dtype(series.dtype):
             coerced = pd.to_numeric(series, errors="coerce")
             bad = (coerced.isna() & series.notna()).to_numpy()
+            if series.dtype == object:  # True/False beside empty cells: bools among NaN
+                bad = bad | series.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
             if bad.any():
                 pos = int(np.argmax(bad))
                 problems.append((pos, j, f"column {name!r}: {str(series.iloc[pos])[:40]!r} is not a number"))
@@ -366,7 +388,7 @@ def _first_line_fields(path: Path, lo: int, hi: int, n_names: int, delimiter: st
         while pos < hi:
             text = fh.readline(hi - pos)
             pos += len(text)
-            if text.strip():
+            if text.strip(_blank_bytes(delimiter) + b"\n"):
                 n_fields = text.rstrip(b"\r\n").count(delimiter.encode()) + 1
                 if n_fields > n_names:
                     return _PieceError(f"{n_fields} fields but the header has {n_names}", line=line)
@@ -516,7 +538,7 @@ def _read_pieces(path: Path, names, features, target, missing, delimiter, layout
             if seg.error.line is not None:
                 where = f"line {_line_at(path, seg.lo) + seg.error.line - 1}"
             else:
-                where = f"line {line_of_row(path, n_rows + seg.error.row)}"
+                where = f"line {line_of_row(path, n_rows + seg.error.row, delimiter)}"
             raise DataError(seg.error.message, path=path, where=where)
         if seg.first_na is not None and first_na is None:
             first_na = (n_rows + seg.first_na[0], wanted[seg.first_na[1]])
@@ -529,7 +551,7 @@ def _read_pieces(path: Path, names, features, target, missing, delimiter, layout
         raise DataError(
             f"column {c!r}: empty or NA cell ({n_na} row{'s have' if n_na > 1 else ' has'} one); "
             f"set data.missing: drop to skip such rows",
-            path=path, where=f"line {line_of_row(path, r)}",
+            path=path, where=f"line {line_of_row(path, r, delimiter)}",
         )
     n_kept = _close_gaps(X, buf, segments)
     seen_before = np.cumsum([0] + [seg.n_seen for seg in segments[:-1]])
@@ -537,7 +559,7 @@ def _read_pieces(path: Path, names, features, target, missing, delimiter, layout
                            for seg, before in zip(segments, seen_before)]).astype(np.int64, copy=False)
     y = np.concatenate([c for seg in segments for c in seg.y]) if target is not None else None
     return Table(path=path, feature_names=list(features), target=target, X=X[:n_kept], y=y, rows=rows,
-                 n_dropped=n_rows - len(rows), sha256=sha.hexdigest())
+                 n_dropped=n_rows - len(rows), sha256=sha.hexdigest(), delimiter=delimiter)
 
 
 def _close_gaps(X: np.ndarray, buf: mmap.mmap, segments: list[_Segment], block: int = 1 << 16) -> int:
@@ -587,7 +609,7 @@ def _read_whole(path: Path, features, target, missing, delimiter, keep_frame, la
                             dtype=str, keep_default_na=False)
         if first.shape[1] > n_header:  # pandas would take the extra field for a row index
             raise DataError(f"{first.shape[1]} fields but the header has {n_header}", path=path,
-                            where=f"line {line_of_row(path, 0)}")
+                            where=f"line {line_of_row(path, 0, delimiter)}")
         frame = pd.read_csv(path, sep=delimiter, encoding="utf-8-sig", engine="c", index_col=False)
     except pd.errors.EmptyDataError:
         raise DataError("the file has a header but no data rows", path=path, where="line 2") from None
@@ -600,6 +622,10 @@ def _read_whole(path: Path, features, target, missing, delimiter, keep_frame, la
             raise DataError(f"{fields.group(3)} fields but the header has {fields.group(1)}", path=path,
                             where=f"line {fields.group(2)}") from exc
         m = re.search(r"line (\d+)", msg)
+        quote = re.search(r"EOF inside string starting at row (\d+)", msg)
+        if quote:  # pandas counts rows from the header (row 0); the quote opens on that row
+            raise DataError("a quoted field is never closed (a '\"' without its pair)", path=path,
+                            where=f"line {line_of_row(path, int(quote.group(1)) - 1, delimiter)}") from exc
         raise DataError(f"malformed CSV: {msg}", path=path, where=f"line {m.group(1)}" if m else None) from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     if len(frame) == 0:
@@ -608,7 +634,7 @@ def _read_whole(path: Path, features, target, missing, delimiter, keep_frame, la
     try:
         columns, _ = frame_columns(frame, wanted)
     except _PieceError as exc:
-        raise DataError(exc.message, path=path, where=f"line {line_of_row(path, exc.row)}") from None
+        raise DataError(exc.message, path=path, where=f"line {line_of_row(path, exc.row, delimiter)}") from None
     X = np.empty((len(frame), len(features)), dtype=np.float64, order=layout)
     for j in range(len(features)):
         X[:, j] = columns[j]
@@ -632,7 +658,7 @@ def _read_whole(path: Path, features, target, missing, delimiter, keep_frame, la
             raise DataError(
                 f"column {c!r}: empty or NA cell ({n_bad} row{'s have' if n_bad > 1 else ' has'} one); "
                 f"set data.missing: drop to skip such rows",
-                path=path, where=f"line {line_of_row(path, r)}",
+                path=path, where=f"line {line_of_row(path, r, delimiter)}",
             )
         keep = ~nan_mask.any(axis=1)
         n_dropped = int((~keep).sum())
@@ -643,7 +669,7 @@ def _read_whole(path: Path, features, target, missing, delimiter, keep_frame, la
             frame = frame[keep]
     return Table(
         path=path, feature_names=list(features), target=target, X=X, y=y, rows=rows,
-        n_dropped=n_dropped, frame=frame if keep_frame else None,
+        n_dropped=n_dropped, frame=frame if keep_frame else None, delimiter=delimiter,
     )
 
 

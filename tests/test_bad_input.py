@@ -79,6 +79,9 @@ FILE_CASES = [
     ("csv-extra-field-first-row", b"x1,x2,y\n1,2,3,4\n2,1,4\n3,2,5\n", ["d.csv", "line 2", "4 fields but the header has 3"]),
     ("csv-extra-field-later-row", b"x1,x2,y\n1,2,3\n2,1,4\n3,2,5,9\n", ["d.csv", "line 4", "4 fields but the header has 3"]),
     ("csv-extra-field-after-blank", b"x1,x2,y\n\n1,2,3,4\n2,1,4\n3,2,5\n", ["d.csv", "line 3", "4 fields but the header has 3"]),
+    ("csv-boolean-cells", b"x1,x2,y\n1,True,3\n2,False,4\n3,True,5\n", ["d.csv", "line 2", "'x2'", "'True' is not a number"]),
+    ("csv-cr-only-line-ends", b"x1,x2,y\r1,2,3\r2,1,4\r3,2,5\r", ["d.csv", "line 1", "lone CR"]),
+    ("csv-unclosed-quote", b'x1,x2,y\n1,2,3\n2,"1,4\n3,2,5\n', ["d.csv", "line 3", "never closed"]),
 ]
 
 
@@ -140,6 +143,14 @@ def test_bom_and_crlf_are_read_like_plain_files(variant, in_tmp):
     r = runner.invoke(app, ["train", "c.yaml", "--json"])
     assert r.exit_code == 0, r.output
     assert '"x1"' in r.stdout.splitlines()[-1]
+
+
+def test_a_line_of_tabs_in_a_tab_separated_file_is_a_row_not_a_blank_line(in_tmp):
+    # line 3 is three empty cells (a row the parser keeps), so 'x' is on line 4
+    (in_tmp / "d.csv").write_bytes(b"x1\tx2\ty\n1\t2\t3\n\t\t\n4\tx\t6\n")
+    write(in_tmp / "c.yaml", "data: {path: d.csv, target: y, delimiter: \"\\t\"}\n")
+    r = runner.invoke(app, ["train", "c.yaml"])
+    assert r.exit_code == 2 and "line 4" in r.stderr and "'x'" in r.stderr, r.output
 
 
 def test_semicolon_file_works_with_delimiter(in_tmp):
