@@ -16,7 +16,7 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -246,25 +246,61 @@ def read_table(
     return _read_whole(path, features, target, missing, delimiter, keep_frame, layout)
 
 
-# The data section is cut at newlines into segments of at most this many bytes, and into at
-# least three per worker (so a slow one does not hold the others up at the end).
-PIECE_BYTES = 64 * 1024 * 1024
-# Values (rows x columns) a segment's parser hands back at a time, 4 MiB as float64. Bigger
-# chunks were no faster (2 Mi values: within noise) and kept more memory in the workers'
-# allocator arenas (peak of a 1,000,000 x 33 training run 1.80-1.87x the data, against
-# 1.72-1.80x).
-CHUNK_VALUES = 1 << 19
+# Bytes of CSV text per piece: big enough that pandas' per-call cost is noise, small enough
+# that the pieces in flight stay a small fraction of the data.
+PIECE_BYTES = 8 * 1024 * 1024
 _READERS = max(1, min(4, os.cpu_count() or 1))
 
 
 class _PieceError(Exception):
-    """A problem in one segment (or chunk of it), located by its row or line inside it."""
+    """A problem in one piece, located by its row or line inside the piece."""
 
     def __init__(self, message: str, *, row: int | None = None, line: int | None = None,
                  fallback: bool = False):
         super().__init__(message)
         self.message, self.row, self.line = message, row, line
         self.fallback = fallback  # pandas could not place the problem: read the file whole instead
+
+
+def _parse_piece(text: bytes, names: list[str], wanted: list[str], delimiter: str):
+    """One newline-aligned piece of the data section -> its wanted columns as floats.
+
+    Returns its columns and the positions of those with a NaN (:func:`frame_columns`):
+    float64, in ``wanted`` order, NaN where a cell is empty or NA; raises _PieceError (row
+    or line relative to the piece) for text cells, infinities and malformed lines.
+    """
+    # Every column is parsed (no usecols) so that a row with more fields than the header is
+    # an error rather than silently cut; pandas reports all but a piece's first line, so
+    # that one is counted here (no quotes in a piece, so a delimiter is a field boundary).
+    pos, line = 0, 1
+    while pos < len(text):  # the first non-blank line (blank lines are skipped by the parser)
+        newline = text.find(b"\n", pos)
+        first = text[pos:len(text) if newline < 0 else newline].rstrip(b"\r")
+        if first.strip(_blank_bytes(delimiter) + b"\n"):
+            n_fields = first.count(delimiter.encode()) + 1
+            if n_fields > len(names):
+                raise _PieceError(f"{n_fields} fields but the header has {len(names)}", line=line)
+            break
+        if newline < 0:
+            break
+        pos, line = newline + 1, line + 1
+    try:
+        # low_memory: the C parser tokenizes in internal chunks; one big chunk spent much of
+        # its time growing (realloc) its token buffers (an 8 MiB piece: 42 ms against 55 ms).
+        frame = pd.read_csv(io.BytesIO(text), sep=delimiter, header=None, names=names, index_col=False,
+                            engine="c", encoding="utf-8", low_memory=True)
+    except pd.errors.EmptyDataError:  # only blank lines
+        return [np.empty(0) for _ in wanted], []
+    except pd.errors.ParserError as exc:
+        fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if fields:
+            raise _PieceError(f"{fields.group(3)} fields but the header has {fields.group(1)}",
+                              line=int(fields.group(2))) from exc
+        m = re.search(r"line (\d+)", str(exc))
+        if not m:  # a problem pandas cannot place inside a piece: the whole-file read will
+            raise _PieceError("fall back to a whole-file read", fallback=True) from exc
+        raise _PieceError(f"malformed CSV: {str(exc).strip().rstrip('.')}", line=int(m.group(1))) from exc
+    return frame_columns(frame, wanted)
 
 
 def frame_columns(frame: pd.DataFrame, wanted: list[str]) -> tuple[list[np.ndarray], list[int]]:
@@ -319,173 +355,32 @@ def first_missing(columns: list[np.ndarray], nan_columns: list[int]) -> tuple[np
     return na, r, c
 
 
-class _Range(io.RawIOBase):
-    """Bytes ``[lo, hi)`` of a file as a stream: each segment's parser reads its own."""
-
-    def __init__(self, path: Path, lo: int, hi: int):
-        self._f = open(path, "rb")
-        self._f.seek(lo)
-        self._left = hi - lo
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        n = min(len(b), self._left)
-        if n <= 0:
-            return 0
-        got = self._f.readinto(memoryview(b)[:n]) or 0
-        self._left -= got
-        return got
-
-    def close(self) -> None:
-        self._f.close()
-        super().close()
-
-
-def _anonymous(shape: tuple[int, int], order: str) -> tuple[np.ndarray, mmap.mmap]:
-    """A float64 array over a plain anonymous map: pages appear only where written, and can
-    be given back (:func:`_release`). No huge pages: with numpy's 2 MiB pages, each column's
-    (or region's) first and last touched page would be whole, tens of MB in all."""
-    buf = mmap.mmap(-1, max(1, shape[0] * shape[1] * 8))
-    if hasattr(buf, "madvise") and hasattr(mmap, "MADV_NOHUGEPAGE"):
-        buf.madvise(mmap.MADV_NOHUGEPAGE)
-    return np.ndarray(shape, dtype=np.float64, buffer=buf, order=order), buf
-
-
-def _release(buf: mmap.mmap, lo: int, hi: int) -> None:
-    """Give the whole pages inside bytes ``[lo, hi)`` of ``buf`` back to the system."""
-    lo = -(-lo // mmap.PAGESIZE) * mmap.PAGESIZE
-    hi = hi // mmap.PAGESIZE * mmap.PAGESIZE
-    if hi > lo and hasattr(buf, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-        buf.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
-
-
-@dataclass
-class _Segment:
-    """What a worker found in one segment: its rows go to X rows ``start`` onwards."""
-
-    lo: int  # byte range of the segment in the file
-    hi: int
-    start: int  # first row of its region in X
-    capacity: int  # rows its region holds
-    n_seen: int = 0  # data rows parsed (kept or not)
-    n_kept: int = 0
-    y: list = field(default_factory=list)  # target values of kept rows, by chunk
-    rows: list = field(default_factory=list)  # segment-relative data-row numbers of kept rows
-    n_na: int = 0
-    first_na: tuple[int, int] | None = None  # (segment-relative row, wanted column)
-    error: _PieceError | UnicodeDecodeError | None = None
-
-
-def _first_line_fields(path: Path, lo: int, hi: int, n_names: int, delimiter: str) -> _PieceError | None:
-    """pandas takes extra fields on a stream's first line for an index: the first non-blank
-    line of each segment is counted here (no quotes in the file, so a delimiter is a field
-    boundary)."""
-    with open(path, "rb") as fh:
-        fh.seek(lo)
-        line, pos = 1, lo
-        while pos < hi:
-            text = fh.readline(hi - pos)
-            pos += len(text)
-            if text.strip(_blank_bytes(delimiter) + b"\n"):
-                n_fields = text.rstrip(b"\r\n").count(delimiter.encode()) + 1
-                if n_fields > n_names:
-                    return _PieceError(f"{n_fields} fields but the header has {n_names}", line=line)
-                return None
-            line += 1
-    return None
-
-
-def _parse_segment(path: Path, seg: _Segment, k: int, names, wanted, delimiter, missing, X,
-                   stop_after: list) -> _Segment:
-    """Parse one segment with one pandas reader (reused chunk after chunk), writing its rows
-    into X from row ``seg.start`` on. Problems are recorded in ``seg.error``, not raised: the
-    caller reports the first in file order. A segment after one that failed stops early."""
-    d = X.shape[1]
-    bad = _first_line_fields(path, seg.lo, seg.hi, len(names), delimiter)
-    if bad is not None:
-        seg.error = bad
-        return seg
-    chunk_rows = max(256, CHUNK_VALUES // max(1, len(names)))
-    stream = io.BufferedReader(_Range(path, seg.lo, seg.hi), 1 << 20)
-    try:
-        reader = pd.read_csv(stream, sep=delimiter, header=None, names=names, index_col=False, engine="c",
-                             encoding="utf-8", chunksize=chunk_rows)
-        for frame in reader:
-            if k > stop_after[0]:
-                break
-            try:
-                columns, nan_columns = frame_columns(frame, wanted)
-            except _PieceError as exc:
-                exc.row += seg.n_seen
-                seg.error = exc
-                break
-            n = len(columns[0])
-            keep = None
-            if missing != "keep":
-                na, r, c = first_missing(columns, nan_columns)
-                if na is not None:
-                    if seg.first_na is None:
-                        seg.first_na = (seg.n_seen + r, c)
-                    seg.n_na += int(na.sum())
-                    if missing == "drop":
-                        keep = ~na
-            n_keep = n if keep is None else int(keep.sum())
-            if seg.n_kept + n_keep > seg.capacity:  # rows shorter than the header: read whole
-                seg.error = _PieceError("more rows than the segment's size allows", fallback=True)
-                break
-            at = seg.start + seg.n_kept
-            for j in range(d):
-                X[at:at + n_keep, j] = columns[j] if keep is None else columns[j][keep]
-            if len(columns) > d:
-                seg.y.append(columns[d] if keep is None else columns[d][keep])
-            numbers = np.arange(seg.n_seen, seg.n_seen + n)
-            seg.rows.append(numbers if keep is None else numbers[keep])
-            seg.n_kept += n_keep
-            seg.n_seen += n
-    except pd.errors.EmptyDataError:  # only blank lines
-        pass
-    except pd.errors.ParserError as exc:
-        fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
-        m = re.search(r"line (\d+)", str(exc))
-        if fields:
-            seg.error = _PieceError(f"{fields.group(3)} fields but the header has {fields.group(1)}",
-                                    line=int(fields.group(2)))
-        elif m:
-            seg.error = _PieceError(f"malformed CSV: {str(exc).strip().rstrip('.')}", line=int(m.group(1)))
-        else:  # a problem pandas cannot place inside a segment: the whole-file read will
-            seg.error = _PieceError("fall back to a whole-file read", fallback=True)
-    except UnicodeDecodeError as exc:
-        seg.error = exc
-    finally:
-        stream.close()
-    if seg.error is not None:
-        stop_after[0] = min(stop_after[0], k)
-    return seg
-
-
 def _read_pieces(path: Path, names, features, target, missing, delimiter, layout: str = "C") -> Table | None:
-    """The data section in newline-aligned segments, each parsed by one pandas reader on a
-    worker thread (one per core), its rows written straight into a region of X of its own.
+    """The data section in newline-aligned pieces, parsed by pandas on every core.
 
-    A region holds the most rows its segment's bytes could (every cell takes at least two
-    bytes); when all are parsed the regions are moved down to close the gaps, giving the
-    vacated pages back, so the peak stays near one copy of the data. Meanwhile this thread
-    reads the file once for its SHA-256, and for quote characters: a quoted field may hold a
-    newline, so then (None) the caller reads the file whole, as it does when rows are shorter
-    than the header (a region could overflow) or pandas cannot place a problem. Problems are
-    reported in file order: the first segment with one names the line.
+    The pieces are cut at newlines and handed to the workers; results are taken in file
+    order, so the first problem reported is the first in the file. The sha256 of the file is
+    fed the pieces as they are read (one read of the file). None when the file has a quote
+    character (a quoted field may hold a newline, so the pieces could not be cut safely):
+    the caller reads it whole.
     """
     wanted = features + ([target] if target is not None else [])
     size = path.stat().st_size
     with open(path, "rb") as fh:
         header = fh.readline()
+        if size == len(header):
+            raise DataError("the file has a header but no data rows", path=path, where="line 2")
+        if b'"' in header:
+            return None
+        sha = hashlib.sha256(header)  # fed each piece in order below: the file is read once
+
+        def read_at(pos: int, length: int) -> bytes:  # only this thread reads fh
+            fh.seek(pos)
+            return fh.read(length)
 
         def boundary(pos: int) -> int:  # just after the first newline at or after ``pos``
             while True:
-                fh.seek(pos)
-                window = fh.read(1 << 16)
+                window = read_at(pos, 1 << 16)
                 if not window:
                     return size
                 i = window.find(b"\n")
@@ -493,57 +388,70 @@ def _read_pieces(path: Path, names, features, target, missing, delimiter, layout
                     return pos + i + 1
                 pos += len(window)
 
-        if size == len(header):
-            raise DataError("the file has a header but no data rows", path=path, where="line 2")
-        if b'"' in header:
-            return None
-        data_bytes = size - len(header)
-        n_seg = max(1 if data_bytes < (1 << 20) else 3 * _READERS, -(-data_bytes // PIECE_BYTES))
-        cuts = sorted({len(header), size} | {boundary(len(header) + data_bytes * i // n_seg) for i in range(1, n_seg)})
-    segments, start = [], 0
-    for lo, hi in zip(cuts, cuts[1:]):
-        capacity = (hi - lo) // (2 * len(names)) + 1
-        segments.append(_Segment(lo=lo, hi=hi, start=start, capacity=capacity))
-        start += capacity
-    X, buf = _anonymous((start, len(features)), layout)
-    stop_after = [len(segments)]
-    sha = hashlib.sha256(header)
-    quoted = False
-    pool = ThreadPoolExecutor(max_workers=_READERS, thread_name_prefix="neurocli-csv")
-    try:
-        futures = [pool.submit(_parse_segment, path, seg, k, names, wanted, delimiter, missing, X, stop_after)
-                   for k, seg in enumerate(segments)]
-        with open(path, "rb") as fh:  # the hash and the quote check, while the workers parse
-            fh.seek(len(header))
-            for block in iter(lambda: fh.read(8 << 20), b""):
-                if b'"' in block:
-                    quoted = True
-                    stop_after[0] = -1
+        def line_at(offset: int) -> int:  # the line that starts at byte ``offset`` (errors only)
+            lines, pos = 1, 0
+            while pos < offset:
+                window = read_at(pos, min(1 << 20, offset - pos))
+                lines += window.count(b"\n")
+                pos += len(window)
+            return lines
+
+        results: list = []  # (byte offset, future) in file order
+        out = _Growing(size, len(header), len(features), target is not None, layout)
+        n_rows = 0  # data rows seen (kept or not)
+        n_na = 0
+        first_na: tuple[int, str] | None = None
+        pool = ThreadPoolExecutor(max_workers=_READERS, thread_name_prefix="neurocli-csv")
+        try:
+            start = len(header)
+            while True:
+                # Plain reads, not a memory map: mapped file pages would count as our memory.
+                end = size if start + PIECE_BYTES >= size else boundary(start + PIECE_BYTES - 1)
+                chunk = end > start
+                if chunk:
+                    piece = read_at(start, end - start)
+                    if b'"' in piece:
+                        return None
+                    sha.update(piece)  # releases the GIL: hashes while the workers parse
+                    results.append((start, pool.submit(_parse_piece, piece, names, wanted, delimiter)))
+                    del piece
+                start = end
+                # Take finished pieces in file order, keeping a few in flight per worker.
+                while results and (len(results) > _READERS + 1 or not chunk):
+                    piece_start, future = results.pop(0)
+                    try:
+                        columns, nan_columns = future.result()
+                    except _PieceError as exc:
+                        if exc.fallback:
+                            return None
+                        if exc.line is not None:
+                            where = f"line {line_at(piece_start) + exc.line - 1}"
+                        else:
+                            where = f"line {line_of_row(path, n_rows + exc.row, delimiter)}"
+                        raise DataError(exc.message, path=path, where=where) from None
+                    except UnicodeDecodeError as exc:
+                        raise _decode_error(path, exc) from exc
+                    n_piece = len(columns[0])
+                    kept_rows = np.arange(n_rows, n_rows + n_piece)
+                    keep = None
+                    if missing != "keep":
+                        na, r, c = first_missing(columns, nan_columns)
+                        if na is not None:
+                            if first_na is None:
+                                first_na = (n_rows + r, wanted[c])
+                            n_na += int(na.sum())
+                            if missing == "drop":
+                                keep = ~na
+                                kept_rows = kept_rows[keep]
+                    if not out.fits(len(kept_rows)):  # rows shorter than the header: read whole
+                        return None
+                    out.append(columns, kept_rows, keep)
+                    n_rows += n_piece
+                    del columns
+                if not chunk:
                     break
-                sha.update(block)  # releases the GIL
-        for f in futures:
-            f.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    if quoted:
-        return None
-    n_rows = 0  # data rows before the segment at hand
-    n_na, first_na = 0, None
-    for seg in segments:
-        if isinstance(seg.error, UnicodeDecodeError):
-            raise _decode_error(path, seg.error) from seg.error
-        if seg.error is not None:
-            if seg.error.fallback:
-                return None
-            if seg.error.line is not None:
-                where = f"line {_line_at(path, seg.lo) + seg.error.line - 1}"
-            else:
-                where = f"line {line_of_row(path, n_rows + seg.error.row, delimiter)}"
-            raise DataError(seg.error.message, path=path, where=where)
-        if seg.first_na is not None and first_na is None:
-            first_na = (n_rows + seg.first_na[0], wanted[seg.first_na[1]])
-        n_na += seg.n_na
-        n_rows += seg.n_seen
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     if n_rows == 0:
         raise DataError("the file has a header but no data rows", path=path, where="line 2")
     if missing == "error" and first_na is not None:
@@ -553,51 +461,56 @@ def _read_pieces(path: Path, names, features, target, missing, delimiter, layout
             f"set data.missing: drop to skip such rows",
             path=path, where=f"line {line_of_row(path, r, delimiter)}",
         )
-    n_kept = _close_gaps(X, buf, segments)
-    seen_before = np.cumsum([0] + [seg.n_seen for seg in segments[:-1]])
-    rows = np.concatenate([np.concatenate(seg.rows) + before if seg.rows else np.empty(0, np.int64)
-                           for seg, before in zip(segments, seen_before)]).astype(np.int64, copy=False)
-    y = np.concatenate([c for seg in segments for c in seg.y]) if target is not None else None
-    return Table(path=path, feature_names=list(features), target=target, X=X[:n_kept], y=y, rows=rows,
+    X, y, rows = out.result()
+    return Table(path=path, feature_names=list(features), target=target, X=X, y=y, rows=rows,
                  n_dropped=n_rows - len(rows), sha256=sha.hexdigest(), delimiter=delimiter)
 
 
-def _close_gaps(X: np.ndarray, buf: mmap.mmap, segments: list[_Segment], block: int = 1 << 16) -> int:
-    """Move each segment's rows down to follow the previous segment's, giving the vacated
-    pages back as it goes (in row blocks, or column by column for column-major X), so the
-    memory in use never grows by more than a block. Returns the number of rows."""
-    column_major = X.shape[1] > 1 and X.strides[0] == X.itemsize
-    at = 0
-    for seg in segments:
-        src, n = seg.start, seg.n_kept
-        if n and src != at:
-            if column_major:
-                stride = X.strides[1]
-                for j in range(X.shape[1]):
-                    X[at:at + n, j] = X[src:src + n, j]  # numpy copies through a buffer if they overlap
-                    _release(buf, j * stride + max(src, at + n) * 8, j * stride + (src + n) * 8)
-            else:
-                row_bytes = X.strides[0]
-                for b0 in range(0, n, block):
-                    b1 = min(n, b0 + block)
-                    X[at + b0:at + b1] = X[src + b0:src + b1]
-                    _release(buf, max(src + b0, at + n) * row_bytes, (src + b1) * row_bytes)
-        at += n
-    return at
+class _Growing:
+    """Rows appended into preallocated arrays (features, target, row numbers), sized from
+    the file: no list of pieces to stitch together, so the peak stays near the size of the
+    result. Pages never written are never touched, so the generous bound costs no memory
+    (in column-major order too: each column's unused tail is never touched)."""
 
+    def __init__(self, file_bytes: int, header_bytes: int, n_features: int, has_target: bool, order: str = "C"):
+        n_columns = n_features + has_target
+        # a full row's every cell takes at least 2 bytes ("0," or "0\n"); a file of rows shorter
+        # than the header could hold more, and is read whole instead (see ``fits``)
+        self.capacity = max(16, (file_bytes - header_bytes) // (2 * n_columns) + 1)
+        if order == "F":
+            # Each column is written from its start up to the row count, and its tail never.
+            # numpy asks the kernel for 2 MiB pages on big arrays, and then every column's first
+            # and last touched page is 2 MiB (up to 4 MiB of waste per column); a plain
+            # anonymous map without huge pages keeps the waste to 4 KiB per column.
+            buf = mmap.mmap(-1, self.capacity * n_features * 8)
+            if hasattr(buf, "madvise") and hasattr(mmap, "MADV_NOHUGEPAGE"):
+                buf.madvise(mmap.MADV_NOHUGEPAGE)
+            self.X = np.ndarray((self.capacity, n_features), dtype=np.float64, buffer=buf, order="F")
+        else:
+            self.X = np.empty((self.capacity, n_features), dtype=np.float64)
+        self.y = np.empty(self.capacity, dtype=np.float64) if has_target else None
+        self.rows = np.empty(self.capacity, dtype=np.int64)
+        self.d = n_features
+        self.n = 0
 
-def _line_at(path: Path, offset: int) -> int:
-    """The line that starts at byte ``offset`` (only to report a place)."""
-    lines = 1
-    with open(path, "rb") as fh:
-        pos = 0
-        while pos < offset:
-            window = fh.read(min(1 << 20, offset - pos))
-            if not window:
-                break
-            lines += window.count(b"\n")
-            pos += len(window)
-    return lines
+    def fits(self, k: int) -> bool:
+        return self.n + k <= self.capacity
+
+    def append(self, columns: list[np.ndarray], rows: np.ndarray, keep: np.ndarray | None = None) -> None:
+        """Append the rows ``keep`` (all if None) of ``columns`` (features, then the target)."""
+        k = len(rows)
+        end = self.n + k
+        assert end <= self.capacity, "more rows than the file's size allows"
+        for j, col in enumerate(columns[:self.d]):
+            self.X[self.n:end, j] = col if keep is None else col[keep]
+        if self.y is not None:
+            self.y[self.n:end] = columns[self.d] if keep is None else columns[self.d][keep]
+        self.rows[self.n:end] = rows
+        self.n = end
+
+    def result(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        y = None if self.y is None else self.y[:self.n]
+        return self.X[:self.n], y, self.rows[:self.n]
 
 
 def _read_whole(path: Path, features, target, missing, delimiter, keep_frame, layout: str = "C") -> Table:
