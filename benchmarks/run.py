@@ -135,17 +135,21 @@ def gradient(sizes, rounds, torch):
             torch_peers = [(k, med[k]) for k in ("torch autograd", "torch autograd F", "torch manual") if k in med]
             autograd_peers = [kv for kv in torch_peers if kv[0].startswith("torch autograd")]
             best_torch = min(autograd_peers, key=lambda kv: kv[1]) if autograd_peers else None  # its better layout
-            row(f"{name}: fused, column-major X (what training uses)", med["fused F"], med["floor"], "X@w",
+            # what loss_and_gradient runs here: the fused blocks, or the reference when X is
+            # small or a block would hold too few rows (kernels.uses_blocks)
+            path = "fused" if kernels.uses_blocks(X) else "reference path (X too small or too wide for blocks)"
+            row(f"{name}: {path}, column-major X (what training uses)", med["fused F"], med["floor"], "X@w",
                 [("reference", med["reference"])] + ([best_torch] if best_torch else []))
-            row(f"{name}: fused, row-major X", med["fused C"], med["floor"], "X@w")
+            row(f"{name}: {path}, row-major X", med["fused C"], med["floor"], "X@w")
             row(f"{name}: reference (row-major)", med["reference"], med["floor"], "X@w")
             row(f"{name}: X@w on the column-major X", med["floor F"], med["floor"], "X@w")
             for k, v in torch_peers:
                 row(f"{name}: {k}{' (on the column-major X)' if k.endswith(' F') else ''}".replace(" F (", " ("),
                     v, med["floor"], "X@w")
             NOTES.append(f"{name}: one X@w = {fmt_s(med['floor'])} ({X.nbytes / med['floor'] / 1e9:.1f} GB/s), on the "
-                         f"column-major X {fmt_s(med['floor F'])}; fused (column-major) = {med['fused F'] / med['floor F']:.2f}x "
-                         f"that; fused vs reference max |diff| / max |grad_w| = {err:.1e}")
+                         f"column-major X {fmt_s(med['floor F'])}; {path} (column-major) = "
+                         f"{med['fused F'] / med['floor F']:.2f}x that; its max |diff| / max |grad_w| against the "
+                         f"reference on row-major X = {err:.1e}")
             X = Xf = None  # free before the next size
 
 
@@ -157,14 +161,16 @@ def minibatch(n, d, epochs, rounds, torch):
     y = np.maximum(X @ rng.standard_normal(d) + 1.0, 0)
     empty_X, empty_y = np.empty((0, d)), np.empty(0)
 
-    def train(batch_size):
+    Xf = np.asfortranarray(X)  # full-batch training holds X column-major, mini-batches row-major
+
+    def train(batch_size, data=X):
         cfg = TrainingConfig(epochs=epochs, learning_rate=0.01, batch_size=batch_size, shuffle=True, early_stopping=None)
-        t = Trainer(X, y, empty_X, empty_y, cfg, 0, TrainState(w=np.full(d, 0.1), b=np.float64(1.0)))
+        t = Trainer(data, y, empty_X, empty_y, cfg, 0, TrainState(w=np.full(d, 0.1), b=np.float64(1.0)))
         for _ in t.run():
             pass
         return t.state
 
-    variants = {"full": lambda: train(None), "mini": lambda: train(256)}
+    variants = {"full": lambda: train(None, Xf), "mini": lambda: train(256, X)}
     if torch is not None:
         tX, ty = torch.from_numpy(X), torch.from_numpy(y)
 
@@ -308,7 +314,7 @@ def scaling(sizes, d, epochs, rounds):
     per_epoch = {}
     for n in sizes:
         rng = np.random.default_rng(3)
-        X = rng.standard_normal((n, d))
+        X = np.asfortranarray(rng.standard_normal((n, d)))  # column-major, as full-batch training holds it
         y = np.maximum(X @ rng.standard_normal(d) + 1.0, 0)
         cfg = TrainingConfig(epochs=epochs, learning_rate=0.01, batch_size=None, early_stopping=None)
 

@@ -26,11 +26,12 @@ from neurocli.errors import DataError
 
 # A row shorter than the header is read as missing cells (reported or dropped by
 # data.missing), so pandas' note about it would only repeat what neurocli says.
-warnings.filterwarnings("ignore", message="Length of header or names does not match", category=pd.errors.ParserWarning)
+warnings.filterwarnings("ignore", message="Length of header or names does not match", category=pd.errors.ParserWarning,
+                        module=r"neurocli\.data")
 # A piece is parsed in internal chunks (low_memory); a column whose chunks differ in type
 # (numbers, then a text cell) is checked cell by cell in frame_columns, which names the
 # cell, so pandas' warning about mixed types would only repeat it, less precisely.
-warnings.filterwarnings("ignore", category=pd.errors.DtypeWarning)
+warnings.filterwarnings("ignore", category=pd.errors.DtypeWarning, module=r"neurocli\.data")
 
 HEADER_LINE = 1
 
@@ -316,7 +317,7 @@ def frame_columns(frame: pd.DataFrame, wanted: list[str]) -> tuple[list[np.ndarr
         if pd.api.types.is_bool_dtype(series.dtype):
             # True/False cells are text, not numbers, wherever the reader's chunks fall (a
             # chunk of only such cells comes back as booleans, a mixed one as text)
-            problems.append((0, j, f"column {name!r}: {str(series.iloc[0])[:40]!r} is not a number"))
+            problems.append((0, j, f"column {name!r}: a true/false cell is not a number"))
             series = series.astype(np.float64)
         elif not pd.api.types.is_numeric_dtype(series.dtype):
             coerced = pd.to_numeric(series, errors="coerce")
@@ -482,7 +483,7 @@ class _Growing:
             # numpy asks the kernel for 2 MiB pages on big arrays, and then every column's first
             # and last touched page is 2 MiB (up to 4 MiB of waste per column); a plain
             # anonymous map without huge pages keeps the waste to 4 KiB per column.
-            buf = mmap.mmap(-1, self.capacity * n_features * 8)
+            buf = mmap.mmap(-1, self.capacity * n_features * 8, flags=mmap.MAP_PRIVATE)
             if hasattr(buf, "madvise") and hasattr(mmap, "MADV_NOHUGEPAGE"):
                 buf.madvise(mmap.MADV_NOHUGEPAGE)
             self.X = np.ndarray((self.capacity, n_features), dtype=np.float64, buffer=buf, order="F")
@@ -536,9 +537,9 @@ def _read_whole(path: Path, features, target, missing, delimiter, keep_frame, la
                             where=f"line {fields.group(2)}") from exc
         m = re.search(r"line (\d+)", msg)
         quote = re.search(r"EOF inside string starting at row (\d+)", msg)
-        if quote:  # pandas counts rows from the header (row 0); the quote opens on that row
+        if quote:  # pandas counts lines from the header (row 0), blank ones included
             raise DataError("a quoted field is never closed (a '\"' without its pair)", path=path,
-                            where=f"line {line_of_row(path, int(quote.group(1)) - 1, delimiter)}") from exc
+                            where=f"line {int(quote.group(1)) + 1}") from exc
         raise DataError(f"malformed CSV: {msg}", path=path, where=f"line {m.group(1)}" if m else None) from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     if len(frame) == 0:

@@ -197,6 +197,14 @@ def _run_blocks(X, y, w, b, rows: int, n_blocks: int, grad_parts, sums) -> None:
             f.result()
 
 
+def uses_blocks(X: np.ndarray) -> bool:
+    """Whether :func:`loss_and_gradient` walks X in blocks by default: X of at least
+    :data:`FUSED_MIN_BYTES`, with at least :data:`FUSED_MIN_ROWS` rows in a block."""
+    n_samples, n_features = X.shape
+    rows = block_rows(n_samples, n_features, X.dtype.itemsize, BLOCK_BYTES)
+    return X.nbytes >= FUSED_MIN_BYTES and rows >= FUSED_MIN_ROWS
+
+
 def loss_and_gradient(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float, *,
                       block_bytes: int | None = None) -> LossGrad:
     """The same numbers as :func:`loss_and_gradient_reference`, reading X about once.
@@ -216,8 +224,7 @@ def loss_and_gradient(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float, *,
     """
     n_samples, n_features = X.shape
     if block_bytes is None:
-        rows = block_rows(n_samples, n_features, X.dtype.itemsize, BLOCK_BYTES)
-        if X.nbytes < FUSED_MIN_BYTES or rows < FUSED_MIN_ROWS:
+        if not uses_blocks(X):
             return loss_and_gradient_reference(X, y, w, b)
         block_bytes = BLOCK_BYTES
     rows = block_rows(n_samples, n_features, X.dtype.itemsize, block_bytes)

@@ -132,7 +132,9 @@ class TrainRun:
                                  path=run_dir)
         ckpt = nio.read_json_file(ckpt_path, "checkpoint")
         if ckpt.get("format") != nio.CHECKPOINT_FORMAT:
-            raise ModelFileError(f"incompatible checkpoint format {ckpt.get('format')!r}", path=ckpt_path)
+            raise ModelFileError(f"incompatible checkpoint format {ckpt.get('format')!r} (this neurocli writes "
+                                 f"{nio.CHECKPOINT_FORMAT!r}); start a new run, the folder is left as it is",
+                                 path=ckpt_path)
         resolved = inputs.loaded.resolved()
         if ckpt.get("config_fingerprint") != config_fingerprint(resolved):
             changed = _changed_keys(Path(run_dir) / "config.yaml", resolved)

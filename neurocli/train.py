@@ -318,7 +318,7 @@ class Trainer:
         # float64: the bias as a Python float (the same IEEE arithmetic, without numpy's
         # scalar overhead); float32 keeps numpy's float32 rounding
         exact = dtype == np.float64
-        b = float(st.b) if exact else st.b
+        b = b_prev = float(st.b) if exact else st.b
         p = st.partial
         sq_total, abs_total, active_total, rows_total = p["sq"], p["abs"], p["active"], p["rows"]
         lr = float(self.lr)
@@ -351,7 +351,12 @@ class Trainer:
                     np.add(w, grad, out=w_prev)  # the new w; the old one stays for a rollback
                     w, w_prev = w_prev, w
                     grad_b = g_sum * scale
-                    b = b - lr * grad_b if exact else dtype.type(b - dtype.type(lr * grad_b))
+                    b, b_prev = (b - lr * grad_b if exact else dtype.type(b - dtype.type(lr * grad_b))), b
+                    # The step itself can overflow (a finite loss does not bound lr * grad): then
+                    # keep the parameters it started from. w.w is inf or NaN when any weight is.
+                    if not (math.isfinite(float(w @ w)) and math.isfinite(b)):
+                        w, b, ok = w_prev, b_prev, False
+                        break
                     sq_total += sq
                     rows_total += k
                     done = j + 1
@@ -370,12 +375,10 @@ class Trainer:
                         abs_total += float(abs_r[n_full * B:].sum())
                     active_total += int(np.count_nonzero(M[s0:s1]))
                 st.batch = done
-        if not np.isfinite(w).all() or not math.isfinite(float(b)):
-            w, b, ok = w_prev, st.b, False
         st.w, st.b = w, dtype.type(b)
         grad_w_sq = float(grad.astype(np.float64) @ grad.astype(np.float64)) / lr ** 2 if ok else math.inf
         p.update(sq=sq_total, abs=abs_total, active=active_total, rows=rows_total,
-                 grad_norm=math.sqrt(grad_w_sq + grad_b ** 2) if ok else math.inf)
+                 grad_norm=math.hypot(math.sqrt(grad_w_sq), grad_b) if ok else math.inf)
         if not ok:
             self.stopped = STOP_DIVERGED
             self.message = self._diverged_message()

@@ -79,9 +79,10 @@ FILE_CASES = [
     ("csv-extra-field-first-row", b"x1,x2,y\n1,2,3,4\n2,1,4\n3,2,5\n", ["d.csv", "line 2", "4 fields but the header has 3"]),
     ("csv-extra-field-later-row", b"x1,x2,y\n1,2,3\n2,1,4\n3,2,5,9\n", ["d.csv", "line 4", "4 fields but the header has 3"]),
     ("csv-extra-field-after-blank", b"x1,x2,y\n\n1,2,3,4\n2,1,4\n3,2,5\n", ["d.csv", "line 3", "4 fields but the header has 3"]),
-    ("csv-boolean-cells", b"x1,x2,y\n1,True,3\n2,False,4\n3,True,5\n", ["d.csv", "line 2", "'x2'", "'True' is not a number"]),
+    ("csv-boolean-cells", b"x1,x2,y\n1,True,3\n2,False,4\n3,True,5\n", ["d.csv", "line 2", "'x2'", "a true/false cell is not a number"]),
     ("csv-cr-only-line-ends", b"x1,x2,y\r1,2,3\r2,1,4\r3,2,5\r", ["d.csv", "line 1", "lone CR"]),
     ("csv-unclosed-quote", b'x1,x2,y\n1,2,3\n2,"1,4\n3,2,5\n', ["d.csv", "line 3", "never closed"]),
+    ("csv-unclosed-quote-after-blanks", b'x1,x2,y\n\n \n1,2,3\n2,"1,4\n3,2,5\n', ["d.csv", "line 5", "never closed"]),
 ]
 
 

@@ -46,7 +46,15 @@ def test_second_read_is_served_from_the_cache(tmp_path, cache_root):
 def test_an_entry_is_served_in_the_layout_it_was_asked_for(tmp_path, cache_root, layout):
     f = csv(tmp_path / "d.csv", [(i, 2 * i + 1, 3 * i) for i in range(50)])
     first, _ = cache.read_table_cached(f, **OPTS, layout=layout)
-    second, _ = cache.read_table_cached(f, **OPTS, layout=layout)
+
+    def no_parse(*a, **k):
+        raise AssertionError("parsed again: the entry was not served")
+    real_read = cache.read_table
+    cache.read_table = no_parse
+    try:
+        second, _ = cache.read_table_cached(f, **OPTS, layout=layout)  # must be a hit
+    finally:
+        cache.read_table = real_read
     other, _ = cache.read_table_cached(f, **OPTS, layout="FC"[layout == "F"])  # an entry of its own
     assert len(entries(cache_root)) == 2
     for t in (first, second):

@@ -140,3 +140,97 @@ def test_early_stopping_on_training_loss_restores_the_parameters_of_the_best_rec
     best = records[t.state.best_epoch - 1]
     # the restored parameters give exactly the loss recorded for the best epoch
     assert kernels.loss_and_gradient(X, y, t.state.w, t.state.b).loss == best.loss
+
+
+def test_minibatch_divergence_keeps_the_last_finite_pair():
+    # Batch 0 (x = 0, both rows active, r = b - 1 = -0.5): b <- 0.5 - 10 * (2/2) * (-0.5 * 2 / 2 ...)
+    # precisely b1 = b0 - lr * (2/2) * sum(r) = 0.5 - 10 * (-1.0) = 10.5, w unchanged (x = 0).
+    # Batch 1 (x = 3e153): z = 7e153 + 10.5 > 0, a finite loss per row (|r| ~ 7e153, r^2 ~ 5e307,
+    # summed ~ 1e308 < 1.8e308) but the step w - lr * (2/2) * sum(r x) overflows to -inf. The
+    # loop must keep (w, b) after batch 0, not -inf (a -inf weight makes every z = -inf, whose
+    # batch is inactive with a finite loss, so the loss alone would not notice).
+    import warnings
+    X = np.array([[0.0], [0.0], [3e153], [3e153], [1.0], [1.0]])
+    y = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 1.0])
+    w0, b0, lr = 7e153 / 3e153, 0.5, 10.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t, _ = run(X, y, TrainingConfig(epochs=1, learning_rate=lr, batch_size=2, shuffle=False), w0=[w0], b0=b0)
+    assert t.stopped == "diverged"
+    assert t.state.w.tolist() == [w0] and float(t.state.b) == 10.5
+
+
+def test_minibatch_grad_norm_of_a_huge_batch_gradient_is_inf_not_an_error():
+    # Batch 0: x = 0 and a = b = y, so nothing moves. Batch 1 (the epoch's last): z = 1e154 + 0.5,
+    # r = z - 0 ~ 1e154, a finite loss r^2 ~ 1e308, grad_b = (2/1) r ~ 2e154 whose square
+    # overflows: the recorded gradient norm is inf, not an OverflowError of Python's float **.
+    X = np.array([[0.0], [1.0]])
+    y = np.array([0.5, 0.0])
+    t, records = run(X, y, TrainingConfig(epochs=1, learning_rate=1e-3, batch_size=1, shuffle=False),
+                     w0=[1e154], b0=0.5)
+    assert t.stopped == "completed" and len(records) == 1
+    assert records[0].grad_norm == float("inf") and np.isfinite(records[0].loss)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_a_run_stopped_after_any_batch_and_resumed_ends_bit_identical(dtype, shuffle, monkeypatch):
+    # 100 rows in batches of 16: 7 batches an epoch, the last of 4 rows; runs of 3 batches per
+    # gather, so stops fall inside runs, at their ends, and on the shorter batch.
+    import json
+
+    from neurocli import kernels, train
+    monkeypatch.setattr(train, "GATHER_BYTES", 16 * 3 * np.dtype(dtype).itemsize * 3)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 3)).astype(dtype)
+    y = (np.maximum(X @ W_TRUE + 1.0, 0) + 0.1 * rng.normal(size=100)).astype(dtype)
+    cfg = TrainingConfig(epochs=3, learning_rate=0.05, batch_size=16, shuffle=shuffle)
+
+    def fresh():
+        return TrainState(w=np.full(3, 0.1, dtype=dtype), b=np.dtype(dtype).type(0.5))
+
+    def go(state, stop_after=None):
+        t = Trainer(X, y, X[:0], y[:0], cfg, 7, state)
+        calls, real = [0], kernels.fused_block
+
+        def counting(*a):
+            out = real(*a)
+            calls[0] += 1
+            if calls[0] == stop_after:
+                t.request_stop()
+            return out
+        monkeypatch.setattr(kernels, "fused_block", counting)
+        list(t.run())
+        monkeypatch.setattr(kernels, "fused_block", real)
+        return t
+
+    straight = go(fresh())
+    assert straight.stopped == "completed"
+    for stop_after in range(1, 3 * 7):
+        cut = go(fresh(), stop_after)
+        assert cut.stopped == "interrupted"
+        saved = json.loads(json.dumps(cut.snapshot().to_dict()))  # as the checkpoint holds it
+        resumed = go(TrainState.from_dict(saved, json.loads(json.dumps(cut.state.history))))
+        assert resumed.state.w.tobytes() == straight.state.w.tobytes(), stop_after
+        assert float(resumed.state.b) == float(straight.state.b) and resumed.state.history == straight.state.history
+
+
+def test_the_shuffle_helper_thread_ends_with_the_run():
+    import threading
+
+    from neurocli.config import EarlyStoppingConfig
+
+    def helpers():
+        return [t for t in threading.enumerate() if t.name.startswith("neurocli-shuffle")]
+    X, y = synthetic(3000)
+    run(X, y, TrainingConfig(epochs=20, learning_rate=0.01, batch_size=32))
+    assert not helpers()
+    t, _ = run(X, y, TrainingConfig(epochs=50, learning_rate=0.01, batch_size=32,
+                                    early_stopping=EarlyStoppingConfig(patience=1, min_delta=10.0)))
+    assert t.stopped == "early_stopping" and not helpers()
+    gen = Trainer(X, y, X[:0], y[:0], TrainingConfig(epochs=50, learning_rate=0.01, batch_size=32), 0,
+                  TrainState(w=np.full(3, 0.1), b=np.float64(0.5))).run()
+    next(gen)
+    assert helpers()  # drawing epoch 2's shuffle, or waiting for the next
+    gen.close()
+    assert not helpers()
