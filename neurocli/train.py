@@ -38,6 +38,19 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, 3, epoch]).permutation(n)
 
 
+def _batch_abs_sums(r: np.ndarray, batch_size: int, out: np.ndarray) -> list[float]:
+    """``sum |r|`` of each batch of ``batch_size`` consecutive residuals (the last may be
+    shorter), in order, using ``out`` as scratch. Full batches are the rows of one reshape,
+    so every batch is summed alike wherever its run started (a resumed epoch gets the same
+    bits)."""
+    a = np.abs(r, out=out)
+    n_full = len(a) // batch_size
+    sums = a[:n_full * batch_size].reshape(n_full, batch_size).sum(axis=1).tolist()
+    if n_full * batch_size < len(a):
+        sums.append(float(a[n_full * batch_size:].sum()))
+    return sums
+
+
 def _gather_rows(X, y, order, lo: int, hi: int, Xc, yc, at: int) -> None:
     """Rows ``order[lo:hi]`` of X and y into ``Xc[at:]``, ``yc[at:]``. mode="clip": indices of
     a permutation are always in range, and numpy copies through a temporary when out= is
@@ -309,6 +322,8 @@ class Trainer:
         per = min(n_batches, max(1, GATHER_BYTES // (B * d * dtype.itemsize)))
         if order is not None:
             Xc, yc = np.empty((per * B, d), dtype=dtype), np.empty(per * B, dtype=dtype)
+        # a run's z, r = a - y, g = r * m and m, batch after batch; slots[k] holds the rows of
+        # Xc (and the views of these) that the batch in slot k uses
         Z, R, G = (np.empty(per * B, dtype=dtype) for _ in range(3))
         M = np.empty(per * B, dtype=bool)
         slots = [(slice(k * B, (k + 1) * B), Z[k * B:(k + 1) * B], R[k * B:(k + 1) * B], M[k * B:(k + 1) * B],
@@ -363,17 +378,11 @@ class Trainer:
                     if self._stop_requested and done < n_batches:
                         stop = True
                         break
-                # the run's metrics, batch by batch in batch order (full batches as rows of a
-                # reshape, so every batch is summed alike wherever the run started)
+                # the metrics of the run's batches that were done, in batch order
                 s0, s1 = first * B - base, min(done * B, n) - base
-                if s1 > s0:
-                    abs_r = np.abs(R[s0:s1], out=Z[s0:s1])
-                    n_full = (s1 - s0) // B
-                    for v in abs_r[:n_full * B].reshape(n_full, B).sum(axis=1).tolist():
-                        abs_total += v
-                    if n_full * B < s1 - s0:  # the epoch's last, shorter batch
-                        abs_total += float(abs_r[n_full * B:].sum())
-                    active_total += int(np.count_nonzero(M[s0:s1]))
+                for v in _batch_abs_sums(R[s0:s1], B, out=Z[s0:s1]):
+                    abs_total += v
+                active_total += int(np.count_nonzero(M[s0:s1]))
                 st.batch = done
         st.w, st.b = w, dtype.type(b)
         grad_w_sq = float(grad.astype(np.float64) @ grad.astype(np.float64)) / lr ** 2 if ok else math.inf
