@@ -38,6 +38,11 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, 3, epoch]).permutation(n)
 
 
+def _finite(w: np.ndarray, b) -> bool:
+    """Whether every weight and the bias are finite (w.w is inf or NaN when a weight is)."""
+    return math.isfinite(float(w @ w)) and math.isfinite(b)
+
+
 def _batch_abs_sums(r: np.ndarray, batch_size: int, out: np.ndarray) -> list[float]:
     """``sum |r|`` of each batch of ``batch_size`` consecutive residuals (the last may be
     shorter), in order, using ``out`` as scratch. Full batches are the rows of one reshape,
@@ -340,6 +345,7 @@ class Trainer:
         full_step = dtype.type(-lr * (2.0 / B))  # the step -lr * dC/dw is full_step * X_b^T g
         grad_b = 0.0
         ok, stop = True, False
+        careful = False  # check the parameters after every step (a run being replayed)
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected, not warned
             while ok and not stop and st.batch < n_batches:
                 first = st.batch
@@ -350,6 +356,7 @@ class Trainer:
                     _gather_rows(X, y, order, first * B, hi, Xc, yc, first * B - base)
                 else:
                     Xc, yc = X[base:hi], y[base:hi]
+                at_start = (w.copy(), b, sq_total, rows_total)
                 done = first
                 for j in range(first, last):
                     rows, z, r, m, g = slots[j - run * per]
@@ -367,9 +374,7 @@ class Trainer:
                     w, w_prev = w_prev, w
                     grad_b = g_sum * scale
                     b, b_prev = (b - lr * grad_b if exact else dtype.type(b - dtype.type(lr * grad_b))), b
-                    # The step itself can overflow (a finite loss does not bound lr * grad): then
-                    # keep the parameters it started from. w.w is inf or NaN when any weight is.
-                    if not (math.isfinite(float(w @ w)) and math.isfinite(b)):
+                    if careful and not _finite(w, b):  # the step overflowed: keep what it started from
                         w, b, ok = w_prev, b_prev, False
                         break
                     sq_total += sq
@@ -378,6 +383,16 @@ class Trainer:
                     if self._stop_requested and done < n_batches:
                         stop = True
                         break
+                # A step itself can overflow (a finite loss does not bound lr * grad), and a
+                # non-finite weight stays non-finite, so one check at the end of a run tells
+                # whether any step of it did; if one did, the run is replayed from its start
+                # with a check after every step, which stops at that step.
+                if not careful and not _finite(w, b):
+                    w0, b, sq_total, rows_total = at_start
+                    w, w_prev = w0, w0.copy()
+                    ok, stop, careful = True, False, True
+                    continue
+                careful = False
                 # the metrics of the run's batches that were done, in batch order
                 s0, s1 = first * B - base, min(done * B, n) - base
                 for v in _batch_abs_sums(R[s0:s1], B, out=Z[s0:s1]):
