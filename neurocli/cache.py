@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neurocli.data import Table, file_sha256, read_table
+from neurocli.data import Table, file_sha256, is_column_major, read_table
 
 CACHE_FORMAT = 2
 EDGE_BYTES = 1 << 20
@@ -135,7 +135,7 @@ def _store(root: Path, entry: Path, prefix: str, table: Table, sha: str, facts: 
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
         try:
-            column_major = table.X.ndim == 2 and table.X.strides[0] == table.X.itemsize and table.X.shape[1] > 1
+            column_major = is_column_major(table.X)
             np.save(tmp / "X.npy", table.X.T if column_major else table.X, allow_pickle=False)
             if table.y is not None:
                 np.save(tmp / "y.npy", table.y, allow_pickle=False)

@@ -481,7 +481,7 @@ class _Growing:
         if order == "F":
             # Each column is written from its start up to the row count, and its tail never.
             # numpy asks the kernel for 2 MiB pages on big arrays, and then every column's first
-            # and last touched page is 2 MiB (up to 4 MiB of waste per column); a plain
+            # and last touched page is 2 MiB (up to 4 MiB of waste per column); a private
             # anonymous map without huge pages keeps the waste to 4 KiB per column.
             buf = mmap.mmap(-1, self.capacity * n_features * 8, flags=mmap.MAP_PRIVATE)
             if hasattr(buf, "madvise") and hasattr(mmap, "MADV_NOHUGEPAGE"):
@@ -659,6 +659,13 @@ def move_rows_first(X: np.ndarray, first: np.ndarray, rest: np.ndarray, block: i
     X[len(first):] = aside
 
 
+def is_column_major(X: np.ndarray) -> bool:
+    """Whether each column of the 2-d X is contiguous, with any column stride of at least a
+    column (as the reader leaves it: a buffer sized from the file), and X is not also
+    row-major (one column)."""
+    return X.shape[1] > 1 and X.strides[0] == X.itemsize and X.strides[1] >= X.shape[0] * X.itemsize
+
+
 def to_float32_in_place(X: np.ndarray, block: int = 1 << 16) -> np.ndarray:
     """X (float64, row-major, or column-major with any column stride) as float32, written
     over X's own memory, in the same layout.
@@ -676,7 +683,7 @@ def to_float32_in_place(X: np.ndarray, block: int = 1 << 16) -> np.ndarray:
         for start in range(0, n, block):
             out[start:start + block] = X[start:start + block]
         return out
-    assert X.strides[0] == X.itemsize and X.strides[1] >= n * X.itemsize, "row- or column-major X expected"
+    assert is_column_major(X), "row- or column-major X expected"
     for j in range(d):
         col = X[:, j]
         col32 = col.view(np.float32)[:n]  # the front half of column j's own bytes
@@ -764,8 +771,7 @@ def prepare(table: Table, *, validation_fraction: float, standardize: bool, seed
         np.divide(X, scale, out=X)
     np_dtype = np.float32 if dtype == "float32" else np.float64
     if X.dtype != np_dtype:
-        column_major = X.strides[0] == X.itemsize and X.strides[1] >= n * X.itemsize
-        X = to_float32_in_place(X) if X.flags.c_contiguous or column_major else X.astype(np_dtype)
+        X = to_float32_in_place(X) if X.flags.c_contiguous or is_column_major(X) else X.astype(np_dtype)
     X_train, X_val = X[:n_train], X[n_train:]
     y = table.y
     return Prepared(
