@@ -39,8 +39,9 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 def _finite(w: np.ndarray, b) -> bool:
-    """Whether every weight and the bias are finite (w.w is inf or NaN when a weight is)."""
-    return math.isfinite(float(w @ w)) and math.isfinite(b)
+    """Whether every weight and the bias are finite (not w.w: it overflows for a finite
+    weight above 1.3e154)."""
+    return bool(np.isfinite(w).all()) and math.isfinite(b)
 
 
 def _batch_abs_sums(r: np.ndarray, batch_size: int, out: np.ndarray) -> list[float]:

@@ -160,6 +160,17 @@ def test_minibatch_divergence_keeps_the_last_finite_pair():
     assert t.state.w.tolist() == [w0] and float(t.state.b) == 10.5
 
 
+def test_minibatch_with_a_huge_but_finite_weight_is_not_divergence():
+    # x = 0 everywhere, so z = b and w = 1e155 never moves; w.w would overflow to inf, but the
+    # weight is finite and training on b alone completes: b -> mean(y) = 1.
+    X = np.zeros((8, 1))
+    y = np.ones(8)
+    t, records = run(X, y, TrainingConfig(epochs=50, learning_rate=0.1, batch_size=2, shuffle=False),
+                     w0=[1e155], b0=0.5)
+    assert t.stopped == "completed" and len(records) == 50
+    assert t.state.w.tolist() == [1e155] and abs(float(t.state.b) - 1.0) < 1e-6
+
+
 def test_minibatch_grad_norm_of_a_huge_batch_gradient_is_inf_not_an_error():
     # Batch 0: x = 0 and a = b = y, so nothing moves. Batch 1 (the epoch's last): z = 1e154 + 0.5,
     # r = z - 0 ~ 1e154, a finite loss r^2 ~ 1e308, grad_b = (2/1) r ~ 2e154 whose square
