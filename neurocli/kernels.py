@@ -126,15 +126,16 @@ def block_rows(n_samples: int, n_features: int, itemsize: int, block_bytes: int 
     return max(1, min(n_samples, block_bytes // max(1, n_features * itemsize)))
 
 
-def fused_block(Xk, yk, w, b, z, r, m, g, grad_out) -> tuple[float, float]:
-    """The loss and gradient sums of one block (or mini-batch), in caller-owned buffers.
+def fused_block(Xk, yk, w, b, z, r, m, g, grad_out) -> float:
+    """The gradient sums of one block (or mini-batch), in caller-owned buffers.
 
     Xk : (n, n_features); yk, z, r, g : (n,) of X's dtype; m : (n,) bool;
     grad_out : (n_features,). Computes ``z = X_k w + b``, ``m = 1[z > 0]``, the residual
     ``r = max(0, z) - y_k`` and ``g = r * m``, writes ``grad_out = X_k^T g`` and returns
-    ``(r.r, sum g)``, before the 2/N factor; r and m are left for the caller's metrics
-    (``sum |r|``, ``sum m``). The same math as :func:`loss_and_gradient_reference`, without
-    allocating, so the per-call cost stays small for mini-batches.
+    ``sum g``, before the 2/N factor; r and m are left for the caller's loss and metrics
+    (``r.r``, ``sum |r|``, ``sum m``), which a mini-batch loop sums for many batches at once.
+    The same math as :func:`loss_and_gradient_reference`, without allocating, so the per-call
+    cost stays small for mini-batches.
     """
     np.matmul(Xk, w, out=z)
     z += b
@@ -143,7 +144,7 @@ def fused_block(Xk, yk, w, b, z, r, m, g, grad_out) -> tuple[float, float]:
     r -= yk  # residual a - y
     np.multiply(r, m, out=g)  # (a - y) on active samples, 0 elsewhere
     np.matmul(g, Xk, out=grad_out)  # X_k^T g, while X_k is still in cache
-    return float(r @ r), float(np.add.reduce(g))  # add.reduce: g.sum() without its Python wrapper
+    return float(np.add.reduce(g))  # add.reduce: g.sum() without its Python wrapper
 
 
 def _block_sums(X, y, w, b, rows: int, blocks, grad_parts: np.ndarray, sums: np.ndarray) -> None:
@@ -161,8 +162,8 @@ def _block_sums(X, y, w, b, rows: int, blocks, grad_parts: np.ndarray, sums: np.
         Xk, yk = X[k * rows:(k + 1) * rows], y[k * rows:(k + 1) * rows]
         n = Xk.shape[0]
         r, m = r_buf[:n], m_buf[:n]
-        sq, g_sum = fused_block(Xk, yk, w, b, z_buf[:n], r, m, g_buf[:n], grad_parts[k])
-        sums[k] = sq, float(np.add.reduce(np.abs(r, out=z_buf[:n]))), g_sum, np.count_nonzero(m)
+        g_sum = fused_block(Xk, yk, w, b, z_buf[:n], r, m, g_buf[:n], grad_parts[k])
+        sums[k] = float(r @ r), float(np.add.reduce(np.abs(r, out=z_buf[:n]))), g_sum, np.count_nonzero(m)
 
 
 # The fused kernel's workers: one per core (_WORKERS, above). Each runs its share of the

@@ -44,17 +44,21 @@ def _finite(w: np.ndarray, b) -> bool:
     return bool(np.isfinite(w).all()) and math.isfinite(b)
 
 
-def _batch_abs_sums(r: np.ndarray, batch_size: int, out: np.ndarray) -> list[float]:
-    """``sum |r|`` of each batch of ``batch_size`` consecutive residuals (the last may be
-    shorter), in order, using ``out`` as scratch. Full batches are the rows of one reshape,
-    so every batch is summed alike wherever its run started (a resumed epoch gets the same
-    bits)."""
-    a = np.abs(r, out=out)
-    n_full = len(a) // batch_size
-    sums = a[:n_full * batch_size].reshape(n_full, batch_size).sum(axis=1).tolist()
-    if n_full * batch_size < len(a):
-        sums.append(float(a[n_full * batch_size:].sum()))
-    return sums
+def _batch_sums(r: np.ndarray, batch_size: int, out: np.ndarray) -> tuple[list[float], list[float]]:
+    """``sum r^2`` and ``sum |r|`` of each batch of ``batch_size`` consecutive residuals (the
+    last may be shorter), in order, using ``out`` as scratch. Full batches are the rows of one
+    reshape, so every batch is summed alike wherever its run started (a resumed epoch gets
+    the same bits), and so is a batch summed on its own."""
+    n_full = len(r) // batch_size
+
+    def per_batch(a: np.ndarray) -> list[float]:
+        sums = a[:n_full * batch_size].reshape(n_full, batch_size).sum(axis=1).tolist()
+        if n_full * batch_size < len(a):
+            sums.append(float(a[n_full * batch_size:].sum()))
+        return sums
+
+    squares = per_batch(np.multiply(r, r, out=out))
+    return squares, per_batch(np.abs(r, out=out))
 
 
 def _gather_rows(X, y, order, lo: int, hi: int, Xc, yc, at: int) -> None:
@@ -317,10 +321,10 @@ class Trainer:
 
         Batches go in runs of ``per``: the run holding batch j is run ``j // per``, and batch
         j always uses slot ``j % per`` of the buffers. A run is one gather of its rows (when
-        shuffled), then a step per batch (the fused block and the update, about a dozen
-        numpy calls), then the run's metrics (``sum |r|`` of each batch, the active count)
-        in two calls. So an epoch resumed in the middle of a run computes, batch by batch,
-        exactly what an uninterrupted one does.
+        shuffled), then a step per batch (the fused block and the update, about ten numpy
+        calls), then the run's loss and metrics (``r.r`` and ``sum |r|`` of each batch, the
+        active count) in a few calls. So an epoch resumed in the middle of a run computes,
+        batch by batch, exactly what an uninterrupted one does.
         """
         st, X, y = self.state, self.X, self.y
         n, d = X.shape
@@ -347,6 +351,7 @@ class Trainer:
         grad_b = 0.0
         ok, stop = True, False
         careful = False  # check the parameters after every step (a run being replayed)
+        bad_loss = None  # when replaying: the first batch whose loss r.r overflowed
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected, not warned
             while ok and not stop and st.batch < n_batches:
                 first = st.batch
@@ -357,16 +362,20 @@ class Trainer:
                     _gather_rows(X, y, order, first * B, hi, Xc, yc, first * B - base)
                 else:
                     Xc, yc = X[base:hi], y[base:hi]
-                at_start = (w.copy(), b, sq_total, rows_total)
+                at_start = (w.copy(), b, grad_b)
                 done = first
                 for j in range(first, last):
+                    if j == bad_loss:  # its loss overflowed: diverged before its step
+                        ok = False
+                        break
                     rows, z, r, m, g = slots[j - run * per]
                     k = min(B, hi - j * B)
                     if k < B:  # the epoch's last, shorter batch
                         rows, z, r, m, g = slice(rows.start, rows.start + k), z[:k], r[:k], m[:k], g[:k]
-                    sq, g_sum = kernels.fused_block(Xc[rows], yc[rows], w, b, z, r, m, g, grad)
-                    # A finite loss means a finite residual, hence a finite X^T g (|x| is bounded at load).
-                    if not (math.isfinite(sq) and math.isfinite(g_sum)):
+                    g_sum = kernels.fused_block(Xc[rows], yc[rows], w, b, z, r, m, g, grad)
+                    # sum g is finite only if every g is (an inf or NaN term makes the sum
+                    # one), and then so is X^T g (|x| is bounded at load)
+                    if not math.isfinite(g_sum):
                         ok = False
                         break
                     scale = 2.0 / k  # the batch's own N in the mean: grad = (2/k) X_b^T g
@@ -378,26 +387,29 @@ class Trainer:
                     if careful and not _finite(w, b):  # the step overflowed: keep what it started from
                         w, b, ok = w_prev, b_prev, False
                         break
-                    sq_total += sq
-                    rows_total += k
                     done = j + 1
                     if self._stop_requested and done < n_batches:
                         stop = True
                         break
-                # A step itself can overflow (a finite loss does not bound lr * grad), and a
-                # non-finite weight stays non-finite, so one check at the end of a run tells
-                # whether any step of it did; if one did, the run is replayed from its start
-                # with a check after every step, which stops at that step.
-                if not careful and not _finite(w, b):
-                    w0, b, sq_total, rows_total = at_start
+                # the loss and metrics of the run's batches that were done, in batch order
+                s0, s1 = first * B - base, min(done * B, n) - base
+                squares, abs_sums = _batch_sums(R[s0:s1], B, out=Z[s0:s1])
+                # A step can overflow (a finite loss does not bound lr * grad), and a non-finite
+                # weight stays non-finite, so one check at the end of a run tells whether any
+                # step of it did; so does the run's loss for a residual whose square overflows.
+                # Then the run is replayed from its start with a check after every step, which
+                # stops at the step that overflowed, or before the batch whose loss did.
+                if not careful and not (_finite(w, b) and all(map(math.isfinite, squares))):
+                    w0, b, grad_b = at_start
                     w, w_prev = w0, w0.copy()
+                    bad_loss = next((first + i for i, v in enumerate(squares) if not math.isfinite(v)), None)
                     ok, stop, careful = True, False, True
                     continue
-                careful = False
-                # the metrics of the run's batches that were done, in batch order
-                s0, s1 = first * B - base, min(done * B, n) - base
-                for v in _batch_abs_sums(R[s0:s1], B, out=Z[s0:s1]):
-                    abs_total += v
+                careful, bad_loss = False, None
+                for v, a in zip(squares, abs_sums):
+                    sq_total += v
+                    abs_total += a
+                rows_total += min(done * B, n) - first * B
                 active_total += int(np.count_nonzero(M[s0:s1]))
                 st.batch = done
         st.w, st.b = w, dtype.type(b)

@@ -171,6 +171,20 @@ def test_minibatch_with_a_huge_but_finite_weight_is_not_divergence():
     assert t.state.w.tolist() == [1e155] and abs(float(t.state.b) - 1.0) < 1e-6
 
 
+def test_minibatch_loss_overflow_mid_run_stops_before_that_batch():
+    # One run of three batches of 2 (shuffle off). Batch 0 (x = 0, y = 1): z = b = 0.5, r = -0.5
+    # twice, sum g = -1, so b1 = 0.5 - 1e-3 * (2/2) * (-1) = 0.501 and w stays 1e155. Batch 1
+    # (x = 1, y = 0): z ~ 1e155, r^2 ~ 1e310 overflows the loss while sum g ~ 2e155 and the
+    # step (w - 1e-3 * 2e155, b - 1e-3 * 2e155) stay finite, so only the run's loss can tell.
+    # Batch 2 (x = 0) is then inactive and finite. Training must stop before batch 1's step.
+    X = np.array([[0.0], [0.0], [1.0], [1.0], [0.0], [0.0]])
+    y = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 1.0])
+    t, records = run(X, y, TrainingConfig(epochs=1, learning_rate=1e-3, batch_size=2, shuffle=False),
+                     w0=[1e155], b0=0.5)
+    assert t.stopped == "diverged" and records == []
+    assert t.state.w.tolist() == [1e155] and float(t.state.b) == 0.5 - 1e-3 * -1.0
+
+
 def test_minibatch_grad_norm_of_a_huge_batch_gradient_is_inf_not_an_error():
     # Batch 0: x = 0 and a = b = y, so nothing moves. Batch 1 (the epoch's last): z = 1e154 + 0.5,
     # r = z - 0 ~ 1e154, a finite loss r^2 ~ 1e308, grad_b = (2/1) r ~ 2e154 whose square
