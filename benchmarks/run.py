@@ -89,6 +89,27 @@ def machine() -> list[str]:
 
 # --- 1. the full-batch gradient ---
 
+def _blas_calls_of_blocks(X, y, w, b, rows, blocks, grad_parts, sums):
+    """The fused kernel's block walk with only its two BLAS calls per block, ``z = X_k w`` and
+    ``X_k^T z`` (no bias, mask, residual or sums): what the blocked form costs before any
+    elementwise work."""
+    z = np.empty(rows, dtype=grad_parts.dtype)
+    for k in blocks:
+        Xk = X[k * rows:(k + 1) * rows]
+        np.matmul(Xk, w, out=z[:Xk.shape[0]])
+        np.matmul(z[:Xk.shape[0]], Xk, out=grad_parts[k])
+        sums[k] = 0.0
+
+
+def blas_calls_only(X, y, w, b):
+    real = kernels._block_sums
+    kernels._block_sums = _blas_calls_of_blocks  # the walk and the workers stay kernels' own
+    try:
+        kernels.loss_and_gradient(X, y, w, b)
+    finally:
+        kernels._block_sums = real
+
+
 def gradient(sizes, rounds, torch):
     """Full-batch training holds X column-major (data.read_table(layout="F")), so its kernel
     is timed on that layout; the floor is one ``X @ w`` on row-major X (issue 6's floor), with
@@ -104,6 +125,7 @@ def gradient(sizes, rounds, torch):
             variants = {"floor": lambda: X @ w,
                         "floor F": lambda: Xf @ w,
                         "fused F": lambda: kernels.loss_and_gradient(Xf, y, w, b),
+                        "blas only F": lambda: blas_calls_only(Xf, y, w, b),
                         "fused C": lambda: kernels.loss_and_gradient(X, y, w, b),
                         "reference": lambda: kernels.loss_and_gradient_reference(X, y, w, b)}
             if torch is not None:
@@ -141,6 +163,9 @@ def gradient(sizes, rounds, torch):
             row(f"{name}: {path}, column-major X (what training uses)", med["fused F"], med["floor"], "X@w",
                 [("reference", med["reference"])] + ([best_torch] if best_torch else []))
             row(f"{name}: {path}, row-major X", med["fused C"], med["floor"], "X@w")
+            if path == "fused":
+                row(f"{name}: fused blocks' two BLAS calls alone (no elementwise work), column-major X",
+                    med["blas only F"], med["floor"], "X@w")
             row(f"{name}: reference (row-major)", med["reference"], med["floor"], "X@w")
             row(f"{name}: X@w on the column-major X", med["floor F"], med["floor"], "X@w")
             for k, v in torch_peers:
@@ -170,7 +195,35 @@ def minibatch(n, d, epochs, rounds, torch):
             pass
         return t.state
 
-    variants = {"full": lambda: train(None, Xf), "mini": lambda: train(256, X)}
+    # The step's numpy calls alone: each epoch one gather of its rows (the permutation drawn
+    # beforehand, as training draws it on a helper thread), then per batch z = X_b w, + b, the
+    # mask, max(0, z), - y, * m, X_b^T g, sum g, the scale and the update, and nothing else (no
+    # loss or metrics, no overflow checks, no state): what numpy's per-call cost leaves.
+    B = 256
+    Xs, ys = np.empty_like(X), np.empty_like(y)
+    Z, R, G, M = np.empty(n), np.empty(n), np.empty(n), np.empty(n, dtype=bool)
+    batches = [tuple(a[s:s + B] for a in (Xs, ys, Z, R, M, G)) for s in range(0, n, B)]
+    orders = [np.random.default_rng([0, 3, e]).permutation(n) for e in range(epochs)]
+
+    def calls_only():
+        w, b, grad = np.full(d, 0.1), 1.0, np.empty(d)
+        for order in orders:
+            np.take(X, order, axis=0, out=Xs, mode="clip")
+            np.take(y, order, out=ys, mode="clip")
+            for Xb, yb, z, r, m, g in batches:
+                np.matmul(Xb, w, out=z)
+                np.add(z, b, out=z)
+                np.greater(z, 0, out=m)
+                np.maximum(z, 0, out=r)
+                np.subtract(r, yb, out=r)
+                np.multiply(r, m, out=g)
+                np.matmul(g, Xb, out=grad)
+                g_sum = float(np.add.reduce(g))
+                np.multiply(grad, -0.01 * 2.0 / len(yb), out=grad)
+                np.add(w, grad, out=w)
+                b -= 0.01 * 2.0 / len(yb) * g_sum
+
+    variants = {"full": lambda: train(None, Xf), "mini": lambda: train(256, X), "calls": calls_only}
     if torch is not None:
         tX, ty = torch.from_numpy(X), torch.from_numpy(y)
 
@@ -196,8 +249,10 @@ def minibatch(n, d, epochs, rounds, torch):
     same = np.array_equal(a.w, b.w) and a.b == b.b
     peers = [("torch slicing", med["torch slicing"])] if "torch slicing" in med else []
     row(f"mini-batch epoch N={n:,} d={d} batch 256, shuffled", med["mini"] / epochs, med["full"] / epochs,
-        "full-batch epoch", peers and [(k, v / epochs) for k, v in peers])
+        "full-batch epoch", [(k, v / epochs) for k, v in peers + [("the step's numpy calls alone", med["calls"])]])
     row(f"full-batch epoch N={n:,} d={d}", med["full"] / epochs)
+    row(f"mini-batch epoch N={n:,} d={d}: the step's numpy calls alone (one gather, no metrics, checks or state)",
+        med["calls"] / epochs, med["full"] / epochs, "full-batch epoch")
     NOTES.append(f"mini-batch: two runs with the same seed {'are' if same else 'are NOT'} bit-identical")
 
 
