@@ -214,16 +214,20 @@ class Trainer:
         :func:`epoch_order`)."""
         return self.state
 
+    def _draw_ahead(self, epoch: int, n: int) -> None:
+        """Set the shuffle of ``epoch`` drawing on the helper thread."""
+        if self._drawer is None:
+            self._drawer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurocli-shuffle")
+        self._next_order = (epoch, self._drawer.submit(epoch_order, self.seed, epoch, n))
+
     def _order(self, epoch: int, n: int) -> np.ndarray:
-        """This epoch's shuffle (drawn ahead when the previous epoch ran), and the next one
-        set drawing on the helper thread."""
+        """This epoch's shuffle (drawn ahead while the previous epoch ran, or, for the first
+        one, while the start was checked), and the next one set drawing."""
         ahead = self._next_order
         order = ahead[1].result() if ahead is not None and ahead[0] == epoch else epoch_order(self.seed, epoch, n)
         self._next_order = None
         if epoch + 1 < self.cfg.epochs:
-            if self._drawer is None:
-                self._drawer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurocli-shuffle")
-            self._next_order = (epoch + 1, self._drawer.submit(epoch_order, self.seed, epoch + 1, n))
+            self._draw_ahead(epoch + 1, n)
         return order
 
     @property
@@ -276,6 +280,9 @@ class Trainer:
     def _run(self) -> Iterator[EpochRecord]:
         st, cfg = self.state, self.cfg
         n = self.X.shape[0]
+        shuffled = cfg.shuffle and self.batch_size < n
+        if shuffled and st.epoch < cfg.epochs:
+            self._draw_ahead(st.epoch, n)  # while the start is checked
         if st.epoch == 0 and st.batch == 0:
             z = kernels.pre_activation(self.X, st.w, st.b)
             if not np.any(kernels.active_mask(z)):
@@ -285,7 +292,6 @@ class Trainer:
             if self._stop_requested:
                 self.stopped = STOP_INTERRUPTED
                 return
-            shuffled = cfg.shuffle and self.batch_size < n
             if st.batch == 0:
                 st.partial = {"sq": 0.0, "abs": 0.0, "active": 0, "rows": 0, "grad_norm": 0.0}
             order = self._order(st.epoch, n) if shuffled else None

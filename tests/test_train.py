@@ -259,3 +259,7 @@ def test_the_shuffle_helper_thread_ends_with_the_run():
     assert helpers()  # drawing epoch 2's shuffle, or waiting for the next
     gen.close()
     assert not helpers()
+    # the first epoch's shuffle is set drawing before the start is checked; a neuron dead at
+    # the start ends the run, and the helper with it
+    t, records = run(X, y, TrainingConfig(epochs=5, learning_rate=0.01, batch_size=32), w0=np.zeros(3), b0=-1.0)
+    assert t.stopped == "dead_neuron" and records == [] and not helpers()
