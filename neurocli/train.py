@@ -358,6 +358,7 @@ class Trainer:
         ok, stop = True, False
         careful = False  # check the parameters after every step (a run being replayed)
         bad_loss = None  # when replaying: the first batch whose loss r.r overflowed
+        seen = 0  # when replaying: how far the first pass went (a stop request counts from there)
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected, not warned
             while ok and not stop and st.batch < n_batches:
                 first = st.batch
@@ -394,7 +395,7 @@ class Trainer:
                         w, b, ok = w_prev, b_prev, False
                         break
                     done = j + 1
-                    if self._stop_requested and done < n_batches:
+                    if self._stop_requested and done < n_batches and (not careful or done >= seen):
                         stop = True
                         break
                 # the loss and metrics of the run's batches that were done, in batch order
@@ -409,7 +410,7 @@ class Trainer:
                     w0, b, grad_b = at_start
                     w, w_prev = w0, w0.copy()
                     bad_loss = next((first + i for i, v in enumerate(squares) if not math.isfinite(v)), None)
-                    ok, stop, careful = True, False, True
+                    ok, stop, careful, seen = True, False, True, done
                     continue
                 careful, bad_loss = False, None
                 for v, a in zip(squares, abs_sums):
@@ -419,7 +420,8 @@ class Trainer:
                 active_total += int(np.count_nonzero(M[s0:s1]))
                 st.batch = done
         st.w, st.b = w, dtype.type(b)
-        grad_w_sq = float(grad.astype(np.float64) @ grad.astype(np.float64)) / lr ** 2 if ok else math.inf
+        with np.errstate(over="ignore"):  # a huge last step's gradient norm is inf, not a warning
+            grad_w_sq = float(grad.astype(np.float64) @ grad.astype(np.float64)) / lr ** 2 if ok else math.inf
         p.update(sq=sq_total, abs=abs_total, active=active_total, rows=rows_total,
                  grad_norm=math.hypot(math.sqrt(grad_w_sq), grad_b) if ok else math.inf)
         if not ok:

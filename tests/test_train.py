@@ -185,6 +185,40 @@ def test_minibatch_loss_overflow_mid_run_stops_before_that_batch():
     assert t.state.w.tolist() == [1e155] and float(t.state.b) == 0.5 - 1e-3 * -1.0
 
 
+@pytest.mark.parametrize("X, y, w0, lr, stop_in_call", [
+    # batch size 1: batches 0 and 1 (x = 0, y = 1) move b to 0.501 then 0.501998; batch 2
+    # (x = 1e5) has r ~ 1e155, whose square overflows the loss; the stop lands in batch 3
+    ([[0.0], [0.0], [1e5], [0.0], [0.0]], [1.0, 1.0, 0.0, 1.0, 1.0], 1e150, 1e-3, 4),
+    # the step of batch 1 overflows w to -inf (see the test above, batch size 1 here: x = 3e153,
+    # 2 * 7e153 * 3e153 overflows); the stop lands in batch 2
+    ([[0.0], [3e153], [1.0], [1.0]], [1.0, 0.0, 1.0, 1.0], 7e153 / 3e153, 10.0, 3),
+])
+def test_minibatch_stop_request_after_an_overflow_in_the_same_run_still_reports_it(X, y, w0, lr, stop_in_call, monkeypatch):
+    # The overflow is found at the run's end and the run replayed step by step; the stop
+    # request seen in the first pass must not cut the replay short before the overflow.
+    import warnings
+
+    from neurocli import kernels
+    X, y = np.array(X), np.array(y)
+    cfg = TrainingConfig(epochs=1, learning_rate=lr, batch_size=1, shuffle=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain, _ = run(X, y, cfg, w0=[w0], b0=0.5)
+        t = Trainer(X, y, X[:0], y[:0], cfg, 0, TrainState(w=np.array([w0]), b=np.float64(0.5)))
+        calls, real = [0], kernels.fused_block
+
+        def counting(*a):
+            calls[0] += 1
+            if calls[0] == stop_in_call:
+                t.request_stop()
+            return real(*a)
+        monkeypatch.setattr(kernels, "fused_block", counting)
+        list(t.run())
+    assert plain.stopped == t.stopped == "diverged"
+    assert t.state.w.tobytes() == plain.state.w.tobytes() and float(t.state.b) == float(plain.state.b)
+    assert np.isfinite(t.state.w).all() and t.state.batch == plain.state.batch
+
+
 def test_minibatch_grad_norm_of_a_huge_batch_gradient_is_inf_not_an_error():
     # Batch 0: x = 0 and a = b = y, so nothing moves. Batch 1 (the epoch's last): z = 1e154 + 0.5,
     # r = z - 0 ~ 1e154, a finite loss r^2 ~ 1e308, grad_b = (2/1) r ~ 2e154 whose square
@@ -263,3 +297,21 @@ def test_the_shuffle_helper_thread_ends_with_the_run():
     # the start ends the run, and the helper with it
     t, records = run(X, y, TrainingConfig(epochs=5, learning_rate=0.01, batch_size=32), w0=np.zeros(3), b0=-1.0)
     assert t.stopped == "dead_neuron" and records == [] and not helpers()
+
+
+def test_every_epoch_shuffle_is_drawn_on_the_helper_thread(monkeypatch):
+    # the first one too (while the start is checked), so the loop never waits for a draw
+    # it could have had ready; the orders are the same epoch_order(seed, epoch, n)
+    import threading
+
+    from neurocli import train
+    drawn, real = [], train.epoch_order
+
+    def recording(seed, epoch, n):
+        drawn.append((epoch, threading.current_thread().name.startswith("neurocli-shuffle")))
+        return real(seed, epoch, n)
+    monkeypatch.setattr(train, "epoch_order", recording)
+    X, y = synthetic(500)
+    t, records = run(X, y, TrainingConfig(epochs=3, learning_rate=0.01, batch_size=32))
+    assert t.stopped == "completed" and len(records) == 3
+    assert sorted(drawn) == [(0, True), (1, True), (2, True)]
