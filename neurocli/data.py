@@ -244,7 +244,7 @@ def read_table(
         table = _read_pieces(path, names, features, target, missing, delimiter, layout)
         if table is not None:
             return table
-    return _read_whole(path, features, target, missing, delimiter, keep_frame, layout)
+    return _read_whole(path, len(names), features, target, missing, delimiter, keep_frame, layout)
 
 
 # Bytes of CSV text per piece: big enough that pandas' per-call cost is noise, small enough
@@ -514,10 +514,11 @@ class _Growing:
         return self.X[:self.n], y, self.rows[:self.n]
 
 
-def _read_whole(path: Path, features, target, missing, delimiter, keep_frame, layout: str = "C") -> Table:
-    """The whole file in one pandas call (predict keeps every column; quoted fields)."""
+def _read_whole(path: Path, n_header: int, features, target, missing, delimiter, keep_frame,
+                layout: str = "C") -> Table:
+    """The whole file in one pandas call (predict keeps every column; quoted fields).
+    ``n_header``: the number of header fields (:func:`read_header`)."""
     wanted = features + ([target] if target is not None else [])
-    n_header = len(read_header(path, delimiter))
     try:
         first = pd.read_csv(path, sep=delimiter, encoding="utf-8-sig", header=None, skiprows=1, nrows=1,
                             dtype=str, keep_default_na=False)

@@ -197,7 +197,7 @@ def load_model(path: Path) -> dict:
         names = data["features"]
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
             raise ValueError("features must be a non-empty list of column names")
-        w = _finite_list(data["weights_standardized"], "weights_standardized", len(names))
+        _finite_list(data["weights_standardized"], "weights_standardized", len(names))
         if not isinstance(data["bias_standardized"], (int, float)) or not math.isfinite(data["bias_standardized"]):
             raise ValueError(f"bias_standardized must be a finite number, got {data['bias_standardized']!r}")
         if "standardization" not in data:
@@ -214,7 +214,6 @@ def load_model(path: Path) -> dict:
                 raise ValueError("standardization.scale must be positive")
         if data.get("dtype", "float64") not in ("float64", "float32"):
             raise ValueError(f"dtype must be float64 or float32, got {data.get('dtype')!r}")
-        del w
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         detail = f"{exc} is missing" if isinstance(exc, KeyError) else str(exc)
         raise ModelFileError(f"model file is incomplete or damaged: {detail}", path=path) from exc

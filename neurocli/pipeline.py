@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import yaml
 
 from neurocli import io as nio
 from neurocli.cache import read_table_cached
@@ -73,8 +74,6 @@ def load_inputs(config_path: Path, overrides: list[str] | None = None, loaded: L
 
 def _changed_keys(run_config: Path, resolved: dict) -> list[str]:
     """Dotted keys whose values differ between a run's config.yaml and ``resolved``."""
-    import yaml
-
     try:
         old = yaml.safe_load(run_config.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):

@@ -369,7 +369,7 @@ class Trainer:
                     _gather_rows(X, y, order, first * B, hi, Xc, yc, first * B - base)
                 else:
                     Xc, yc = X[base:hi], y[base:hi]
-                at_start = (w.copy(), b, grad_b)
+                at_start = (w.copy(), b)
                 done = first
                 for j in range(first, last):
                     if j == bad_loss:  # its loss overflowed: diverged before its step
@@ -407,7 +407,7 @@ class Trainer:
                 # Then the run is replayed from its start with a check after every step, which
                 # stops at the step that overflowed, or before the batch whose loss did.
                 if not careful and not (_finite(w, b) and all(map(math.isfinite, squares))):
-                    w0, b, grad_b = at_start
+                    w0, b = at_start
                     w, w_prev = w0, w0.copy()
                     bad_loss = next((first + i for i, v in enumerate(squares) if not math.isfinite(v)), None)
                     ok, stop, careful, seen = True, False, True, done
