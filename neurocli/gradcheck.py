@@ -304,15 +304,17 @@ def _gradient(grad_fn: GradFn, X, y, w, b, n_features: int) -> np.ndarray:
     return np.append(gw, _as_float(lg.grad_b))
 
 
-def check_point(X, y, w, b, grad_fn: GradFn = kernels.loss_and_gradient, *, eps=None, rtol=DEFAULT_RTOL,
+def check_point(X, y, w, b, grad_fn: GradFn | None = None, *, eps=None, rtol=DEFAULT_RTOL,
                 atol=DEFAULT_ATOL, names=None, label="given parameters", jacobian="auto", sweep=False,
                 seed=0) -> PointReport:
     """Check ``grad_fn`` at one point (w, b) on (X, y).
 
     X : ndarray of shape (n_samples, n_features), in the dtype the analytic side should use;
     y : ndarray of shape (n_samples,); w : ndarray of shape (n_features,); b : float.
-    ``grad_fn(X, y, w, b)`` returns an object with ``.grad_w`` (n_features,) and ``.grad_b``.
+    ``grad_fn(X, y, w, b)`` returns an object with ``.grad_w`` (n_features,) and ``.grad_b``
+    (default: :func:`kernels.loss_and_gradient`, looked up at call time).
     """
+    grad_fn = grad_fn or kernels.loss_and_gradient
     n_samples, n_features = X.shape
     names = names or [f"x{k + 1}" for k in range(n_features)]
     pnames = [f"w[{nm}]" for nm in names] + ["b"]
@@ -541,7 +543,7 @@ def random_points(X: np.ndarray, w: np.ndarray, b: float, k: int, seed: int) -> 
     return out
 
 
-def check(X, y, w, b, grad_fn: GradFn = kernels.loss_and_gradient, *, eps=None, rtol=DEFAULT_RTOL,
+def check(X, y, w, b, grad_fn: GradFn | None = None, *, eps=None, rtol=DEFAULT_RTOL,
           atol=DEFAULT_ATOL, names=None, points=0, seed=0, jacobian="auto", sweep=False,
           label="given parameters") -> GradcheckReport:
     """Check ``grad_fn`` at (w, b) and at ``points`` seeded random points; see the module docstring.

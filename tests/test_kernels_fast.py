@@ -4,6 +4,9 @@
 which is what reordering a sum can change; a gradient that cancels to ~0 is still checked.
 """
 
+import functools
+import operator
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -95,12 +98,96 @@ def test_block_rows():
     assert kernels.block_rows(10, 4, 8, block_bytes=1 << 20) == 10
 
 
-def test_default_blocks_on_a_large_array_match_reference():
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_default_blocks_on_a_large_array_match_reference(workers, monkeypatch):
+    monkeypatch.setattr(kernels, "_WORKERS", workers)  # one worker runs the blocks in this thread
     rng = np.random.default_rng(3)
-    X = rng.standard_normal((100_000, 8))  # 6.1 MiB: four default blocks
-    y, w = rng.standard_normal(100_000), rng.standard_normal(8)
+    X = rng.standard_normal((140_000, 8))  # 8.5 MiB: past FUSED_MIN_BYTES, six default blocks
+    assert kernels.uses_blocks(X)
+    y, w = rng.standard_normal(140_000), rng.standard_normal(8)
     ref = kernels.loss_and_gradient_reference(X, y, w, 0.1)
-    assert_close(kernels.loss_and_gradient(X, y, w, 0.1), ref, X, y, w, 0.1, rel=1e-12)
+    fast = kernels.loss_and_gradient(X, y, w, 0.1)
+    assert_close(fast, ref, X, y, w, 0.1, rel=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(problems(), st.sampled_from([np.float64, np.float32]))
+def test_one_worker_gives_the_same_bits_as_several(problem, dtype):
+    X, y, w, b, block_bytes = problem
+    X, y, w = X.astype(dtype), y.astype(dtype), w.astype(dtype)
+    results = []
+    for workers in (1, 2, 3):
+        kernels._WORKERS, saved = workers, kernels._WORKERS
+        try:
+            results.append(kernels.loss_and_gradient(X, y, w, b, block_bytes=block_bytes))
+        finally:
+            kernels._WORKERS = saved
+    one = results[0]
+    assert_close(one, kernels.loss_and_gradient_reference(X, y, w, b), X, y, w, b,
+                 rel=1e-12 if dtype == np.float64 else 1e-4)
+    for other in results[1:]:
+        assert other.grad_w.tobytes() == one.grad_w.tobytes()
+        assert (other.loss, other.grad_b, other.n_active, other.abs_error_sum) == (
+            one.loss, one.grad_b, one.n_active, one.abs_error_sum)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_blocked_sums_follow_the_reduction_rule(dtype):
+    # The rule: rows in blocks of block_rows(n, d, itemsize, block_bytes); per block, the fused
+    # block's sums in X's dtype (X_k^T g, and r.r, sum |r|, sum g, sum m as float64 numbers);
+    # the blocks' partials added one after another in block order in float64, then the 2/N factor.
+    rng = np.random.default_rng(8)
+    n, d = 1003, 5
+    X = rng.standard_normal((n, d)).astype(dtype)
+    y = rng.standard_normal(n).astype(dtype)
+    w = rng.standard_normal(d).astype(dtype)
+    b = dtype(0.2)
+    block_bytes = 100 * d * np.dtype(dtype).itemsize
+    rows = kernels.block_rows(n, d, np.dtype(dtype).itemsize, block_bytes)
+    assert rows == 100
+    grads, sq, ab, gs, act = [], [], [], [], []
+    for lo in range(0, n, rows):
+        Xk, yk = X[lo:lo + rows], y[lo:lo + rows]
+        k = len(yk)
+        z, r, g, m = np.empty(k, dtype), np.empty(k, dtype), np.empty(k, dtype), np.empty(k, bool)
+        grad = np.empty(d, dtype)
+        gs.append(kernels.fused_block(Xk, yk, w, b, z, r, m, g, grad))
+        grads.append(grad)
+        sq.append(float(r @ r))
+        ab.append(float(np.abs(r).sum()))
+        act.append(int(m.sum()))
+    got = kernels.loss_and_gradient(X, y, w, b, block_bytes=block_bytes)
+    expected_w = (np.sum(grads, axis=0, dtype=np.float64) * (2.0 / n)).astype(dtype)
+    assert got.grad_w.dtype == dtype and got.grad_w.tobytes() == expected_w.tobytes()
+    in_order = functools.partial(functools.reduce, operator.add)
+    assert got.grad_b == in_order(gs) * (2.0 / n)
+    assert got.loss == in_order(sq) / n and got.abs_error_sum == in_order(ab)
+    assert got.n_active == sum(act) and got.n_samples == n
+
+
+def test_the_blocked_path_starts_at_its_documented_sizes():
+    # uses_blocks reads only the shape and dtype: np.empty arrays cost nothing to make
+    at_limit = kernels.FUSED_MIN_BYTES // (8 * 8)  # rows of 8 float64 features in exactly 8 MiB
+    assert kernels.uses_blocks(np.empty((at_limit, 8)))
+    assert not kernels.uses_blocks(np.empty((at_limit - 1, 8)))
+    # 96 float64 features: a 1.5 MiB block holds exactly 2048 rows; 97 holds 2026
+    wide = kernels.BLOCK_BYTES // (kernels.FUSED_MIN_ROWS * 8)
+    assert wide == 96
+    assert kernels.uses_blocks(np.empty((20_000, wide)))
+    assert not kernels.uses_blocks(np.empty((20_000, wide + 1)))
+    assert kernels.uses_blocks(np.empty((at_limit * 2, 8), dtype=np.float32))
+    assert not kernels.uses_blocks(np.empty((at_limit * 2 - 1, 8), dtype=np.float32))
+
+
+def test_below_the_blocked_sizes_the_reference_runs_bit_for_bit():
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((5000, 8))  # 312 KiB
+    y, w = rng.standard_normal(5000), rng.standard_normal(8)
+    fast, ref = kernels.loss_and_gradient(X, y, w, 0.3), kernels.loss_and_gradient_reference(X, y, w, 0.3)
+    assert fast.grad_w.tobytes() == ref.grad_w.tobytes()
+    assert (fast.loss, fast.grad_b, fast.abs_error_sum) == (ref.loss, ref.grad_b, ref.abs_error_sum)
+    one_block = kernels.loss_and_gradient(X, y, w, 0.3, block_bytes=X.nbytes)  # a single block: the reference
+    assert one_block.grad_w.tobytes() == ref.grad_w.tobytes() and one_block.loss == ref.loss
 
 
 def test_default_blocks_on_a_large_column_major_array_with_a_wide_stride_match_reference():

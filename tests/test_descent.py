@@ -1,0 +1,252 @@
+"""The descent against an independent reference: a plain loop over batches that calls the
+straightforward kernel (``loss_and_gradient_reference``) and steps ``w - lr * grad``, written
+from the rule in the trainer's docstring, not from its loop. Every recorded metric is
+recomputed from the data. Float64 and float32, in order and shuffled, n not divisible by the
+batch, one gather run per epoch and several.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from neurocli import kernels, train
+from neurocli.config import EarlyStoppingConfig, TrainingConfig
+from neurocli.train import Trainer, TrainState, epoch_order, evaluate
+
+W_TRUE = np.array([1.5, -2.0, 0.5])
+
+
+def problem(n, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3))
+    y = np.maximum(X @ W_TRUE + 0.5, 0) + 0.3 * rng.normal(size=n)
+    return X.astype(dtype), y.astype(dtype)
+
+
+def reference_descent(X, y, w0, b0, lr, batch_size, epochs, shuffle, seed, X_val=None, y_val=None):
+    """One epoch: the rows in order (or ``epoch_order``), batch after batch of ``batch_size``
+    (the last one shorter), each a step ``theta <- theta - lr * dC_batch/dtheta`` with the batch's
+    own N in the mean. The epoch's loss, MAE and active fraction are the per-row means of what
+    each batch saw before its step; its gradient norm is the last batch's; validation is at the
+    epoch's final parameters (mini-batch) or at its starting ones (full batch)."""
+    dtype = X.dtype
+    n = X.shape[0]
+    B = n if batch_size is None else batch_size
+    w, b = w0.astype(dtype), dtype.type(b0)
+    lr = dtype.type(lr)
+    records = []
+    for epoch in range(epochs):
+        order = epoch_order(seed, epoch, n) if shuffle and B < n else np.arange(n)
+        w_start, b_start = w, b
+        sq = ab = 0.0
+        active = 0
+        for lo in range(0, n, B):
+            idx = order[lo:lo + B]
+            lg = kernels.loss_and_gradient_reference(X[idx], y[idx], w, b)
+            sq += lg.loss * len(idx)
+            ab += lg.abs_error_sum
+            active += lg.n_active
+            grad_norm = math.hypot(float(np.linalg.norm(lg.grad_w.astype(np.float64))), lg.grad_b)
+            w = (w - lr * lg.grad_w.astype(dtype)).astype(dtype)
+            b = dtype.type(b - lr * dtype.type(lg.grad_b))
+        at_w, at_b = (w_start, b_start) if B == n else (w, b)
+        rec = dict(epoch=epoch + 1, loss=sq / n, rmse=math.sqrt(sq / n), mae=ab / n,
+                   grad_norm=grad_norm, active_fraction=active / n, bias=float(at_b))
+        if X_val is not None:
+            r = np.maximum(X_val.astype(np.float64) @ at_w.astype(np.float64) + float(at_b), 0) - y_val
+            rec.update(val_loss=float(np.mean(r ** 2)), val_mae=float(np.mean(np.abs(r))))
+        records.append(rec)
+    return w, b, records
+
+
+def trainer_run(X, y, w0, b0, cfg, seed, X_val=None, y_val=None):
+    X_val = X[:0] if X_val is None else X_val
+    y_val = y[:0] if y_val is None else y_val
+    state = TrainState(w=w0.astype(X.dtype), b=X.dtype.type(b0))
+    t = Trainer(X, y, X_val, y_val, cfg, seed, state)
+    return t, list(t.run())
+
+
+def assert_records_match(records, expected, rel):
+    assert len(records) == len(expected)
+    for rec, exp in zip(records, expected):
+        got = rec.as_dict()
+        assert got["epoch"] == exp["epoch"]
+        for key, value in exp.items():
+            if key != "epoch":
+                assert got[key] == pytest.approx(value, rel=rel, abs=1e-300), (key, got["epoch"])
+
+
+CASES = [
+    # (n, batch_size, shuffle): 103 rows in batches of 16 is 6 full batches and one of 7
+    (103, 16, False),
+    (103, 16, True),
+    (103, 7, True),   # 14 full batches and one of 5
+    (96, 16, True),   # n divisible by the batch
+    (103, None, False),  # full batch
+]
+
+
+@pytest.mark.parametrize("gather_runs", ["one", "several"])
+@pytest.mark.parametrize("dtype, rel", [(np.float64, 1e-10), (np.float32, 2e-4)])
+@pytest.mark.parametrize("n, batch_size, shuffle", CASES)
+def test_trainer_follows_the_reference_descent(n, batch_size, shuffle, dtype, rel, gather_runs, monkeypatch):
+    if gather_runs == "several":  # 2 batches a run: the second and later runs of an epoch
+        monkeypatch.setattr(train, "GATHER_BYTES", 2 * (batch_size or n) * 3 * np.dtype(dtype).itemsize)
+    X, y = problem(n, dtype)
+    Xv, yv = problem(40, dtype, seed=1)
+    w0, b0, lr, epochs, seed = np.array([0.3, -0.2, 0.1]), 0.4, 0.05, 4, 11
+    cfg = TrainingConfig(epochs=epochs, learning_rate=lr, batch_size=batch_size, shuffle=shuffle, dtype=dtype.__name__)
+    t, records = trainer_run(X, y, w0, b0, cfg, seed, Xv, yv)
+    w, b, expected = reference_descent(X, y, w0, b0, lr, batch_size, epochs, shuffle, seed, Xv, yv)
+    assert t.stopped == "completed"
+    assert t.state.w.dtype == dtype and t.state.epoch == epochs
+    np.testing.assert_allclose(t.state.w, w, rtol=rel)
+    assert float(t.state.b) == pytest.approx(float(b), rel=rel)
+    assert_records_match(records, expected, rel=rel if dtype == np.float64 else 1e-3)
+
+
+def test_the_first_step_by_hand():
+    # X = [[1], [2], [3]], y = [2, 2, 2], w = 1, b = 0, lr = 0.1, batches of 2 in order.
+    # Batch 1 (rows 1, 2): z = [1, 2], r = [-1, 0]; dC/dw = (2/2)(-1*1 + 0*2) = -1, dC/db = -1
+    #   -> w = 1 + 0.1 = 1.1, b = 0.1; loss terms 1 + 0 = 1; |r| = 1; both active.
+    # Batch 2 (row 3, the shorter one): z = 3.3 + 0.1 = 3.4, r = 1.4; dC/dw = (2/1)(1.4)(3) = 8.4,
+    #   dC/db = 2.8 -> w = 1.1 - 0.84 = 0.26, b = 0.1 - 0.28 = -0.18; loss term 1.96.
+    # Epoch: loss (1 + 1.96) / 3, MAE (1 + 1.4) / 3, all active, grad norm hypot(8.4, 2.8).
+    X = np.array([[1.0], [2.0], [3.0]])
+    y = np.array([2.0, 2.0, 2.0])
+    cfg = TrainingConfig(epochs=1, learning_rate=0.1, batch_size=2, shuffle=False)
+    t, (rec,) = trainer_run(X, y, np.array([1.0]), 0.0, cfg, 0)
+    assert t.state.w[0] == pytest.approx(0.26, rel=1e-14) and float(t.state.b) == pytest.approx(-0.18, rel=1e-14)
+    assert rec.loss == pytest.approx(2.96 / 3, rel=1e-14) and rec.rmse == pytest.approx(math.sqrt(2.96 / 3))
+    assert rec.mae == pytest.approx(2.4 / 3, rel=1e-14) and rec.active_fraction == 1.0
+    assert rec.grad_norm == pytest.approx(math.hypot(8.4, 2.8), rel=1e-14)
+    assert rec.bias == pytest.approx(-0.18, rel=1e-14)
+
+
+def test_the_first_full_batch_step_by_hand():
+    # X = [[1], [-1], [2]], y = [1, 5, 1], w = 1, b = 0, lr = 0.1.
+    # z = [1, -1, 2]: sample 2 inactive (a = 0, r = -5, adds 25 to the loss, nothing to the gradient).
+    # r = [0, -5, 1]; loss = 26 / 3; MAE = 6 / 3 = 2; active 2 of 3.
+    # dC/dw = (2/3)(0*1 + 1*2) = 4/3; dC/db = (2/3)(0 + 1) = 2/3; norm = hypot(4/3, 2/3).
+    # After the step: w = 1 - 0.4/3, b = -0.2/3; the record's bias is the starting 0.
+    X = np.array([[1.0], [-1.0], [2.0]])
+    y = np.array([1.0, 5.0, 1.0])
+    t, (rec,) = trainer_run(X, y, np.array([1.0]), 0.0, TrainingConfig(epochs=1, learning_rate=0.1), 0)
+    assert t.state.w[0] == pytest.approx(1 - 0.4 / 3, rel=1e-14) and float(t.state.b) == pytest.approx(-0.2 / 3)
+    assert rec.loss == pytest.approx(26 / 3, rel=1e-14) and rec.mae == pytest.approx(2.0, rel=1e-14)
+    assert rec.active_fraction == pytest.approx(2 / 3) and rec.bias == 0.0
+    assert rec.grad_norm == pytest.approx(math.hypot(4 / 3, 2 / 3), rel=1e-14)
+
+
+@pytest.mark.parametrize("batch_size", [None, 3])
+def test_early_stopping_fires_on_a_flat_loss_with_min_delta_zero(batch_size):
+    # y is the neuron's own output at (w0, b0), so every residual and gradient is exactly 0:
+    # the loss is 0 every epoch. Epoch 1 improves on inf; epochs 2..4 do not improve on 0 by
+    # more than 0, so patience 3 stops after epoch 4 with the parameters of epoch 1.
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(9, 2))
+    w0, b0 = np.array([0.5, -0.25]), 3.0
+    y = kernels.predict(X, w0, b0)
+    cfg = TrainingConfig(epochs=50, learning_rate=0.1, batch_size=batch_size, shuffle=False,
+                         early_stopping=EarlyStoppingConfig(patience=3, min_delta=0.0))
+    t, records = trainer_run(X, y, w0, b0, cfg, 0)
+    assert [r.loss for r in records] == [0.0] * 4
+    assert t.stopped == "early_stopping" and t.state.best_epoch == 1
+    assert t.state.w.tolist() == w0.tolist() and float(t.state.b) == b0
+
+
+def test_early_stopping_counts_patience_from_the_last_improvement():
+    # Monitored losses fed by hand: 5, 4, 4.5, 3, 3.5, 3.2, 3.1 with min_delta 0.2, patience 3:
+    # epoch 2 improves (4 < 5 - 0.2), 3 does not, 4 improves (3 < 3.8), 5..7 do not
+    # (3.5, 3.2, 3.1 are all >= 3 - 0.2): stop at epoch 7 with the best of epoch 4.
+    cfg = TrainingConfig(epochs=100, early_stopping=EarlyStoppingConfig(patience=3, min_delta=0.2))
+    X = np.ones((2, 1))
+    t = Trainer(X, np.ones(2), X[:0], np.ones(0)[:0], cfg, 0, TrainState(w=np.zeros(1), b=np.float64(0)))
+    stops = []
+    for epoch, loss in enumerate([5, 4, 4.5, 3, 3.5, 3.2, 3.1], start=1):
+        rec = train.EpochRecord(epoch, loss, 0, 0, None, None, None, 0, 1, 0)
+        w = np.full(1, float(epoch))
+        stops.append(t._early_stop(rec, w, float(epoch)))
+    assert stops == [False] * 6 + [True]
+    assert t.state.best_epoch == 4 and t.state.w.tolist() == [4.0] and t.state.b == 4.0
+    assert t.stopped == "early_stopping" and "epoch 4" in t.message and "for 3 epochs" in t.message
+    assert "training loss by more than 0.2" in t.message
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_a_finite_step_with_an_overflowed_loss_is_divergence(batch_size):
+    # x = 1, w = 1e155: z = 1e155 + 0.5, r ~ 1e155, r^2 overflows the loss to inf, while the
+    # step lr * 2 r x ~ 2e152 leaves the parameters finite. Diverged, with (w0, b0) kept.
+    X = np.ones((4, 1))
+    y = np.zeros(4)
+    cfg = TrainingConfig(epochs=3, learning_rate=1e-3, batch_size=batch_size, shuffle=False)
+    t, records = trainer_run(X, y, np.array([1e155]), 0.5, cfg, 0)
+    assert t.stopped == "diverged" and records == []
+    assert t.state.w.tolist() == [1e155] and float(t.state.b) == 0.5
+    assert "diverged at epoch 1" in t.message and "learning_rate (now 0.001)" in t.message
+
+
+def test_an_overflow_in_the_first_batch_of_a_later_run(monkeypatch):
+    # Batches of 1, two to a run. Run 1 (rows 0, 1: x = 0, y = 0.5 = b) moves nothing. Run 2
+    # starts with row 2 (x = 1e5, w = 1e150): r ~ 1e155, whose square overflows, so training stops
+    # before that batch, with the parameters after run 1, and the epoch not counted.
+    monkeypatch.setattr(train, "GATHER_BYTES", 2 * 1 * 1 * 8)
+    X = np.array([[0.0], [0.0], [1e5], [0.0]])
+    y = np.array([0.5, 0.5, 0.0, 0.5])
+    cfg = TrainingConfig(epochs=1, learning_rate=1e-3, batch_size=1, shuffle=False)
+    t, records = trainer_run(X, y, np.array([1e150]), 0.5, cfg, 0)
+    assert t.stopped == "diverged" and records == [] and t.state.batch == 2
+    assert t.state.w.tolist() == [1e150] and float(t.state.b) == 0.5
+
+
+def test_dead_neuron_messages_name_the_fix():
+    X = np.array([[1.0], [2.0]])
+    cfg = TrainingConfig(epochs=5, learning_rate=0.25)
+    state = TrainState(w=np.array([-1.0]), b=np.float64(0.0))
+    t = Trainer(X, np.ones(2), X[:0], np.ones(0), cfg, 0, state, bias_from_target_mean=True)
+    assert list(t.run()) == [] and t.stopped == "dead_neuron"
+    assert t.message.startswith("dead neuron at the start: no training sample has w.x + b > 0")
+    assert "target's mean" in t.message and "learning_rate" not in t.message
+    later = Trainer(X, np.ones(2), X[:0], np.ones(0), cfg, 0, state)._dead_message("at epoch 3")
+    assert later.startswith("dead neuron at epoch 3:") and "model.weights_init: normal" in later
+    assert later.endswith("also lower training.learning_rate (now 0.25)")
+
+
+def test_diverged_message_suggests_standardizing_only_when_off():
+    X = np.ones((1, 1))
+    cfg = TrainingConfig(learning_rate=0.5)
+    plain = Trainer(X, X[:, 0], X[:0], X[:0, 0], cfg, 0, TrainState(w=np.ones(1), b=np.float64(0)))
+    std = Trainer(X, X[:, 0], X[:0], X[:0, 0], cfg, 0, TrainState(w=np.ones(1), b=np.float64(0)), standardized=True)
+    assert plain._diverged_message().endswith("training.learning_rate (now 0.5) or data.standardize: true")
+    assert std._diverged_message().endswith("training.learning_rate (now 0.5)")
+
+
+def test_evaluate_by_hand():
+    # X = [[1], [-1], [2]], y = [1, 5, 1], w = 1, b = 0: predictions [1, 0, 2], r = [0, -5, 1].
+    # MSE 26/3, RMSE sqrt(26/3), MAE 6/3 = 2; mean(y) = 7/3, SST = (16 + 64 + 16)/9 = 96/9,
+    # R^2 = 1 - 26 / (96/9) = 1 - 234/96.
+    X = np.array([[1.0], [-1.0], [2.0]])
+    m = evaluate(X, np.array([1.0, 5.0, 1.0]), np.array([1.0]), 0.0)
+    assert m["mse"] == pytest.approx(26 / 3, rel=1e-15) and m["rmse"] == pytest.approx(math.sqrt(26 / 3), rel=1e-15)
+    assert m["mae"] == pytest.approx(2.0, rel=1e-15) and m["r2"] == pytest.approx(1 - 234 / 96, rel=1e-14)
+    assert evaluate(X[:0], np.ones(0), np.array([1.0]), 0.0) == {}
+    assert math.isnan(evaluate(X, np.ones(3), np.array([1.0]), 0.0)["r2"])  # constant target: SST = 0
+    huge = evaluate(np.array([[1e300]]), np.array([0.0]), np.array([1e300]), 0.0)
+    assert huge["mse"] == huge["rmse"] == math.inf
+
+
+def test_a_checkpoint_round_trip_keeps_every_field():
+    st = TrainState(w=np.array([0.1, -0.2], dtype=np.float32), b=np.float32(0.3), epoch=4, batch=2,
+                    partial={"sq": 1.5, "abs": 2.5, "active": 3, "rows": 4, "grad_norm": 0.5},
+                    best_w=np.array([1.0, 2.0], dtype=np.float32), best_b=np.float32(0.7), best_loss=0.25,
+                    best_epoch=3, wait=1)
+    back = TrainState.from_dict(st.to_dict(), [{"epoch": 1}])
+    for name in ("epoch", "batch", "partial", "best_loss", "best_epoch", "wait"):
+        assert getattr(back, name) == getattr(st, name), name
+    assert back.w.tobytes() == st.w.tobytes() and back.w.dtype == np.float32 and back.b == st.b
+    assert back.best_w.tobytes() == st.best_w.tobytes() and back.best_b == st.best_b
+    assert back.history == [{"epoch": 1}]
+    fresh = TrainState.from_dict(TrainState(w=np.zeros(1), b=np.float64(0)).to_dict(), [])
+    assert fresh.best_w is None and fresh.best_b is None and fresh.best_loss == math.inf
