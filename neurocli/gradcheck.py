@@ -211,10 +211,8 @@ class _Direction:
     keep: np.ndarray
     action: str
     margins: np.ndarray
-    act: np.ndarray  # d a_i / dt: central, or flat-side one-sided at ties
-    act_left: np.ndarray  # one-sided from below (ties only meaningful)
-    act_right: np.ndarray
-    loss: np.ndarray  # d l_i / dt likewise
+    act: np.ndarray  # d a_i / dt: central; 0 at ties (the flat side, where a = 0 throughout)
+    loss: np.ndarray  # d l_i / dt: central, or the flat side's one-sided difference at ties
     loss_left: np.ndarray
     loss_right: np.ndarray
 
@@ -231,8 +229,7 @@ def _directional(X64, y64, theta, direction, h_req, noise_num, target, ambiguous
     abs_z, abs_d = np.abs(z), np.abs(d)
     moving = d != 0
     tie = moving & (z == 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        margins = np.where(moving, abs_z / np.where(moving, abs_d, 1.0), np.inf)
+    margins = np.where(moving, abs_z / np.where(moving, abs_d, 1.0), np.inf)
     h = h_req
     straddle = moving & (abs_z <= h * abs_d)
     live = straddle & ~tie
@@ -255,20 +252,15 @@ def _directional(X64, y64, theta, direction, h_req, noise_num, target, ambiguous
         return _activations(X64, theta + t * direction)
 
     a0, ap, am, ap2, am2 = at(0.0), at(h), at(-h), at(2 * h), at(-2 * h)
-    act = (ap - am) / (2 * h)
+    # At a tie the convention's side is the one where z decreases (t < 0 if dz/dt > 0): there
+    # a_i = 0 at every step, so its one-sided difference of a_i is exactly 0.
+    act = np.where(tie, 0.0, (ap - am) / (2 * h))
     # One-sided three-point formulas, exact for a quadratic piece: f'(x) ~ s(-3f0 + 4f(x+sh) - f(x+2sh))/2h.
-    act_right = (-3 * a0 + 4 * ap - ap2) / (2 * h)
-    act_left = (3 * a0 - 4 * am + am2) / (2 * h)
     l0, lp, lm, lp2, lm2 = ((a - y64) ** 2 for a in (a0, ap, am, ap2, am2))
-    loss = (lp - lm) / (2 * h)
     loss_right = (-3 * l0 + 4 * lp - lp2) / (2 * h)
     loss_left = (3 * l0 - 4 * lm + lm2) / (2 * h)
-    # At a tie the convention's side is the one where z decreases: t < 0 if dz/dt > 0.
-    flat_is_left = d > 0
-    act = np.where(tie, np.where(flat_is_left, act_left, act_right), act)
-    loss = np.where(tie, np.where(flat_is_left, loss_left, loss_right), loss)
-    return _Direction(h, h_req, d, straddle, tie, keep, action, margins, act, act_left, act_right,
-                      loss, loss_left, loss_right)
+    loss = np.where(tie, np.where(d > 0, loss_left, loss_right), (lp - lm) / (2 * h))
+    return _Direction(h, h_req, d, straddle, tie, keep, action, margins, act, loss, loss_left, loss_right)
 
 
 # ----------------------------------------------------------------------------------------

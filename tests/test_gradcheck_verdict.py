@@ -433,3 +433,31 @@ def test_the_builtin_problem_is_the_one_its_docstring_works_out():
     # dC/dw2 = (2/8)(-0.25 * 0.5 - 0.625 * -1 + 0 + 0.3125 * 0.25 - 0.5 * 0.5) = 0.08203125
     assert truth.grad_w[1] == pytest.approx(0.08203125, rel=1e-7)
     assert truth.n_active == 5
+
+
+def test_a_sample_exactly_at_the_step_s_reach_straddles():
+    # w = 1: the step for w is h = (1 + DEFAULT_EPS) - 1, exactly. b = h - 1 (exact), so sample 0
+    # (x = 1) has z = 1 + (h - 1) = h exactly: |z| <= h |x| holds with equality, it straddles,
+    # and the step is shrunk to half its margin, h / 2.
+    h = gc._representable(1.0, gc.DEFAULT_EPS)
+    X = np.array([[1.0], [2.0], [-1.0]])
+    y = np.array([0.5, 1.0, 1.0])
+    point = gc.check(X, y, np.array([1.0]), h - 1.0).base
+    p = by_name(point)["w[x1]"]
+    assert X[0, 0] * 1.0 + (h - 1.0) == h
+    assert p.requested_step == h and p.straddling == 1 and p.min_margin == h
+    assert p.action == "shrunk_step" and p.step == h / 2
+    assert point.verdict == "pass"
+
+
+def test_zero_tolerances_still_check():
+    # atol = rtol = 0: nothing may be shrunk below a rounding floor of infinity, so straddlers are
+    # excluded; the rest is compared within the rounding estimate alone. No error, no pass of a
+    # wrong gradient.
+    X, y, w, b, names = gc.builtin_problem()
+    report = gc.check(X, y, w, b, names=names, rtol=0.0, atol=0.0)
+    assert report.verdict in ("pass", "inconclusive")
+    for p in report.base.parameters:
+        if p.straddling and p.status != "inconclusive":
+            assert p.action == "excluded" and p.tolerance == p.roundoff
+    assert gc.check(X, y, w, b, scaled(1.01), names=names, rtol=0.0, atol=0.0).verdict == "fail"
