@@ -172,7 +172,7 @@ def _evaluate(X, y, w, b) -> dict:
     sst = float(centred @ centred)
     return {
         "mse": mse,
-        "rmse": math.sqrt(mse) if math.isfinite(mse) else math.inf,
+        "rmse": math.sqrt(mse),
         "mae": float(np.abs(r).mean()),
         "r2": 1.0 - float(r @ r) / sst if sst > 0 else float("nan"),
     }
@@ -223,8 +223,9 @@ class Trainer:
     def _order(self, epoch: int, n: int) -> np.ndarray:
         """This epoch's shuffle (drawn ahead while the previous epoch ran, or, for the first
         one, while the start was checked), and the next one set drawing."""
-        ahead = self._next_order
-        order = ahead[1].result() if ahead is not None and ahead[0] == epoch else epoch_order(self.seed, epoch, n)
+        drawn, future = self._next_order
+        assert drawn == epoch
+        order = future.result()
         self._next_order = None
         if epoch + 1 < self.cfg.epochs:
             self._draw_ahead(epoch + 1, n)
@@ -235,7 +236,8 @@ class Trainer:
         return self.X_val.shape[0] > 0
 
     def _step(self, Xb, yb) -> kernels.LossGrad | None:
-        """One descent step on a batch; None (and stopped set) if it diverged."""
+        """One full-batch descent step, which is the whole epoch; None (and stopped set) if
+        it diverged."""
         st = self.state
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected below, not warned
             lg = kernels.loss_and_gradient(Xb, yb, st.w, st.b)
@@ -246,13 +248,11 @@ class Trainer:
             self.message = self._diverged_message()
             return None
         st.w, st.b = w_new, b_new
-        p = st.partial
-        p["sq"] += lg.loss * lg.n_samples
-        p["abs"] += lg.abs_error_sum
-        p["active"] += lg.n_active
-        p["rows"] += lg.n_samples
+        # the epoch is this one step: its sums are the step's
         with np.errstate(over="ignore", invalid="ignore"):
-            p["grad_norm"] = math.hypot(float(np.linalg.norm(lg.grad_w.astype(np.float64))), lg.grad_b)
+            grad_norm = math.hypot(float(np.linalg.norm(lg.grad_w.astype(np.float64))), lg.grad_b)
+        st.partial = {"sq": lg.loss * lg.n_samples, "abs": lg.abs_error_sum, "active": lg.n_active,
+                      "rows": lg.n_samples, "grad_norm": grad_norm}
         return lg
 
     def _dead_message(self, when: str) -> str:
@@ -284,7 +284,8 @@ class Trainer:
         if shuffled and st.epoch < cfg.epochs:
             self._draw_ahead(st.epoch, n)  # while the start is checked
         if st.epoch == 0 and st.batch == 0:
-            z = kernels.pre_activation(self.X, st.w, st.b)
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow is found by the first step
+                z = kernels.pre_activation(self.X, st.w, st.b)
             if not np.any(kernels.active_mask(z)):
                 self.stopped, self.message = STOP_DEAD, self._dead_message("at the start")
                 return
@@ -302,7 +303,6 @@ class Trainer:
                 at_w, at_b = st.w, st.b
                 if self._step(self.X, self.y) is None:
                     return
-                st.batch = 1
             else:
                 # Mini-batch: the training loss is the running mean over the epoch's batches;
                 # validation is measured at the parameters the epoch ends with.

@@ -6,6 +6,7 @@ batch, one gather run per epoch and several.
 """
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -175,6 +176,7 @@ def test_early_stopping_counts_patience_from_the_last_improvement():
     assert "training loss by more than 0.2" in t.message
 
 
+@pytest.mark.filterwarnings("error")  # overflow is detected and reported, never a numpy warning
 @pytest.mark.parametrize("batch_size", [None, 2])
 def test_a_finite_step_with_an_overflowed_loss_is_divergence(batch_size):
     # x = 1, w = 1e155: z = 1e155 + 0.5, r ~ 1e155, r^2 overflows the loss to inf, while the
@@ -188,6 +190,7 @@ def test_a_finite_step_with_an_overflowed_loss_is_divergence(batch_size):
     assert "diverged at epoch 1" in t.message and "learning_rate (now 0.001)" in t.message
 
 
+@pytest.mark.filterwarnings("error")
 def test_an_overflow_in_the_first_batch_of_a_later_run(monkeypatch):
     # Batches of 1, two to a run. Run 1 (rows 0, 1: x = 0, y = 0.5 = b) moves nothing. Run 2
     # starts with row 2 (x = 1e5, w = 1e150): r ~ 1e155, whose square overflows, so training stops
@@ -233,8 +236,14 @@ def test_evaluate_by_hand():
     assert m["mae"] == pytest.approx(2.0, rel=1e-15) and m["r2"] == pytest.approx(1 - 234 / 96, rel=1e-14)
     assert evaluate(X[:0], np.ones(0), np.array([1.0]), 0.0) == {}
     assert math.isnan(evaluate(X, np.ones(3), np.array([1.0]), 0.0)["r2"])  # constant target: SST = 0
-    huge = evaluate(np.array([[1e300]]), np.array([0.0]), np.array([1e300]), 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a diverged model's metrics are inf, not a warning
+        huge = evaluate(np.array([[1e300], [1.0]]), np.array([0.0, 1.0]), np.array([1e300]), 0.0)
     assert huge["mse"] == huge["rmse"] == math.inf
+    # a target of small variance still has an R^2: y = [0, 0.1, 0.2], prediction 0.1 everywhere:
+    # SST = 0.01 + 0 + 0.01 = 0.02, SSE = 0.02, R^2 = 0
+    flat = evaluate(np.zeros((3, 1)), np.array([0.0, 0.1, 0.2]), np.array([1.0]), 0.1)
+    assert flat["r2"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_a_checkpoint_round_trip_keeps_every_field():
@@ -250,3 +259,58 @@ def test_a_checkpoint_round_trip_keeps_every_field():
     assert back.history == [{"epoch": 1}]
     fresh = TrainState.from_dict(TrainState(w=np.zeros(1), b=np.float64(0)).to_dict(), [])
     assert fresh.best_w is None and fresh.best_b is None and fresh.best_loss == math.inf
+
+
+@pytest.mark.filterwarnings("error")
+def test_full_batch_divergence_by_a_step_that_overflows_keeps_the_last_finite_parameters():
+    # x = 1e200, w = 1: the loss ~ 1e400 overflows at once; also the step lr * 2 r x ~ 1e400.
+    X = np.array([[1e200], [1.0]])
+    y = np.array([0.0, 1.0])
+    t, records = trainer_run(X, y, np.array([1.0]), 0.0, TrainingConfig(epochs=2, learning_rate=0.1), 0)
+    assert t.stopped == "diverged" and records == [] and t.state.w.tolist() == [1.0]
+
+
+def test_a_run_that_completes_has_no_message():
+    X, y = problem(20, np.float64)
+    t = Trainer(X, y, X[:0], y[:0], TrainingConfig(epochs=2, batch_size=5), 0,
+                TrainState(w=np.full(3, 0.1), b=np.float64(0.5)))
+    assert t.stopped is None and t.message is None
+    assert len(list(t.run())) == 2 and t.stopped == "completed" and t.message is None
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_initial_parameters(dtype):
+    from neurocli.config import ModelConfig
+    from neurocli.train import initial_parameters
+    y = np.array([1.0, 2.0, 4.5], dtype=dtype)
+    # normal N(0, 1/n): over 4000 features the sample standard deviation is 1/sqrt(4000) to
+    # within a few percent, and the mean within a few standard errors of 0
+    w, b = initial_parameters(ModelConfig(), 4000, y, 3, dtype)
+    assert w.dtype == np.dtype(dtype) and b.dtype == np.dtype(dtype) and w.shape == (4000,)
+    assert abs(np.std(w) * math.sqrt(4000) - 1) < 0.05 and abs(np.mean(w)) < 4 / 4000
+    assert b == np.dtype(dtype).type(2.5)  # the target's mean, (1 + 2 + 4.5) / 3
+    again, _ = initial_parameters(ModelConfig(), 4000, y, 3, dtype)
+    other, _ = initial_parameters(ModelConfig(), 4000, y, 4, dtype)
+    assert again.tobytes() == w.tobytes() and other.tobytes() != w.tobytes()
+    z, b0 = initial_parameters(ModelConfig(weights_init="zeros", bias_init=-0.5), 3, y, 0, dtype)
+    assert z.dtype == np.dtype(dtype) and z.tolist() == [0.0, 0.0, 0.0] and b0 == -0.5
+    given, _ = initial_parameters(ModelConfig(weights_init=[0.1, 0.2, 0.3]), 3, y, 0, dtype)
+    assert given.dtype == np.dtype(dtype) and given.tolist() == np.array([0.1, 0.2, 0.3], dtype=dtype).tolist()
+    # the target's mean is taken in float64, whatever the training dtype: float32 would sum
+    # 2^24 + 1 + 1 + 1 as 2^24 (each 1 rounds away) and give 4194304, not 4194304.75
+    big = np.array([2.0 ** 24, 1.0, 1.0, 1.0], dtype=np.float32)
+    _, mean = initial_parameters(ModelConfig(), 1, big, 0, "float32")
+    assert mean == np.float32(4194304.75) and mean != np.float32(4194304.0)
+
+
+@pytest.mark.filterwarnings("error")
+def test_a_batch_whose_activation_overflows_is_divergence():
+    # Batches of 2 in order. Batch 0 (x = 0, y = 0.5 = b): nothing moves. Batch 1: x = 1e300,
+    # w = 1e10, so z = 1e310 overflows to inf, and so do r and g: diverged before its step,
+    # with the parameters after batch 0 and the epoch not counted.
+    X = np.array([[0.0], [0.0], [1e300], [1e300]])
+    y = np.array([0.5, 0.5, 0.0, 0.0])
+    cfg = TrainingConfig(epochs=2, learning_rate=1e-3, batch_size=2, shuffle=False)
+    t, records = trainer_run(X, y, np.array([1e10]), 0.5, cfg, 0)
+    assert t.stopped == "diverged" and records == [] and t.state.batch == 1
+    assert t.state.w.tolist() == [1e10] and float(t.state.b) == 0.5
