@@ -445,7 +445,7 @@ def check_point(X, y, w, b, grad_fn: GradFn | None = None, *, eps=None, rtol=DEF
         verdict = "pass"
         reason = f"all {len(params)} gradients agree with central differences ({n_active} of {n_samples} samples active)"
 
-    sweep_rows = _sweep(X64, y64, theta, first, ambiguous) if sweep else None
+    sweep_rows = _sweep(X64, y64, theta, first) if sweep else None
     return PointReport(label=label, w=theta[:-1].copy(), b=float(theta[-1]), n_samples=n_samples, n_active=n_active,
                        parameters=params, jacobian=jac, kink=kink, deterministic=deterministic, verdict=verdict,
                        reason=reason, sweep=sweep_rows)
@@ -499,7 +499,7 @@ def _check_jacobian(X64, y64, theta, columns, rtol, atol, act_round, ambiguous, 
     return JacobianResult("projection", N_PROJECTIONS, n_excl, worst_abs, worst_rel, passed, detail)
 
 
-def _sweep(X64, y64, theta, analytic, ambiguous) -> list[SweepRow]:
+def _sweep(X64, y64, theta, analytic) -> list[SweepRow]:
     """Plain central differences of the mean loss (no kink handling) for every relative step."""
     rows = []
     z = kernels.pre_activation(X64, theta[:-1], float(theta[-1]))

@@ -56,7 +56,8 @@ def reference_descent(X, y, w0, b0, lr, batch_size, epochs, shuffle, seed, X_val
                    grad_norm=grad_norm, active_fraction=active / n, bias=float(at_b))
         if X_val is not None:
             r = np.maximum(X_val.astype(np.float64) @ at_w.astype(np.float64) + float(at_b), 0) - y_val
-            rec.update(val_loss=float(np.mean(r ** 2)), val_mae=float(np.mean(np.abs(r))))
+            rec.update(val_loss=float(np.mean(r ** 2)), val_rmse=math.sqrt(np.mean(r ** 2)),
+                       val_mae=float(np.mean(np.abs(r))))
         records.append(rec)
     return w, b, records
 
@@ -210,11 +211,17 @@ def test_dead_neuron_messages_name_the_fix():
     state = TrainState(w=np.array([-1.0]), b=np.float64(0.0))
     t = Trainer(X, np.ones(2), X[:0], np.ones(0), cfg, 0, state, bias_from_target_mean=True)
     assert list(t.run()) == [] and t.stopped == "dead_neuron"
-    assert t.message.startswith("dead neuron at the start: no training sample has w.x + b > 0")
-    assert "target's mean" in t.message and "learning_rate" not in t.message
+    assert t.message == (
+        "dead neuron at the start: no training sample has w.x + b > 0, so every gradient is exactly zero "
+        "and descent cannot move (ReLU'(z) = 0 for z <= 0); the bias starts at the target's mean, so the "
+        "target is mostly <= 0 here or the initial weights push every sample below 0; a ReLU cannot output "
+        "negative values: give model.bias_init a positive number or check the target's sign")
     later = Trainer(X, np.ones(2), X[:0], np.ones(0), cfg, 0, state)._dead_message("at epoch 3")
-    assert later.startswith("dead neuron at epoch 3:") and "model.weights_init: normal" in later
-    assert later.endswith("also lower training.learning_rate (now 0.25)")
+    assert later == (
+        "dead neuron at epoch 3: no training sample has w.x + b > 0, so every gradient is exactly zero "
+        "and descent cannot move (ReLU'(z) = 0 for z <= 0); start with a positive bias (model.bias_init: "
+        "target_mean) or random weights (model.weights_init: normal); a step pushed every sample below the "
+        "kink, so also lower training.learning_rate (now 0.25)")
 
 
 def test_diverged_message_suggests_standardizing_only_when_off():
@@ -239,7 +246,9 @@ def test_evaluate_by_hand():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a diverged model's metrics are inf, not a warning
         huge = evaluate(np.array([[1e300], [1.0]]), np.array([0.0, 1.0]), np.array([1e300]), 0.0)
+        undefined = evaluate(np.array([[1e300, -1e300]]), np.array([0.0]), np.array([1e300, 1e300]), 0.0)
     assert huge["mse"] == huge["rmse"] == math.inf
+    assert not math.isfinite(undefined["mse"])
     # a target of small variance still has an R^2: y = [0, 0.1, 0.2], prediction 0.1 everywhere:
     # SST = 0.01 + 0 + 0.01 = 0.02, SSE = 0.02, R^2 = 0
     flat = evaluate(np.zeros((3, 1)), np.array([0.0, 0.1, 0.2]), np.array([1.0]), 0.1)
@@ -257,7 +266,11 @@ def test_a_checkpoint_round_trip_keeps_every_field():
     assert back.w.tobytes() == st.w.tobytes() and back.w.dtype == np.float32 and back.b == st.b
     assert back.best_w.tobytes() == st.best_w.tobytes() and back.best_b == st.best_b
     assert back.history == [{"epoch": 1}]
-    fresh = TrainState.from_dict(TrainState(w=np.zeros(1), b=np.float64(0)).to_dict(), [])
+    # the checkpoint is plain JSON: no Infinity for a best loss not yet seen
+    import json
+    fresh_dict = TrainState(w=np.zeros(1), b=np.float64(0)).to_dict()
+    assert fresh_dict["best_loss"] is None and json.loads(json.dumps(fresh_dict, allow_nan=False)) == fresh_dict
+    fresh = TrainState.from_dict(fresh_dict, [])
     assert fresh.best_w is None and fresh.best_b is None and fresh.best_loss == math.inf
 
 
@@ -314,3 +327,69 @@ def test_a_batch_whose_activation_overflows_is_divergence():
     t, records = trainer_run(X, y, np.array([1e10]), 0.5, cfg, 0)
     assert t.stopped == "diverged" and records == [] and t.state.batch == 1
     assert t.state.w.tolist() == [1e10] and float(t.state.b) == 0.5
+
+
+def test_a_resumed_run_whose_neuron_died_trains_one_epoch_and_says_so():
+    # Resumed at the start of epoch 2 with every sample below the kink (w = -1 on x > 0): the
+    # dead-at-start check belongs to a fresh run only; the resumed epoch runs, records an active
+    # fraction of 0, and the run stops as dead at epoch 2.
+    X = np.array([[1.0], [2.0]])
+    state = TrainState(w=np.array([-1.0]), b=np.float64(0.0), epoch=1)
+    t = Trainer(X, np.ones(2), X[:0], np.ones(0), TrainingConfig(epochs=5), 0, state)
+    records = list(t.run())
+    assert [r.epoch for r in records] == [2] and records[0].active_fraction == 0.0
+    assert t.stopped == "dead_neuron" and t.message.startswith("dead neuron at epoch 2: ")
+
+
+def test_early_stopping_on_validation_says_validation():
+    X, y = problem(60, np.float64)
+    cfg = TrainingConfig(epochs=500, learning_rate=0.05, early_stopping=EarlyStoppingConfig(patience=2, min_delta=10.0))
+    t, records = trainer_run(X, y, np.array([0.3, -0.2, 0.1]), 0.4, cfg, 0, X[:20], y[:20])
+    assert t.stopped == "early_stopping" and len(records) == 3
+    assert t.message == ("early stopping: no improvement of validation loss by more than 10 for 2 epochs; "
+                         "restored the best parameters (epoch 1)")
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("batch_size", [1])
+def test_an_undefined_activation_is_divergence_without_warnings(batch_size):
+    # x = [1e200, -1e200], w = [1e200, 1e200]: z = inf - inf, NaN for sample 1 (or inf, where
+    # the BLAS fuses the multiply-add): diverged, before its step.
+    X = np.array([[0.0, 0.0], [1e200, -1e200]])
+    y = np.array([1.0, 0.0])
+    cfg = TrainingConfig(epochs=2, learning_rate=0.1, batch_size=batch_size, shuffle=False)
+    t, records = trainer_run(X, y, np.array([1e200, 1e200]), 1.0, cfg, 0)
+    assert t.stopped == "diverged" and records == [] and t.state.w.tolist() == [1e200, 1e200]
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("batch_size", [None, 1])
+def test_a_gradient_norm_that_overflows_is_inf_without_warnings(batch_size):
+    # Row 0: x = 0, z = b = 0, inactive: nothing moves (mini-batch). Row 1: x = 1e200, w = 1e-100,
+    # y = 0: z = r = 1e100, a finite loss; dC/dw = (2/N) r x ~ 1e300, whose square overflows the
+    # norm; the step 1e-3 * 1e300 leaves w finite. The epoch's norm is the last batch's: inf.
+    X = np.array([[0.0], [1e200]])
+    y = np.zeros(2)
+    cfg = TrainingConfig(epochs=1, learning_rate=1e-3, batch_size=batch_size, shuffle=False)
+    t, records = trainer_run(X, y, np.array([1e-100]), 0.0, cfg, 0)
+    assert t.stopped == "completed" and records[0].grad_norm == math.inf and math.isfinite(records[0].loss)
+
+
+def test_a_float32_run_steps_in_float32():
+    # Every step of a float32 mini-batch run in float32: the fused block in float32 buffers, the
+    # step -lr (2/k) X_b^T g rounded to float32, the bias b - lr (2/k) sum g in float32.
+    X, y = problem(23, np.float32)
+    lr, B = 0.05, 4
+    w, b = np.array([0.3, -0.2, 0.1], np.float32), np.float32(0.4)
+    for lo in range(0, 23, B):
+        Xb, yb = X[lo:lo + B], y[lo:lo + B]
+        k = len(yb)
+        z, r, g = (np.empty(k, np.float32) for _ in range(3))
+        m, grad = np.empty(k, bool), np.empty(3, np.float32)
+        g_sum = kernels.fused_block(Xb, yb, w, b, z, r, m, g, grad)
+        w = w + grad * np.float32(-lr * (2.0 / k))
+        b = np.float32(b - np.float32(np.float32(lr) * (g_sum * (2.0 / k))))
+    cfg = TrainingConfig(epochs=1, learning_rate=lr, batch_size=B, shuffle=False, dtype="float32")
+    t, _ = trainer_run(X, y, np.array([0.3, -0.2, 0.1]), 0.4, cfg, 0)
+    assert t.state.w.dtype == np.float32 and t.state.w.tobytes() == w.tobytes()
+    assert t.state.b == b

@@ -48,6 +48,7 @@ W_PLAIN = np.array([1.0, 0.5])
 
 # ---- the Jacobian check can fail ------------------------------------------------------------
 
+@pytest.mark.filterwarnings("error")
 def test_a_wrong_jacobian_fails_in_full_mode(monkeypatch):
     # The Jacobian without the mask: rows of inactive samples (sample 1) are [x_1, 1], not 0.
     monkeypatch.setattr(gc, "neuron_jacobian", lambda X, w, b: np.hstack([X, np.ones((X.shape[0], 1))]))
@@ -58,6 +59,19 @@ def test_a_wrong_jacobian_fails_in_full_mode(monkeypatch):
     assert point.jacobian.max_abs_error == pytest.approx(1.0, rel=1e-6)
     assert point.jacobian.max_rel_error == pytest.approx(1.0, rel=1e-6)
     assert point.verdict == "fail" and point.reason == "the per-sample Jacobian disagrees with finite differences"
+
+
+@pytest.mark.filterwarnings("error")
+def test_a_scaled_jacobian_has_the_relative_error_of_its_scale(monkeypatch):
+    # 1.5 J: every nonzero entry is off by 0.5 |J_ik| against the true 1 |J_ik|, relative to the
+    # larger of the two: 0.5 / 1.5 = 1/3, whatever |x|; the largest absolute error is 0.5 * 2
+    # (sample 0's x2 = 2). Zero entries (inactive samples) are 0 on both sides: relative 0.
+    true_jacobian = gc.neuron_jacobian
+    monkeypatch.setattr(gc, "neuron_jacobian", lambda X, w, b: 1.5 * true_jacobian(X, w, b))
+    jac = gc.check(X_PLAIN, Y_PLAIN, W_PLAIN, 0.0, grad_fn=loop_gradient, jacobian="full").base.jacobian
+    assert not jac.passed
+    assert jac.max_rel_error == pytest.approx(1 / 3, rel=1e-6)
+    assert jac.max_abs_error == pytest.approx(1.0, rel=1e-6)
 
 
 def test_a_wrong_jacobian_fails_in_projection_mode(monkeypatch):
@@ -83,10 +97,13 @@ def test_the_true_jacobian_passes_with_a_sample_excluded_at_the_kink(mode):
     point = gc.check(X, y, W_PLAIN, -1.5 + 1e-14, jacobian=mode).base
     jac = point.jacobian
     assert jac.passed and jac.excluded >= 1 and point.verdict == "pass"
+    # the excluded entries (whose difference crossed the kink) count in no error
+    assert jac.max_abs_error < 1e-5 and jac.max_rel_error < 1e-5
     if mode == "full":
         assert jac.entries + jac.excluded == 4 * 3
         assert jac.detail == f"full 4 x 3 matrix, column by column; {jac.excluded} entries excluded at the kink"
-    else:
+    else:  # each projection leaves out the one sample at the kink
+        assert jac.excluded == gc.N_PROJECTIONS and isinstance(jac.max_rel_error, float)
         assert jac.detail == (f"{gc.N_PROJECTIONS} seeded random projections u^T J v (J is 4 x 3; --jacobian "
                               f"full for the whole matrix); {jac.excluded} samples excluded at the kink")
 
@@ -98,6 +115,12 @@ def test_jacobian_details_without_exclusions():
     assert proj.detail == (f"{gc.N_PROJECTIONS} seeded random projections u^T J v (J is 4 x 3; "
                            "--jacobian full for the whole matrix)")
     assert proj.passed and proj.max_abs_error < 1e-6 and proj.excluded == 0
+    assert full.max_rel_error < 1e-6 and proj.max_rel_error < 1e-6
+    # the projections are seeded: the same check gives the same numbers, another seed others
+    again = gc.check(X_PLAIN, Y_PLAIN, W_PLAIN, 0.0, jacobian="projection").base.jacobian
+    other = gc.check(X_PLAIN, Y_PLAIN, W_PLAIN, 0.0, jacobian="projection", seed=5).base.jacobian
+    assert (again.max_abs_error, again.max_rel_error) == (proj.max_abs_error, proj.max_rel_error)
+    assert (other.max_abs_error, other.max_rel_error) != (proj.max_abs_error, proj.max_rel_error)
 
 
 def test_auto_mode_switches_to_projections_above_the_size_limit(monkeypatch):
@@ -186,7 +209,8 @@ def test_every_sample_at_the_kink_is_inconclusive():
     point = gc.check(X, np.array([1.0, 2.0]), np.array([1.0]), -1.0 + 1e-14).base
     for p in point.parameters:
         assert p.status == "inconclusive" and p.passed is None and p.n_used == 0 and p.excluded == 2
-        assert np.isnan(p.analytic) and np.isnan(p.numeric) and p.badness == -1.0
+        assert np.isnan([p.analytic, p.numeric, p.abs_error, p.rel_error, p.tolerance, p.roundoff]).all()
+        assert p.badness == -1.0
     assert point.verdict == "inconclusive"
     assert point.reason == "every sample straddles the kink for w[x1], b: nothing left to compare"
 
@@ -359,19 +383,26 @@ def test_float32_samples_of_unresolvable_sign_are_excluded_not_failed():
 
 def test_random_points_put_the_kink_inside_the_data():
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(200, 3))
-    points = gc.random_points(X, np.array([3.0, 4.0, 0.0]), 0.0, 5, seed=4)
-    assert len(points) == 5
-    for wk, bk in points:
-        z = X @ wk + bk
-        # b is minus a quantile between 10% and 90% of X w: 10% to 90% of the samples active
-        assert 0.09 <= np.mean(z > 0) <= 0.91
-    # the weights' scale follows rms(w) = sqrt((9 + 16 + 0) / 3) ~ 2.89, not 1
-    spread = np.std(np.concatenate([wk for wk, _ in points]))
-    assert 1.5 < spread < 5
-    again = gc.random_points(X, np.array([3.0, 4.0, 0.0]), 0.0, 5, seed=4)
+    X = rng.normal(size=(300, 3)) + 2.0  # not centred: X w is not symmetric about 0
+    points = gc.random_points(X, np.array([3.0, 4.0, 0.0]), 0.0, 300, seed=4)
+    assert len(points) == 300
+    fractions = [np.mean(X @ wk + bk > 0) for wk, bk in points]
+    # b is minus a quantile q ~ U(0.1, 0.9) of X w: a fraction 1 - q of the samples is active
+    assert 0.09 <= min(fractions) < 0.15 and 0.85 < max(fractions) <= 0.91
+    assert abs(np.mean(fractions) - 0.5) < 0.05
+    # w ~ N(0, rms(w)^2), rms(w) = sqrt((9 + 16 + 0) / 3) = 2.887: 900 draws
+    weights = np.concatenate([wk for wk, _ in points])
+    assert abs(np.std(weights) - 2.887) < 0.2 and abs(np.mean(weights)) < 0.3
+    # below rms 1 the scale is 1
+    small = np.concatenate([wk for wk, _ in gc.random_points(X, np.full(3, 0.5), 0.0, 300, seed=4)])
+    assert abs(np.std(small) - 1.0) < 0.07
+    again = gc.random_points(X, np.array([3.0, 4.0, 0.0]), 0.0, 300, seed=4)
     assert all(np.array_equal(a[0], c[0]) and a[1] == c[1] for a, c in zip(points, again))
-    assert gc.random_points(X.astype(np.float32), np.zeros(3, np.float32), 0.0, 1, 0)[0][0].dtype == np.float32
+    # the points take the checked dtype: result_type(X, w)
+    X32, w32 = X.astype(np.float32), np.zeros(3, np.float32)
+    assert gc.random_points(X32, w32, 0.0, 1, 0)[0][0].dtype == np.float32
+    assert gc.random_points(X32, np.zeros(3), 0.0, 1, 0)[0][0].dtype == np.float64
+    assert gc.random_points(X, w32, 0.0, 1, 0)[0][0].dtype == np.float64
 
 
 def test_the_sweep_is_a_plain_central_difference_at_each_step():
@@ -461,3 +492,90 @@ def test_zero_tolerances_still_check():
         if p.straddling and p.status != "inconclusive":
             assert p.action == "excluded" and p.tolerance == p.roundoff
     assert gc.check(X, y, w, b, scaled(1.01), names=names, rtol=0.0, atol=0.0).verdict == "fail"
+
+
+# ---- the report's fields and words ----------------------------------------------------------
+
+def test_check_point_defaults_and_the_point_it_reports():
+    w = np.array([1.0, 0.5])
+    point = gc.check_point(X_PLAIN, Y_PLAIN, w, 0.25)
+    assert point.label == "given parameters" and point.sweep is None and point.jacobian.mode == "full"
+    assert [p.name for p in point.parameters] == ["w[x1]", "w[x2]", "b"]
+    assert point.w.tolist() == [1.0, 0.5] and point.b == 0.25 and point.n_samples == 4
+    assert point.deterministic is True and point.kink.action == "none" and point.kink.straddling == 0
+    # z = [2.25, -0.25, 1.5, 1.0]: 3 active
+    assert point.n_active == 3
+    projected = gc.check_point(X_PLAIN, Y_PLAIN, w, 0.25, jacobian="projection")
+    seeded = gc.check_point(X_PLAIN, Y_PLAIN, w, 0.25, jacobian="projection", seed=0)
+    assert projected.jacobian.max_abs_error == seeded.jacobian.max_abs_error  # the default seed is 0
+    report = gc.check(X_PLAIN, Y_PLAIN, w, 0.25, jacobian="projection")
+    assert report.base.jacobian.max_abs_error == seeded.jacobian.max_abs_error and report.base.sweep is None
+
+
+def test_random_points_get_the_seed_and_options_of_the_check():
+    report = gc.check(X_PLAIN, Y_PLAIN, W_PLAIN, 0.0, points=1, seed=3, jacobian="projection", eps=1e-5)
+    wk, bk = gc.random_points(X_PLAIN, W_PLAIN, 0.0, 1, 3)[0]
+    alone = gc.check_point(X_PLAIN, Y_PLAIN, wk, bk, jacobian="projection", eps=1e-5, seed=3)
+    got = report.points[1]
+    assert got.jacobian.mode == "projection" and got.sweep is None
+    assert got.jacobian.max_abs_error == alone.jacobian.max_abs_error
+    assert [p.requested_step for p in got.parameters] == [p.requested_step for p in alone.parameters]
+
+
+def test_integer_data_is_checked_in_float64():
+    X = np.array([[1, 2], [-1, 1], [2, 0]])
+    report = gc.check(X, np.array([1, 2, 1]), np.array([1, 1]), 0)
+    assert report.verdict == "pass" and report.dtype == "int64"
+
+
+def test_a_gradient_held_as_a_column_is_read_as_its_entries():
+    def column(X, y, w, b):
+        g = loop_gradient(X, y, w, b)
+        return kernels.LossGrad(0.0, g.grad_w.reshape(-1, 1), np.array([g.grad_b]), 0, 0.0, g.n_samples)
+    assert gc.check(X_PLAIN, Y_PLAIN, W_PLAIN, 0.0, column).verdict == "pass"
+
+
+def test_a_gradient_that_is_nan_every_time_fails_and_is_deterministic():
+    nan = scaled(float("nan"))
+    point = gc.check(X_PLAIN, Y_PLAIN, W_PLAIN, 0.0, nan).base
+    assert point.verdict == "fail" and point.deterministic
+    assert point.reason == "w[x1], w[x2], b disagree with central differences"
+
+
+def test_the_reasons_word_for_word():
+    # no sample active
+    dead = gc.check(X_PLAIN, Y_PLAIN, W_PLAIN, -10.0).base
+    assert dead.reason == ("no sample is active (every z_i <= 0): both gradients are zero by construction, "
+                           "so their agreement proves nothing")
+    # nondeterministic, beside a wrong b: two reasons joined by "; "
+    rng = np.random.default_rng(1)
+
+    def noisy_wrong_b(X, y, w, b):
+        g = loop_gradient(X, y, w, b)
+        return kernels.LossGrad(0.0, g.grad_w * (1 + 1e-15 * rng.standard_normal()), g.grad_b + 1.0, 0, 0.0, 4)
+    both = gc.check(X_PLAIN, Y_PLAIN, W_PLAIN, 0.0, noisy_wrong_b).base
+    assert both.reason == ("b disagrees with central differences; the analytic gradient differs between two "
+                           "identical calls (nondeterministic)")
+
+
+def test_a_wrong_gradient_and_a_wrong_jacobian_give_both_reasons(monkeypatch):
+    monkeypatch.setattr(gc, "neuron_jacobian", lambda X, w, b: np.hstack([X, np.ones((X.shape[0], 1))]))
+    point = gc.check(X_PLAIN, Y_PLAIN, W_PLAIN, 0.0, scaled(2.0)).base
+    assert point.reason == ("w[x1], w[x2], b disagree with central differences; the per-sample Jacobian "
+                            "disagrees with finite differences")
+
+
+def test_a_step_too_small_for_float64_names_the_parameters_and_keeps_its_numbers():
+    # At eps = 1e-13 the rounding of the difference exceeds a tenth of w[x1]'s and b's gradients
+    # on this data (w[x2]'s is larger and still conclusive).
+    point = gc.check(X_PLAIN, Y_PLAIN, W_PLAIN, 0.0, eps=1e-13).base
+    assert [p.status for p in point.parameters] == ["inconclusive", "pass", "inconclusive"]
+    assert point.verdict == "inconclusive"
+    assert point.reason == (
+        "the step is too small for float64 for w[x1], b: rounding in the difference exceeds a tenth of the "
+        "gradient, so a wrong gradient could pass; use a larger --eps (--sweep shows the error against the step)")
+    truth = loop_gradient(X_PLAIN, Y_PLAIN, W_PLAIN, 0.0)
+    for p, exact in zip(point.parameters, list(truth.grad_w) + [truth.grad_b]):
+        assert p.analytic == pytest.approx(exact, rel=1e-12) and p.passed in (None, True)
+        assert p.abs_error == pytest.approx(abs(p.analytic - p.numeric), rel=1e-12)
+        assert np.isfinite([p.numeric, p.rel_error, p.tolerance, p.roundoff]).all() and p.n_used == 4

@@ -215,3 +215,23 @@ def test_openblas_idle_threads_sleep_unless_the_user_chose(preset, expected):
     out = subprocess.run([sys.executable, "-c", "import neurocli, os; print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"],
                          env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert out == expected
+
+
+def test_past_the_blocked_sizes_the_default_is_the_blocked_form():
+    rng = np.random.default_rng(10)
+    X = rng.standard_normal((140_000, 8))
+    y, w = rng.standard_normal(140_000), rng.standard_normal(8)
+    default = kernels.loss_and_gradient(X, y, w, 0.1)
+    blocked = kernels.loss_and_gradient(X, y, w, 0.1, block_bytes=kernels.BLOCK_BYTES)
+    assert default.grad_w.tobytes() == blocked.grad_w.tobytes()
+    assert (default.loss, default.grad_b, default.abs_error_sum) == (blocked.loss, blocked.grad_b, blocked.abs_error_sum)
+
+
+@pytest.mark.parametrize("dx, dw, dy", [(np.float32, np.float64, np.float32), (np.float64, np.float32, np.float32),
+                                        (np.float32, np.float32, np.float64), (np.float32, np.float32, np.float32)])
+def test_mixed_dtypes_give_the_reference_s_dtype(dx, dw, dy):
+    rng = np.random.default_rng(11)
+    X, y, w = rng.standard_normal((300, 4)).astype(dx), rng.standard_normal(300).astype(dy), rng.standard_normal(4).astype(dw)
+    ref = kernels.loss_and_gradient_reference(X, y, w, 0.1)
+    fast = kernels.loss_and_gradient(X, y, w, 0.1, block_bytes=64)
+    assert fast.grad_w.dtype == ref.grad_w.dtype == np.result_type(dx, dw, dy)
