@@ -6,7 +6,7 @@ from :func:`kernels.forward` alone (never from ``grad_fn``). The loss is a mean 
 terms ``l_i = (max(0, z_i) - y_i)^2`` and each term is piecewise quadratic in theta_j, so a
 central difference is exact up to rounding unless the step carries ``z_i`` across 0.
 
-The kink (MATH.md, "Traps"): sample i *straddles* the kink for theta_j at step h when
+The kink (docs/math.md, "Where it goes wrong"): sample i *straddles* the kink for theta_j at step h when
 ``|z_i| <= h |dz_i/dtheta_j|`` (``x_ij`` for ``w_j``, 1 for ``b``). Its *margin* ``|z_i| / |dz_i/dtheta_j|``
 is the largest step that keeps it on one side. When samples straddle, the check
 
@@ -189,7 +189,7 @@ def _z_scale(X64: np.ndarray, theta: np.ndarray) -> np.ndarray:
 
 
 def neuron_jacobian(X: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
-    """``d a / d (w, b)`` per sample (MATH.md table): ``1[z_i > 0] [x_i^T, 1]``, shape (N, n+1)."""
+    """``d a / d (w, b)`` per sample (docs/math.md): ``1[z_i > 0] [x_i^T, 1]``, shape (N, n+1)."""
     m = kernels.active_mask(kernels.pre_activation(X, w, b))
     return m[:, None] * np.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)])
 
@@ -518,8 +518,8 @@ def _sweep(X64, y64, theta, analytic) -> list[SweepRow]:
     return rows
 
 
-def random_points(X: np.ndarray, w: np.ndarray, b: float, k: int, seed: int) -> list[tuple[np.ndarray, float]]:
-    """K seeded parameter points around (w, b)'s scale, each with a mix of active and inactive samples.
+def random_points(X: np.ndarray, w: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, float]]:
+    """K seeded parameter points at the scale of w, each with a mix of active and inactive samples.
 
     w ~ N(0, max(1, rms(w))^2) per feature; b puts the kink at a random quantile (10% to 90%)
     of ``X w``, so that every point has samples on both sides of z = 0.
@@ -550,7 +550,7 @@ def check(X, y, w, b, grad_fn: GradFn | None = None, *, eps=None, rtol=DEFAULT_R
     names = list(names) if names else [f"x{k + 1}" for k in range(X.shape[1])]
     opts = dict(eps=eps, rtol=rtol, atol=atol, names=names, jacobian=jacobian, seed=seed)
     reports = [check_point(X, y, w, b, grad_fn, label=label, sweep=sweep, **opts)]
-    for i, (wk, bk) in enumerate(random_points(X, w, b, points, seed), start=1):
+    for i, (wk, bk) in enumerate(random_points(X, w, points, seed), start=1):
         reports.append(check_point(X, y, wk, bk, grad_fn, label=f"random point {i} (seed {seed})", **opts))
     verdicts = [r.verdict for r in reports]
     if "fail" in verdicts:

@@ -1,6 +1,6 @@
 """The neuron and its loss, forward and backward, as pure numpy functions.
 
-Notation and layout follow Parr & Howard (see MATH.md): ``z = X w + b``, ``a = max(0, z)``,
+Notation and layout follow Parr & Howard (see docs/math.md): ``z = X w + b``, ``a = max(0, z)``,
 ``C = (1/N) ||a - y||^2`` (mean, no 1/2 factor). A gradient of a scalar is a row in the
 paper's numerator layout; here it is held as a 1-d array of the same entries, so
 ``grad_w`` is both the row ``dC/dw`` and the column ``nabla_w C`` that descent subtracts.

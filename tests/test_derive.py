@@ -182,7 +182,7 @@ def test_each_numeric_jacobian_matches_finite_differences(seed):
 
 
 def loop_gradient(X, y, w, b):
-    """Loop-over-samples reference, straight from MATH.md's sums over the active samples."""
+    """Loop-over-samples reference, straight from docs/math.md's sums over the active samples."""
     N = len(y)
     gw, gb = np.zeros(X.shape[1]), 0.0
     for i in range(N):

@@ -393,3 +393,15 @@ def test_a_float32_run_steps_in_float32():
     t, _ = trainer_run(X, y, np.array([0.3, -0.2, 0.1]), 0.4, cfg, 0)
     assert t.state.w.dtype == np.float32 and t.state.w.tobytes() == w.tobytes()
     assert t.state.b == b
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("batch_size", [None, 1])
+def test_an_infinite_gradient_term_is_divergence_without_warnings(batch_size):
+    # Row 0: x = [1e200, 0], w = [1e200, 1]: z overflows to inf, so r = g = inf, and X^T g has
+    # 0 * inf = NaN in its second entry. Diverged before the step, parameters kept, no warning.
+    X = np.array([[1e200, 0.0], [1.0, 1.0]])
+    y = np.array([0.0, 1.0])
+    cfg = TrainingConfig(epochs=2, learning_rate=0.1, batch_size=batch_size, shuffle=False)
+    t, records = trainer_run(X, y, np.array([1e200, 1.0]), 0.0, cfg, 0)
+    assert t.stopped == "diverged" and records == [] and t.state.w.tolist() == [1e200, 1.0]

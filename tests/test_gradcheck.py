@@ -1,5 +1,5 @@
 """neurocli gradcheck: the checker catches wrong gradients, passes the true kernels, and says
-what it did at the kink (MATH.md, "Traps": a difference across z = 0 is wrong).
+what it did at the kink (docs/math.md: a difference across z = 0 is wrong).
 
 References are independent of the checker: hand-worked numbers (arithmetic in comments),
 mutant gradient functions written out from the wrong formula, and a torch-style plain

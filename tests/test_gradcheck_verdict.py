@@ -72,6 +72,12 @@ def test_a_scaled_jacobian_has_the_relative_error_of_its_scale(monkeypatch):
     assert not jac.passed
     assert jac.max_rel_error == pytest.approx(1 / 3, rel=1e-6)
     assert jac.max_abs_error == pytest.approx(1.0, rel=1e-6)
+    # the same at entries below 1 in size: X / 10 (every |J_ik| <= 0.2, the bias column 1)
+    small = gc.check(X_PLAIN / 10, Y_PLAIN, W_PLAIN, 0.0, grad_fn=loop_gradient, jacobian="full").base.jacobian
+    assert small.max_rel_error == pytest.approx(1 / 3, rel=1e-6)
+    X_tiny = X_PLAIN / 10
+    X_tiny_no_bias = gc.check(X_tiny, Y_PLAIN, W_PLAIN, 0.0, grad_fn=loop_gradient, jacobian="full")
+    assert X_tiny_no_bias.base.jacobian.max_abs_error == pytest.approx(0.5, rel=1e-6)  # the bias column's 1.5 - 1
 
 
 def test_a_wrong_jacobian_fails_in_projection_mode(monkeypatch):
@@ -183,6 +189,8 @@ def test_the_combined_reason_counts_the_points():
     assert one.reason == f"given parameters: {one.points[0].reason}"
     good = gc.check(X_PLAIN, Y_PLAIN, W_PLAIN, 0.0, points=2, seed=1)
     assert good.reason == "3 of 3 points pass"
+    two = gc.check(X_PLAIN, Y_PLAIN, W_PLAIN, 0.0, scaled(2.0), points=1, seed=1)
+    assert two.reason == f"given parameters: {two.points[0].reason} (and 1 more point(s))"
     assert [r.label for r in good.points] == ["given parameters", "random point 1 (seed 1)", "random point 2 (seed 1)"]
     single = gc.check(X_PLAIN, Y_PLAIN, W_PLAIN, 0.0)
     # z = [2, -0.5, 1.25, 0.75]: 3 of 4 active
@@ -384,7 +392,7 @@ def test_float32_samples_of_unresolvable_sign_are_excluded_not_failed():
 def test_random_points_put_the_kink_inside_the_data():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 3)) + 2.0  # not centred: X w is not symmetric about 0
-    points = gc.random_points(X, np.array([3.0, 4.0, 0.0]), 0.0, 300, seed=4)
+    points = gc.random_points(X, np.array([3.0, 4.0, 0.0]), 300, seed=4)
     assert len(points) == 300
     fractions = [np.mean(X @ wk + bk > 0) for wk, bk in points]
     # b is minus a quantile q ~ U(0.1, 0.9) of X w: a fraction 1 - q of the samples is active
@@ -394,15 +402,15 @@ def test_random_points_put_the_kink_inside_the_data():
     weights = np.concatenate([wk for wk, _ in points])
     assert abs(np.std(weights) - 2.887) < 0.2 and abs(np.mean(weights)) < 0.3
     # below rms 1 the scale is 1
-    small = np.concatenate([wk for wk, _ in gc.random_points(X, np.full(3, 0.5), 0.0, 300, seed=4)])
+    small = np.concatenate([wk for wk, _ in gc.random_points(X, np.full(3, 0.5), 300, seed=4)])
     assert abs(np.std(small) - 1.0) < 0.07
-    again = gc.random_points(X, np.array([3.0, 4.0, 0.0]), 0.0, 300, seed=4)
+    again = gc.random_points(X, np.array([3.0, 4.0, 0.0]), 300, seed=4)
     assert all(np.array_equal(a[0], c[0]) and a[1] == c[1] for a, c in zip(points, again))
     # the points take the checked dtype: result_type(X, w)
     X32, w32 = X.astype(np.float32), np.zeros(3, np.float32)
-    assert gc.random_points(X32, w32, 0.0, 1, 0)[0][0].dtype == np.float32
-    assert gc.random_points(X32, np.zeros(3), 0.0, 1, 0)[0][0].dtype == np.float64
-    assert gc.random_points(X, w32, 0.0, 1, 0)[0][0].dtype == np.float64
+    assert gc.random_points(X32, w32, 1, 0)[0][0].dtype == np.float32
+    assert gc.random_points(X32, np.zeros(3), 1, 0)[0][0].dtype == np.float64
+    assert gc.random_points(X, w32, 1, 0)[0][0].dtype == np.float64
 
 
 def test_the_sweep_is_a_plain_central_difference_at_each_step():
@@ -512,9 +520,24 @@ def test_check_point_defaults_and_the_point_it_reports():
     assert report.base.jacobian.max_abs_error == seeded.jacobian.max_abs_error and report.base.sweep is None
 
 
+def test_the_report_s_dtype_is_that_of_x_and_w_together():
+    X32, w32 = X_PLAIN.astype(np.float32), W_PLAIN.astype(np.float32)
+    assert gc.check(X32, Y_PLAIN, W_PLAIN, 0.0).dtype == "float64"
+    assert gc.check(X_PLAIN, Y_PLAIN, w32, 0.0).dtype == "float64"
+    assert gc.check(X32, Y_PLAIN, w32, 0.0).dtype == "float32"
+
+
+def test_random_points_follow_the_scale_of_the_given_weights():
+    w = np.array([3.0, 4.0])  # rms 3.54: the points' weights are drawn at that scale
+    report = gc.check(X_PLAIN, Y_PLAIN, w, 0.0, points=2, seed=6)
+    expected = gc.random_points(X_PLAIN, w, 2, 6)
+    for point, (wk, bk) in zip(report.points[1:], expected):
+        assert point.w.tolist() == wk.tolist() and point.b == bk
+
+
 def test_random_points_get_the_seed_and_options_of_the_check():
     report = gc.check(X_PLAIN, Y_PLAIN, W_PLAIN, 0.0, points=1, seed=3, jacobian="projection", eps=1e-5)
-    wk, bk = gc.random_points(X_PLAIN, W_PLAIN, 0.0, 1, 3)[0]
+    wk, bk = gc.random_points(X_PLAIN, W_PLAIN, 1, 3)[0]
     alone = gc.check_point(X_PLAIN, Y_PLAIN, wk, bk, jacobian="projection", eps=1e-5, seed=3)
     got = report.points[1]
     assert got.jacobian.mode == "projection" and got.sweep is None

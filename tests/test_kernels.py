@@ -11,7 +11,7 @@ from neurocli import kernels
 
 
 def loop_reference(X, y, w, b):
-    """One sample at a time, straight from MATH.md section 6 (no numpy vector ops on samples)."""
+    """One sample at a time, straight from docs/math.md (no numpy vector ops on samples)."""
     N, n = X.shape
     loss = 0.0
     grad_w = [0.0] * n
