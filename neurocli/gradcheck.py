@@ -306,7 +306,7 @@ def check_point(X, y, w, b, grad_fn: GradFn | None = None, *, eps=None, rtol=DEF
     ``grad_fn(X, y, w, b)`` returns an object with ``.grad_w`` (n_features,) and ``.grad_b``
     (default: :func:`kernels.loss_and_gradient`, looked up at call time).
     """
-    grad_fn = grad_fn or kernels.loss_and_gradient
+    grad_fn = kernels.loss_and_gradient if grad_fn is None else grad_fn
     n_samples, n_features = X.shape
     names = names or [f"x{k + 1}" for k in range(n_features)]
     pnames = [f"w[{nm}]" for nm in names] + ["b"]

@@ -172,7 +172,7 @@ def _evaluate(X, y, w, b) -> dict:
     sst = float(centred @ centred)
     return {
         "mse": mse,
-        "rmse": math.sqrt(mse),
+        "rmse": math.sqrt(mse) if math.isfinite(mse) else math.inf,
         "mae": float(np.abs(r).mean()),
         "r2": 1.0 - float(r @ r) / sst if sst > 0 else float("nan"),
     }

@@ -5,6 +5,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Mutation testing runs the suite thousands of times: the same examples each time, so that a
+# mutant is killed or not by the tests, not by the draw.
+settings.register_profile("mutation", derandomize=True)
+settings.load_profile(os.environ.get("NEUROCLI_HYPOTHESIS_PROFILE", "default"))
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"

@@ -376,8 +376,10 @@ def test_a_gradient_norm_that_overflows_is_inf_without_warnings(batch_size):
 
 
 def test_a_float32_run_steps_in_float32():
-    # Every step of a float32 mini-batch run in float32: the fused block in float32 buffers, the
-    # step -lr (2/k) X_b^T g rounded to float32, the bias b - lr (2/k) sum g in float32.
+    # Every step of a float32 mini-batch run in float32: the batch's sums X_b^T g and sum g from
+    # the fused block in float32 buffers (the kernel under test elsewhere), the weights' step
+    # -lr (2/k) X_b^T g in float32, the bias's step lr (2/k) sum g in double, rounded once to
+    # float32, and subtracted in float32.
     X, y = problem(23, np.float32)
     lr, B = 0.05, 4
     w, b = np.array([0.3, -0.2, 0.1], np.float32), np.float32(0.4)
@@ -388,7 +390,7 @@ def test_a_float32_run_steps_in_float32():
         m, grad = np.empty(k, bool), np.empty(3, np.float32)
         g_sum = kernels.fused_block(Xb, yb, w, b, z, r, m, g, grad)
         w = w + grad * np.float32(-lr * (2.0 / k))
-        b = np.float32(b - np.float32(np.float32(lr) * (g_sum * (2.0 / k))))
+        b = np.float32(b - np.float32(float(np.float32(lr)) * (g_sum * (2.0 / k))))
     cfg = TrainingConfig(epochs=1, learning_rate=lr, batch_size=B, shuffle=False, dtype="float32")
     t, _ = trainer_run(X, y, np.array([0.3, -0.2, 0.1]), 0.4, cfg, 0)
     assert t.state.w.dtype == np.float32 and t.state.w.tobytes() == w.tobytes()
@@ -405,3 +407,14 @@ def test_an_infinite_gradient_term_is_divergence_without_warnings(batch_size):
     cfg = TrainingConfig(epochs=2, learning_rate=0.1, batch_size=batch_size, shuffle=False)
     t, records = trainer_run(X, y, np.array([1e200, 1.0]), 0.0, cfg, 0)
     assert t.stopped == "diverged" and records == [] and t.state.w.tolist() == [1e200, 1.0]
+
+
+def test_an_epoch_of_many_gather_runs_follows_the_reference(monkeypatch):
+    # 2000 rows in batches of 4: 500 batches, gathered two at a time (250 runs an epoch)
+    monkeypatch.setattr(train, "GATHER_BYTES", 2 * 4 * 3 * 8)
+    X, y = problem(2000, np.float64)
+    cfg = TrainingConfig(epochs=1, learning_rate=0.01, batch_size=4, shuffle=True)
+    t, records = trainer_run(X, y, np.array([0.3, -0.2, 0.1]), 0.4, cfg, 5)
+    w, b, expected = reference_descent(X, y, np.array([0.3, -0.2, 0.1]), 0.4, 0.01, 4, 1, True, 5)
+    np.testing.assert_allclose(t.state.w, w, rtol=1e-10)
+    assert_records_match(records, expected, rel=1e-10)

@@ -72,12 +72,17 @@ def test_a_scaled_jacobian_has_the_relative_error_of_its_scale(monkeypatch):
     assert not jac.passed
     assert jac.max_rel_error == pytest.approx(1 / 3, rel=1e-6)
     assert jac.max_abs_error == pytest.approx(1.0, rel=1e-6)
-    # the same at entries below 1 in size: X / 10 (every |J_ik| <= 0.2, the bias column 1)
-    small = gc.check(X_PLAIN / 10, Y_PLAIN, W_PLAIN, 0.0, grad_fn=loop_gradient, jacobian="full").base.jacobian
-    assert small.max_rel_error == pytest.approx(1 / 3, rel=1e-6)
-    X_tiny = X_PLAIN / 10
-    X_tiny_no_bias = gc.check(X_tiny, Y_PLAIN, W_PLAIN, 0.0, grad_fn=loop_gradient, jacobian="full")
-    assert X_tiny_no_bias.base.jacobian.max_abs_error == pytest.approx(0.5, rel=1e-6)  # the bias column's 1.5 - 1
+
+
+
+@pytest.mark.filterwarnings("error")
+def test_relative_errors_of_entries_smaller_than_one(monkeypatch):
+    # The unmasked Jacobian on X / 10: sample 1 (inactive) gets [-0.1, 0.1, 1] where the truth is
+    # 0. Its x-entries are off by 0.1 against a larger side of 0.1: relative error 1, not 0.1.
+    monkeypatch.setattr(gc, "neuron_jacobian", lambda X, w, b: np.hstack([X, np.ones((X.shape[0], 1))]))
+    jac = gc.check(X_PLAIN / 10, Y_PLAIN, W_PLAIN, 0.0, grad_fn=loop_gradient, jacobian="full").base.jacobian
+    assert jac.max_rel_error == pytest.approx(1.0, rel=1e-6)
+    assert jac.max_abs_error == pytest.approx(1.0, rel=1e-6)  # the bias column: 1 against 0
 
 
 def test_a_wrong_jacobian_fails_in_projection_mode(monkeypatch):
@@ -97,7 +102,7 @@ def test_a_wrong_jacobian_fails_in_projection_mode(monkeypatch):
 def test_the_true_jacobian_passes_with_a_sample_excluded_at_the_kink(mode):
     # Sample 0 sits 1e-14 above the kink, active, with x = [1, 1]: no step can stay on one side
     # and above the rounding floor, so it is left out of the comparison on both sides.
-    # z = [1e-14, 2.5, -2.5, 1.0] (w = [1, 0.5], b = -1.5 + 1e-14).
+    # z = [1e-14, 1.5, -2.5, 0.5] (w = [1, 0.5], b = -1.5 + 1e-14).
     X = np.array([[1.0, 1.0], [2.0, 2.0], [-1.0, 0.0], [1.0, 2.0]])
     y = np.array([1.0, 2.0, 0.5, 1.5])
     point = gc.check(X, y, W_PLAIN, -1.5 + 1e-14, jacobian=mode).base
@@ -315,20 +320,21 @@ def test_a_tie_approached_from_below():
 
 
 def test_ties_moving_in_opposite_directions_are_bracketed_per_sample():
-    # Two ties for w[x1]: x = [+1, -1] and [-1, +1], w = [1, 1], b = 0 (z = 0 for both), y = 1
-    # each, and one active sample x = [2, 0] (z = 2, y = 1). N = 3. The rest's slope for w[x1]:
-    # (2/3)(2 - 1)(2) = 4/3.
-    # Tie A (x = +1) is active to the right: adds (2/3)(0 - 1)(+1) = -2/3 there, 0 on the left.
-    # Tie B (x = -1) is active to the left:  adds (2/3)(0 - 1)(-1) = +2/3 there, 0 on the right.
-    # left = 4/3 + 2/3 = 2, right = 4/3 - 2/3 = 2/3; per-sample bracket:
-    # lo = 4/3 + min(0, -2/3) + min(2/3, 0) = 2/3, hi = 4/3 + 0 + 2/3 = 2; analytic 4/3.
+    # Two ties for w[x1]: x = [+1, -1] and [-1, +1], w = [1, 1], b = 0 (z = 0 for both), with
+    # targets of opposite sign, y = +1 and -1, and one active sample x = [2, 0] (z = 2, y = 1).
+    # N = 3. The rest's slope for w[x1]: (2/3)(2 - 1)(2) = 4/3.
+    # Tie A (x = +1, y = 1) is active to the right: adds (2/3)(0 - 1)(+1) = -2/3 there, 0 on the left.
+    # Tie B (x = -1, y = -1) is active to the left: adds (2/3)(0 + 1)(-1) = -2/3 there, 0 on the right.
+    # So left = right = 4/3 - 2/3 = 2/3: the whole loss's one-sided slopes agree, and the analytic
+    # 4/3 (both ties inactive) lies outside [min(left, right), max(left, right)] = [2/3, 2/3].
+    # Per sample the bracket is lo = 4/3 + min(0, -2/3) + min(-2/3, 0) = 0, hi = 4/3 + 0 + 0 = 4/3.
     X = np.array([[1.0, -1.0], [-1.0, 1.0], [2.0, 0.0]])
-    y = np.array([1.0, 1.0, 1.0])
+    y = np.array([1.0, -1.0, 1.0])
     p = by_name(gc.check(X, y, np.array([1.0, 1.0]), 0.0).base)["w[x1]"]
     t = p.tie_check
     assert t.n_ties == 2 and t.within and p.status == "pass"
-    assert t.left == pytest.approx(2.0, rel=1e-6) and t.right == pytest.approx(2 / 3, rel=1e-6)
-    assert t.lo == pytest.approx(2 / 3, rel=1e-6) and t.hi == pytest.approx(2.0, rel=1e-6)
+    assert t.left == pytest.approx(2 / 3, rel=1e-6) and t.right == pytest.approx(2 / 3, rel=1e-6)
+    assert t.lo == pytest.approx(0.0, abs=1e-6) and t.hi == pytest.approx(4 / 3, rel=1e-6)
     assert t.analytic == pytest.approx(4 / 3, rel=1e-12)
 
 
@@ -496,9 +502,10 @@ def test_zero_tolerances_still_check():
     X, y, w, b, names = gc.builtin_problem()
     report = gc.check(X, y, w, b, names=names, rtol=0.0, atol=0.0)
     assert report.verdict in ("pass", "inconclusive")
-    for p in report.base.parameters:
-        if p.straddling and p.status != "inconclusive":
-            assert p.action == "excluded" and p.tolerance == p.roundoff
+    straddled = [p for p in report.base.parameters if p.straddling and p.status != "inconclusive"]
+    assert straddled  # the built-in problem's tie and near-tie straddle for every parameter
+    for p in straddled:
+        assert p.action == "excluded" and p.tolerance == p.roundoff
     assert gc.check(X, y, w, b, scaled(1.01), names=names, rtol=0.0, atol=0.0).verdict == "fail"
 
 
@@ -527,7 +534,7 @@ def test_the_report_s_dtype_is_that_of_x_and_w_together():
     assert gc.check(X32, Y_PLAIN, w32, 0.0).dtype == "float32"
 
 
-def test_random_points_follow_the_scale_of_the_given_weights():
+def test_the_check_s_random_points_are_random_points_of_the_given_weights():
     w = np.array([3.0, 4.0])  # rms 3.54: the points' weights are drawn at that scale
     report = gc.check(X_PLAIN, Y_PLAIN, w, 0.0, points=2, seed=6)
     expected = gc.random_points(X_PLAIN, w, 2, 6)
@@ -545,10 +552,12 @@ def test_random_points_get_the_seed_and_options_of_the_check():
     assert [p.requested_step for p in got.parameters] == [p.requested_step for p in alone.parameters]
 
 
-def test_integer_data_is_checked_in_float64():
+def test_integer_data_is_checked():
+    # z = [3, 0, 2]: sample 1 is a tie; the true gradient passes, a doubled one fails
     X = np.array([[1, 2], [-1, 1], [2, 0]])
     report = gc.check(X, np.array([1, 2, 1]), np.array([1, 1]), 0)
-    assert report.verdict == "pass" and report.dtype == "int64"
+    assert report.verdict == "pass" and report.dtype == "int64" and report.base.kink.ties == 1
+    assert gc.check(X, np.array([1, 2, 1]), np.array([1, 1]), 0, scaled(2.0)).verdict == "fail"
 
 
 def test_a_gradient_held_as_a_column_is_read_as_its_entries():
@@ -592,11 +601,11 @@ def test_a_step_too_small_for_float64_names_the_parameters_and_keeps_its_numbers
     # At eps = 1e-13 the rounding of the difference exceeds a tenth of w[x1]'s and b's gradients
     # on this data (w[x2]'s is larger and still conclusive).
     point = gc.check(X_PLAIN, Y_PLAIN, W_PLAIN, 0.0, eps=1e-13).base
-    assert [p.status for p in point.parameters] == ["inconclusive", "pass", "inconclusive"]
-    assert point.verdict == "inconclusive"
+    noisy = [p.name for p in point.parameters if p.status == "inconclusive"]
+    assert noisy and point.verdict == "inconclusive"
     assert point.reason == (
-        "the step is too small for float64 for w[x1], b: rounding in the difference exceeds a tenth of the "
-        "gradient, so a wrong gradient could pass; use a larger --eps (--sweep shows the error against the step)")
+        f"the step is too small for float64 for {', '.join(noisy)}: rounding in the difference exceeds a tenth of "
+        "the gradient, so a wrong gradient could pass; use a larger --eps (--sweep shows the error against the step)")
     truth = loop_gradient(X_PLAIN, Y_PLAIN, W_PLAIN, 0.0)
     for p, exact in zip(point.parameters, list(truth.grad_w) + [truth.grad_b]):
         assert p.analytic == pytest.approx(exact, rel=1e-12) and p.passed in (None, True)
