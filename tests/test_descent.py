@@ -177,32 +177,44 @@ def test_early_stopping_counts_patience_from_the_last_improvement():
     assert "training loss by more than 0.2" in t.message
 
 
-@pytest.mark.filterwarnings("error")  # overflow is detected and reported, never a numpy warning
-@pytest.mark.parametrize("batch_size", [None, 2])
-def test_a_finite_step_with_an_overflowed_loss_is_divergence(batch_size):
+# Each case diverges: training stops before the step that would leave the finite numbers, with
+# the parameters it had then and no record of the unfinished epoch. Fields: X, y, w0, b0, lr,
+# batch size, bytes per gather run (None: the default), the batch it stops at (None: unchecked).
+DIVERGENCES = {
     # x = 1, w = 1e155: z = 1e155 + 0.5, r ~ 1e155, r^2 overflows the loss to inf, while the
-    # step lr * 2 r x ~ 2e152 leaves the parameters finite. Diverged, with (w0, b0) kept.
-    X = np.ones((4, 1))
-    y = np.zeros(4)
-    cfg = TrainingConfig(epochs=3, learning_rate=1e-3, batch_size=batch_size, shuffle=False)
-    t, records = trainer_run(X, y, np.array([1e155]), 0.5, cfg, 0)
+    # step lr * 2 r x ~ 2e152 would leave the parameters finite
+    "loss overflows, step finite, full batch": ([[1.0]] * 4, [0.0] * 4, [1e155], 0.5, 1e-3, None, None, None),
+    "loss overflows, step finite, batches of 2": ([[1.0]] * 4, [0.0] * 4, [1e155], 0.5, 1e-3, 2, None, 0),
+    # batches of 1, two to a run. Run 1 (rows 0, 1: x = 0, y = 0.5 = b) moves nothing. Run 2
+    # starts with row 2 (x = 1e5, w = 1e150): r ~ 1e155, whose square overflows
+    "first batch of a later run": ([[0.0], [0.0], [1e5], [0.0]], [0.5, 0.5, 0.0, 0.5], [1e150], 0.5, 1e-3, 1, 16, 2),
+    # x = 1e200, w = 1: the loss ~ 1e400 overflows at once, and so would the step
+    "loss and step overflow, full batch": ([[1e200], [1.0]], [0.0, 1.0], [1.0], 0.0, 0.1, None, None, None),
+    # batch 0 (x = 0, y = 0.5 = b) moves nothing; batch 1: x = 1e300, w = 1e10, so z = 1e310
+    # overflows to inf, and so do r and g
+    "activation overflows": ([[0.0], [0.0], [1e300], [1e300]], [0.5, 0.5, 0.0, 0.0], [1e10], 0.5, 1e-3, 2, None, 1),
+    # row 1: x = [1e200, -1e200], w = [1e200, 1e200]: z = inf - inf, NaN (or inf, where the BLAS
+    # fuses the multiply-add); row 0 (x = 0, y = 1 = b) moves nothing
+    "activation undefined": ([[0.0, 0.0], [1e200, -1e200]], [1.0, 0.0], [1e200, 1e200], 1.0, 0.1, 1, None, 1),
+    # row 0: x = [1e200, 0], w = [1e200, 1]: z overflows to inf, so r = g = inf, and X^T g has
+    # 0 * inf = NaN in its second entry
+    "gradient term undefined, full batch": ([[1e200, 0.0], [1.0, 1.0]], [0.0, 1.0], [1e200, 1.0], 0.0, 0.1, None, None, None),
+    "gradient term undefined, batches of 1": ([[1e200, 0.0], [1.0, 1.0]], [0.0, 1.0], [1e200, 1.0], 0.0, 0.1, 1, None, 0),
+}
+
+
+@pytest.mark.filterwarnings("error")  # overflow is detected and reported, never a numpy warning
+@pytest.mark.parametrize("case", DIVERGENCES.values(), ids=DIVERGENCES.keys())
+def test_divergence_keeps_the_last_finite_parameters_without_warnings(case, monkeypatch):
+    X, y, w0, b0, lr, batch_size, gather_bytes, batch = case
+    if gather_bytes is not None:
+        monkeypatch.setattr(train, "GATHER_BYTES", gather_bytes)
+    cfg = TrainingConfig(epochs=2, learning_rate=lr, batch_size=batch_size, shuffle=False)
+    t, records = trainer_run(np.array(X), np.array(y), np.array(w0), b0, cfg, 0)
     assert t.stopped == "diverged" and records == []
-    assert t.state.w.tolist() == [1e155] and float(t.state.b) == 0.5
-    assert "diverged at epoch 1" in t.message and "learning_rate (now 0.001)" in t.message
-
-
-@pytest.mark.filterwarnings("error")
-def test_an_overflow_in_the_first_batch_of_a_later_run(monkeypatch):
-    # Batches of 1, two to a run. Run 1 (rows 0, 1: x = 0, y = 0.5 = b) moves nothing. Run 2
-    # starts with row 2 (x = 1e5, w = 1e150): r ~ 1e155, whose square overflows, so training stops
-    # before that batch, with the parameters after run 1, and the epoch not counted.
-    monkeypatch.setattr(train, "GATHER_BYTES", 2 * 1 * 1 * 8)
-    X = np.array([[0.0], [0.0], [1e5], [0.0]])
-    y = np.array([0.5, 0.5, 0.0, 0.5])
-    cfg = TrainingConfig(epochs=1, learning_rate=1e-3, batch_size=1, shuffle=False)
-    t, records = trainer_run(X, y, np.array([1e150]), 0.5, cfg, 0)
-    assert t.stopped == "diverged" and records == [] and t.state.batch == 2
-    assert t.state.w.tolist() == [1e150] and float(t.state.b) == 0.5
+    assert t.state.w.tolist() == w0 and float(t.state.b) == b0
+    assert batch is None or t.state.batch == batch
+    assert t.message.startswith("training diverged at epoch 1:") and f"(now {lr:g})" in t.message
 
 
 def test_dead_neuron_messages_name_the_fix():
@@ -274,15 +286,6 @@ def test_a_checkpoint_round_trip_keeps_every_field():
     assert fresh.best_w is None and fresh.best_b is None and fresh.best_loss == math.inf
 
 
-@pytest.mark.filterwarnings("error")
-def test_full_batch_divergence_by_a_step_that_overflows_keeps_the_last_finite_parameters():
-    # x = 1e200, w = 1: the loss ~ 1e400 overflows at once; also the step lr * 2 r x ~ 1e400.
-    X = np.array([[1e200], [1.0]])
-    y = np.array([0.0, 1.0])
-    t, records = trainer_run(X, y, np.array([1.0]), 0.0, TrainingConfig(epochs=2, learning_rate=0.1), 0)
-    assert t.stopped == "diverged" and records == [] and t.state.w.tolist() == [1.0]
-
-
 def test_a_run_that_completes_has_no_message():
     X, y = problem(20, np.float64)
     t = Trainer(X, y, X[:0], y[:0], TrainingConfig(epochs=2, batch_size=5), 0,
@@ -316,19 +319,6 @@ def test_initial_parameters(dtype):
     assert mean == np.float32(4194304.75) and mean != np.float32(4194304.0)
 
 
-@pytest.mark.filterwarnings("error")
-def test_a_batch_whose_activation_overflows_is_divergence():
-    # Batches of 2 in order. Batch 0 (x = 0, y = 0.5 = b): nothing moves. Batch 1: x = 1e300,
-    # w = 1e10, so z = 1e310 overflows to inf, and so do r and g: diverged before its step,
-    # with the parameters after batch 0 and the epoch not counted.
-    X = np.array([[0.0], [0.0], [1e300], [1e300]])
-    y = np.array([0.5, 0.5, 0.0, 0.0])
-    cfg = TrainingConfig(epochs=2, learning_rate=1e-3, batch_size=2, shuffle=False)
-    t, records = trainer_run(X, y, np.array([1e10]), 0.5, cfg, 0)
-    assert t.stopped == "diverged" and records == [] and t.state.batch == 1
-    assert t.state.w.tolist() == [1e10] and float(t.state.b) == 0.5
-
-
 def test_a_resumed_run_whose_neuron_died_trains_one_epoch_and_says_so():
     # Resumed at the start of epoch 2 with every sample below the kink (w = -1 on x > 0): the
     # dead-at-start check belongs to a fresh run only; the resumed epoch runs, records an active
@@ -348,18 +338,6 @@ def test_early_stopping_on_validation_says_validation():
     assert t.stopped == "early_stopping" and len(records) == 3
     assert t.message == ("early stopping: no improvement of validation loss by more than 10 for 2 epochs; "
                          "restored the best parameters (epoch 1)")
-
-
-@pytest.mark.filterwarnings("error")
-@pytest.mark.parametrize("batch_size", [1])
-def test_an_undefined_activation_is_divergence_without_warnings(batch_size):
-    # x = [1e200, -1e200], w = [1e200, 1e200]: z = inf - inf, NaN for sample 1 (or inf, where
-    # the BLAS fuses the multiply-add): diverged, before its step.
-    X = np.array([[0.0, 0.0], [1e200, -1e200]])
-    y = np.array([1.0, 0.0])
-    cfg = TrainingConfig(epochs=2, learning_rate=0.1, batch_size=batch_size, shuffle=False)
-    t, records = trainer_run(X, y, np.array([1e200, 1e200]), 1.0, cfg, 0)
-    assert t.stopped == "diverged" and records == [] and t.state.w.tolist() == [1e200, 1e200]
 
 
 @pytest.mark.filterwarnings("error")
@@ -395,18 +373,6 @@ def test_a_float32_run_steps_in_float32():
     t, _ = trainer_run(X, y, np.array([0.3, -0.2, 0.1]), 0.4, cfg, 0)
     assert t.state.w.dtype == np.float32 and t.state.w.tobytes() == w.tobytes()
     assert t.state.b == b
-
-
-@pytest.mark.filterwarnings("error")
-@pytest.mark.parametrize("batch_size", [None, 1])
-def test_an_infinite_gradient_term_is_divergence_without_warnings(batch_size):
-    # Row 0: x = [1e200, 0], w = [1e200, 1]: z overflows to inf, so r = g = inf, and X^T g has
-    # 0 * inf = NaN in its second entry. Diverged before the step, parameters kept, no warning.
-    X = np.array([[1e200, 0.0], [1.0, 1.0]])
-    y = np.array([0.0, 1.0])
-    cfg = TrainingConfig(epochs=2, learning_rate=0.1, batch_size=batch_size, shuffle=False)
-    t, records = trainer_run(X, y, np.array([1e200, 1.0]), 0.0, cfg, 0)
-    assert t.stopped == "diverged" and records == [] and t.state.w.tolist() == [1e200, 1.0]
 
 
 def test_an_epoch_of_many_gather_runs_follows_the_reference(monkeypatch):
