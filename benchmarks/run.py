@@ -1,6 +1,6 @@
 """neurocli's benchmark suite: one command, one table of medians and ratios measured side by side.
 
-    python benchmarks/run.py            # the sizes of issue 6 (several minutes, ~2 GB of RAM and temp disk)
+    python benchmarks/run.py            # the full sizes (several minutes, ~2 GB of RAM and temp disk)
     python benchmarks/run.py --quick    # tiny sizes, one round: checks that the suite still runs
 
 Every timed case is repeated in interleaved rounds (each variant once per round, so a noisy
@@ -29,7 +29,8 @@ import neurocli  # first, so OpenBLAS starts with the thread timeout neurocli's 
 
 import numpy as np
 
-from neurocli import cache, kernels
+from neurocli import cache, engines, neuron
+from neurocli.engines import memory
 from neurocli.config import TrainingConfig
 from neurocli.data import read_table
 from neurocli.train import Trainer, TrainState
@@ -102,17 +103,17 @@ def _blas_calls_of_blocks(X, y, w, b, rows, blocks, grad_parts, sums):
 
 
 def blas_calls_only(X, y, w, b):
-    real = kernels._block_sums
-    kernels._block_sums = _blas_calls_of_blocks  # the walk and the workers stay kernels' own
-    try:
-        kernels.loss_and_gradient(X, y, w, b)
-    finally:
-        kernels._block_sums = real
+    """The in-memory engine's own grid and workers, running only the two BLAS calls per block."""
+    n, d = X.shape
+    rows = engines.rows_per_block(n, d, X.dtype)
+    n_blocks = -(-n // rows)
+    memory.map_blocks(_blas_calls_of_blocks, X, y, w, b, rows,
+                      np.empty((n_blocks, d), dtype=X.dtype), np.empty((n_blocks, 4)))
 
 
 def gradient(sizes, rounds, torch):
     """Full-batch training holds X column-major (data.read_table(layout="F")), so its kernel
-    is timed on that layout; the floor is one ``X @ w`` on row-major X (issue 6's floor), with
+    is timed on that layout; the floor is one ``X @ w`` on row-major X, with
     ``X @ w`` on the column-major X beside it. Peers get the very same arrays."""
     for n, d in sizes:
         for dtype in (np.float64, np.float32):
@@ -124,10 +125,10 @@ def gradient(sizes, rounds, torch):
             Xf = np.asfortranarray(X)
             variants = {"floor": lambda: X @ w,
                         "floor F": lambda: Xf @ w,
-                        "fused F": lambda: kernels.loss_and_gradient(Xf, y, w, b),
+                        "fused F": lambda: memory.loss_and_gradient(Xf, y, w, b),
                         "blas only F": lambda: blas_calls_only(Xf, y, w, b),
-                        "fused C": lambda: kernels.loss_and_gradient(X, y, w, b),
-                        "reference": lambda: kernels.loss_and_gradient_reference(X, y, w, b)}
+                        "fused C": lambda: memory.loss_and_gradient(X, y, w, b),
+                        "reference": lambda: neuron.loss_and_gradient(X, y, w, b)}
             if torch is not None:
                 def autograd(A):
                     tX, ty = torch.from_numpy(A), torch.from_numpy(y)
@@ -151,15 +152,15 @@ def gradient(sizes, rounds, torch):
                 variants["torch autograd F"] = autograd(Xf)
                 variants["torch manual"] = manual
             med = interleaved(variants, rounds)
-            ref, fast = kernels.loss_and_gradient_reference(X, y, w, b), kernels.loss_and_gradient(Xf, y, w, b)
+            ref, fast = neuron.loss_and_gradient(X, y, w, b), memory.loss_and_gradient(Xf, y, w, b)
             err = float(np.max(np.abs(fast.grad_w - ref.grad_w)) / np.max(np.abs(ref.grad_w)))
             name = f"gradient {np.dtype(dtype).name} N={n:,} d={d}"
             torch_peers = [(k, med[k]) for k in ("torch autograd", "torch autograd F", "torch manual") if k in med]
             autograd_peers = [kv for kv in torch_peers if kv[0].startswith("torch autograd")]
             best_torch = min(autograd_peers, key=lambda kv: kv[1]) if autograd_peers else None  # its better layout
             # what loss_and_gradient runs here: the fused blocks, or the reference when X is
-            # small or a block would hold too few rows (kernels.uses_blocks)
-            path = "fused" if kernels.uses_blocks(X) else "reference path (X too small or too wide for blocks)"
+            # small or a block would hold too few rows (engines.uses_blocks)
+            path = "fused" if engines.uses_blocks(n, d, dtype) else "reference path (X too small or too wide for blocks)"
             row(f"{name}: {path}, column-major X (what training uses)", med["fused F"], med["floor"], "X@w",
                 [("reference", med["reference"])] + ([best_torch] if best_torch else []))
             row(f"{name}: {path}, row-major X", med["fused C"], med["floor"], "X@w")

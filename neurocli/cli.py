@@ -175,6 +175,8 @@ def train(
 
 def _train_and_report(run, inputs, cfg, resume, json_out, quiet, signals, render) -> None:
     """The descent with its live view or log lines, the summary, and the exit code it implies."""
+    from neurocli.train import StopReason
+
     out = Console(highlight=False)
     table = inputs.prepared.table
     if not (json_out or quiet):
@@ -214,11 +216,11 @@ def _train_and_report(run, inputs, cfg, resume, json_out, quiet, signals, render
     else:
         out.print(render.summary_renderable(summary, [h["loss"] for h in run.state.history]))
     stopped = summary["stopped"]
-    if stopped == "interrupted":
+    if stopped == StopReason.INTERRUPTED:
         print(f"interrupted after epoch {summary['epochs']}: checkpoint saved in {run.run_dir}; continue with: "
               f"neurocli train {run.run_dir / 'config.yaml'} --resume {run.run_dir}", file=sys.stderr)
         raise typer.Exit(EXIT_SIGTERM if signals.received == signal.SIGTERM else EXIT_SIGINT)
-    if stopped in ("diverged", "dead_neuron"):
+    if stopped in (StopReason.DIVERGED, StopReason.DEAD_NEURON):
         print(f"error: {summary['message']}", file=sys.stderr)
         raise typer.Exit(EXIT_TRAINING_FAILED)
 
@@ -239,7 +241,7 @@ def predict(
     import numpy as np
 
     from neurocli.data import Standardization, read_table
-    from neurocli.kernels import predict as neuron_predict
+    from neurocli.neuron import predict as neuron_predict
 
     with handle_errors(debug):
         m = nio.load_model(model)

@@ -228,7 +228,7 @@ def read_table(
     and files with quoted fields are read whole.
 
     ``layout``: "C" (row-major X, for mini-batches, which gather rows) or "F" (column-major,
-    for full-batch training: its kernel reads X faster that way, see kernels.py).
+    for full-batch training: its kernel reads X faster that way, see engines/memory.py).
     """
     path = Path(path)
     names = read_header(path, delimiter)

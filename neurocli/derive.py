@@ -19,7 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from neurocli import kernels
+from neurocli import neuron
+from neurocli.engines import memory
 
 # Central differences: step relative to the parameter, and the agreement asked of the three ways.
 FD_RELATIVE_STEP = 1e-5
@@ -105,7 +106,7 @@ class SampleRow:
 class Check:
     """dC/dw and dC/db (as ``[dC/dw_1 .. dC/dw_n, dC/db]``) computed three independent ways.
 
-    chain : the Jacobian chain, sample by sample; kernel : :func:`kernels.loss_and_gradient`;
+    chain : the Jacobian chain, sample by sample; kernel : :func:`memory.loss_and_gradient`;
     numeric : central differences of the loss. ``kink[j]`` is True where a difference step on
     parameter j moves some z_i across 0: there the numeric value is not a derivative and is
     left out of ``max_rel_error`` (the chain and the kernel are still compared).
@@ -380,7 +381,7 @@ def three_way_check(X, y, w, b, chain_w: np.ndarray, chain_b: float, labels: lis
     noise is about eps · C / h, for two ways of summing N terms about eps · Σᵢ |termᵢ|
     (``term_scale``, shape (n+1,)); both taken with a safety factor of 64.
     """
-    lg = kernels.loss_and_gradient(X, y, w, b)
+    lg = memory.loss_and_gradient(X, y, w, b)
     chain = np.append(chain_w, chain_b)
     kernel = np.append(lg.grad_w, lg.grad_b).astype(np.float64)
     numeric, steps, kink = central_differences(X, y, w, b)

@@ -2,7 +2,7 @@
 
 For every parameter theta_j of the neuron (``w_1..w_n``, then ``b``) the analytic ``dC/dtheta_j``
 of ``grad_fn`` is compared with a central difference of the loss, computed here, in float64,
-from :func:`kernels.forward` alone (never from ``grad_fn``). The loss is a mean of per-sample
+from :func:`neuron.forward` alone (never from ``grad_fn``). The loss is a mean of per-sample
 terms ``l_i = (max(0, z_i) - y_i)^2`` and each term is piecewise quadratic in theta_j, so a
 central difference is exact up to rounding unless the step carries ``z_i`` across 0.
 
@@ -33,7 +33,8 @@ from typing import Callable
 
 import numpy as np
 
-from neurocli import kernels
+from neurocli import neuron
+from neurocli.engines import memory
 
 EPS64 = float(np.finfo(np.float64).eps)
 # Relative step: h_j = eps * max(1, |theta_j|). The cube root of machine epsilon balances
@@ -48,7 +49,7 @@ N_PROJECTIONS = 3
 CONVENTION = ("ReLU'(0) = 0: a sample with z = 0 is inactive; its reference derivative is the "
               "one-sided difference on the side where z decreases")
 
-GradFn = Callable[[np.ndarray, np.ndarray, np.ndarray, float], "kernels.LossGrad"]
+GradFn = Callable[[np.ndarray, np.ndarray, np.ndarray, float], "neuron.LossGrad"]
 
 
 @dataclass
@@ -179,7 +180,7 @@ class GradcheckReport:
 
 
 def _activations(X64: np.ndarray, theta: np.ndarray) -> np.ndarray:
-    a, _ = kernels.forward(X64, theta[:-1], float(theta[-1]))
+    a, _ = neuron.forward(X64, theta[:-1], float(theta[-1]))
     return a
 
 
@@ -190,7 +191,7 @@ def _z_scale(X64: np.ndarray, theta: np.ndarray) -> np.ndarray:
 
 def neuron_jacobian(X: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
     """``d a / d (w, b)`` per sample (docs/math.md): ``1[z_i > 0] [x_i^T, 1]``, shape (N, n+1)."""
-    m = kernels.active_mask(kernels.pre_activation(X, w, b))
+    m = neuron.active_mask(neuron.pre_activation(X, w, b))
     return m[:, None] * np.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)])
 
 
@@ -224,7 +225,7 @@ def _directional(X64, y64, theta, direction, h_req, noise_num, target, ambiguous
     allowed when that stays within ``target``. ``ambiguous`` marks samples whose sign of z the
     analytic dtype cannot resolve (float32): they are excluded like unresolvable straddlers.
     """
-    z = kernels.pre_activation(X64, theta[:-1], float(theta[-1]))
+    z = neuron.pre_activation(X64, theta[:-1], float(theta[-1]))
     d = X64 @ direction[:-1] + direction[-1]
     abs_z, abs_d = np.abs(z), np.abs(d)
     moving = d != 0
@@ -304,9 +305,9 @@ def check_point(X, y, w, b, grad_fn: GradFn | None = None, *, eps=None, rtol=DEF
     X : ndarray of shape (n_samples, n_features), in the dtype the analytic side should use;
     y : ndarray of shape (n_samples,); w : ndarray of shape (n_features,); b : float.
     ``grad_fn(X, y, w, b)`` returns an object with ``.grad_w`` (n_features,) and ``.grad_b``
-    (default: :func:`kernels.loss_and_gradient`, looked up at call time).
+    (default: :func:`memory.loss_and_gradient`, looked up at call time).
     """
-    grad_fn = kernels.loss_and_gradient if grad_fn is None else grad_fn
+    grad_fn = memory.loss_and_gradient if grad_fn is None else grad_fn
     n_samples, n_features = X.shape
     names = names or [f"x{k + 1}" for k in range(n_features)]
     pnames = [f"w[{nm}]" for nm in names] + ["b"]
@@ -319,8 +320,8 @@ def check_point(X, y, w, b, grad_fn: GradFn | None = None, *, eps=None, rtol=DEF
     theta = np.append(w_a.astype(np.float64), float(b_a))
     rel_eps = DEFAULT_EPS if eps is None else float(eps)
 
-    z = kernels.pre_activation(X64, theta[:-1], float(theta[-1]))
-    n_active = int(np.count_nonzero(kernels.active_mask(z)))
+    z = neuron.pre_activation(X64, theta[:-1], float(theta[-1]))
+    n_active = int(np.count_nonzero(neuron.active_mask(z)))
     scale_z = _z_scale(X64, theta)
     residual = np.maximum(z, 0) - y64
     # Estimated rounding error of each l_i = (a_i - y_i)^2 and a_i in float64 (errors of n + 2
@@ -472,12 +473,12 @@ def _check_jacobian(X64, y64, theta, columns, rtol, atol, act_round, ambiguous, 
                   + (f"; {n_excl} entries excluded at the kink" if n_excl else ""))
         return JacobianResult("full", int(keep.sum()), n_excl, float(err_k.max(initial=0.0)),
                               float(rel.max(initial=0.0)), passed, detail)
-    # Projection ("fast mode"): u^T J v, analytic through kernels.backward: J^T u = backward(u).
+    # Projection ("fast mode"): u^T J v, analytic through neuron.backward: J^T u = backward(u).
     rng = np.random.default_rng([seed, 7])
     worst_abs = worst_rel = 0.0
     passed = True
     n_excl = 0
-    _, cache = kernels.forward(X64, w, b)
+    _, cache = neuron.forward(X64, w, b)
     for _ in range(N_PROJECTIONS):
         u = rng.standard_normal(n_samples)
         v = rng.standard_normal(n_params)
@@ -486,7 +487,7 @@ def _check_jacobian(X64, y64, theta, columns, rtol, atol, act_round, ambiguous, 
         dr = _directional(X64, y64, theta, v, rel_eps * scale, noise_num, 0.5 * atol + 0.5 * rtol * float(
             np.abs(u).sum()), ambiguous, scale)
         keep = dr.keep
-        grad_w, grad_b = kernels.backward(np.where(keep, u, 0.0), cache)
+        grad_w, grad_b = neuron.backward(np.where(keep, u, 0.0), cache)
         analytic = float(grad_w @ v[:-1] + grad_b * v[-1])
         numeric = float((u[keep] * dr.act[keep]).sum())
         roundoff = _rss(u[keep] * act_round[keep]) / dr.h
@@ -502,15 +503,15 @@ def _check_jacobian(X64, y64, theta, columns, rtol, atol, act_round, ambiguous, 
 def _sweep(X64, y64, theta, analytic) -> list[SweepRow]:
     """Plain central differences of the mean loss (no kink handling) for every relative step."""
     rows = []
-    z = kernels.pre_activation(X64, theta[:-1], float(theta[-1]))
+    z = neuron.pre_activation(X64, theta[:-1], float(theta[-1]))
     for step in SWEEP_STEPS:
         errors, straddles = [], []
         for j in range(theta.size):
             h = _representable(theta[j], step * max(1.0, abs(theta[j])))
             e = np.zeros(theta.size)
             e[j] = h
-            plus, _ = kernels.mse_forward(_activations(X64, theta + e), y64)
-            minus, _ = kernels.mse_forward(_activations(X64, theta - e), y64)
+            plus, _ = neuron.mse_forward(_activations(X64, theta + e), y64)
+            minus, _ = neuron.mse_forward(_activations(X64, theta - e), y64)
             errors.append(abs(analytic[j] - (plus - minus) / (2 * h)))
             d = X64[:, j] if j < theta.size - 1 else np.ones(X64.shape[0])
             straddles.append(int(np.count_nonzero((d != 0) & (np.abs(z) <= h * np.abs(d)))))

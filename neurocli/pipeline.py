@@ -19,7 +19,7 @@ from neurocli.cache import read_table_cached
 from neurocli.config import LoadedConfig, load_config
 from neurocli.data import Prepared, file_sha256, prepare
 from neurocli.errors import ConfigError, ModelFileError
-from neurocli.train import STOP_INTERRUPTED, Trainer, TrainState, evaluate, initial_parameters
+from neurocli.train import StopReason, Trainer, TrainState, evaluate, initial_parameters
 
 
 @dataclass
@@ -156,12 +156,12 @@ class TrainRun:
             raise ModelFileError(f"history.csv has {len(history)} epochs but the checkpoint {state.epoch}",
                                  path=Path(run_dir) / "history.csv")
         stopped = ckpt.get("stopped")
-        if stopped not in (STOP_INTERRUPTED, "completed"):
+        if stopped not in (StopReason.INTERRUPTED, StopReason.COMPLETED):
             raise ModelFileError(
                 f"nothing to resume: the run ended ({stopped}) after {state.epoch} epochs; start a new run",
                 path=ckpt_path,
             )
-        if stopped == "completed" and state.epoch >= inputs.loaded.config.training.epochs:
+        if stopped == StopReason.COMPLETED and state.epoch >= inputs.loaded.config.training.epochs:
             raise ModelFileError(
                 f"nothing to resume: the run completed all {state.epoch} epochs; to continue it, raise "
                 f"training.epochs (e.g. --set training.epochs={2 * state.epoch})",
@@ -177,7 +177,7 @@ class TrainRun:
                 if on_epoch is not None:
                     on_epoch(rec)
         except KeyboardInterrupt:  # a second Ctrl-C lands here only if the handler re-raised
-            self.trainer.stopped = STOP_INTERRUPTED
+            self.trainer.stopped = StopReason.INTERRUPTED
         self.train_s += time.perf_counter() - t0
         summary = self.summary()
         self.save(summary)
@@ -241,5 +241,5 @@ class TrainRun:
             "stopped": summary["stopped"],
             "config_fingerprint": config_fingerprint(self.resolved),
             "data_sha256": self.data_sha,
-            "state": self.trainer.snapshot().to_dict(),
+            "state": self.trainer.state.to_dict(),
         }, indent=None)

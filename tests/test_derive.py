@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from neurocli import derive as dv
+from neurocli import neuron
 from neurocli.cli import app
 from neurocli.render import derive as rd
 
@@ -327,7 +328,7 @@ def test_cli_example_and_formats():
 
 
 def test_cli_quickstart_json_checks_against_kernel():
-    from neurocli.kernels import loss_and_gradient
+    from neurocli.engines.memory import loss_and_gradient
     from neurocli.pipeline import load_inputs
 
     r = runner.invoke(app, ["derive", str(QUICKSTART), "--show-jacobians", "--sample", "3", "--format", "json"])
@@ -385,15 +386,15 @@ def test_cli_model_parameters_are_used(tmp_path):
 
 
 def test_cli_disagreement_exits_1(monkeypatch):
-    from neurocli import kernels
+    from neurocli.engines import memory
 
-    real = kernels.loss_and_gradient
+    real = memory.loss_and_gradient
 
     def broken(X, y, w, b):  # a kernel with the 2 of the derivative forgotten
         lg = real(X, y, w, b)
-        return kernels.LossGrad(lg.loss, lg.grad_w / 2, lg.grad_b / 2, lg.n_active, lg.abs_error_sum, lg.n_samples)
+        return neuron.LossGrad(lg.loss, lg.grad_w / 2, lg.grad_b / 2, lg.n_active, lg.abs_error_sum, lg.n_samples)
 
-    monkeypatch.setattr(kernels, "loss_and_gradient", broken)
+    monkeypatch.setattr(memory, "loss_and_gradient", broken)
     r = runner.invoke(app, ["derive", "--show-jacobians"])
     assert r.exit_code == 1 and "DISAGREE" in r.output
 

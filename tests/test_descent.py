@@ -11,9 +11,11 @@ import warnings
 import numpy as np
 import pytest
 
-from neurocli import kernels, train
+from neurocli import neuron, train
+from neurocli.engines import memory
 from neurocli.config import EarlyStoppingConfig, TrainingConfig
-from neurocli.train import Trainer, TrainState, epoch_order, evaluate
+from neurocli.engines import EpochSums, epoch_order
+from neurocli.train import Trainer, TrainState, evaluate
 
 W_TRUE = np.array([1.5, -2.0, 0.5])
 
@@ -44,7 +46,7 @@ def reference_descent(X, y, w0, b0, lr, batch_size, epochs, shuffle, seed, X_val
         active = 0
         for lo in range(0, n, B):
             idx = order[lo:lo + B]
-            lg = kernels.loss_and_gradient_reference(X[idx], y[idx], w, b)
+            lg = neuron.loss_and_gradient(X[idx], y[idx], w, b)
             sq += lg.loss * len(idx)
             ab += lg.abs_error_sum
             active += lg.n_active
@@ -95,7 +97,7 @@ CASES = [
 @pytest.mark.parametrize("n, batch_size, shuffle", CASES)
 def test_trainer_follows_the_reference_descent(n, batch_size, shuffle, dtype, rel, gather_runs, monkeypatch):
     if gather_runs == "several":  # 2 batches a run: the second and later runs of an epoch
-        monkeypatch.setattr(train, "GATHER_BYTES", 2 * (batch_size or n) * 3 * np.dtype(dtype).itemsize)
+        monkeypatch.setattr(memory, "GATHER_BYTES", 2 * (batch_size or n) * 3 * np.dtype(dtype).itemsize)
     X, y = problem(n, dtype)
     Xv, yv = problem(40, dtype, seed=1)
     w0, b0, lr, epochs, seed = np.array([0.3, -0.2, 0.1]), 0.4, 0.05, 4, 11
@@ -150,7 +152,7 @@ def test_early_stopping_fires_on_a_flat_loss_with_min_delta_zero(batch_size):
     rng = np.random.default_rng(2)
     X = rng.normal(size=(9, 2))
     w0, b0 = np.array([0.5, -0.25]), 3.0
-    y = kernels.predict(X, w0, b0)
+    y = neuron.predict(X, w0, b0)
     cfg = TrainingConfig(epochs=50, learning_rate=0.1, batch_size=batch_size, shuffle=False,
                          early_stopping=EarlyStoppingConfig(patience=3, min_delta=0.0))
     t, records = trainer_run(X, y, w0, b0, cfg, 0)
@@ -208,7 +210,7 @@ DIVERGENCES = {
 def test_divergence_keeps_the_last_finite_parameters_without_warnings(case, monkeypatch):
     X, y, w0, b0, lr, batch_size, gather_bytes, batch = case
     if gather_bytes is not None:
-        monkeypatch.setattr(train, "GATHER_BYTES", gather_bytes)
+        monkeypatch.setattr(memory, "GATHER_BYTES", gather_bytes)
     cfg = TrainingConfig(epochs=2, learning_rate=lr, batch_size=batch_size, shuffle=False)
     t, records = trainer_run(np.array(X), np.array(y), np.array(w0), b0, cfg, 0)
     assert t.stopped == "diverged" and records == []
@@ -269,12 +271,14 @@ def test_evaluate_by_hand():
 
 def test_a_checkpoint_round_trip_keeps_every_field():
     st = TrainState(w=np.array([0.1, -0.2], dtype=np.float32), b=np.float32(0.3), epoch=4, batch=2,
-                    partial={"sq": 1.5, "abs": 2.5, "active": 3, "rows": 4, "grad_norm": 0.5},
+                    sums=EpochSums(squared_error=1.5, abs_error=2.5, active=3, rows=4, grad_norm=0.5),
                     best_w=np.array([1.0, 2.0], dtype=np.float32), best_b=np.float32(0.7), best_loss=0.25,
                     best_epoch=3, wait=1)
     back = TrainState.from_dict(st.to_dict(), [{"epoch": 1}])
-    for name in ("epoch", "batch", "partial", "best_loss", "best_epoch", "wait"):
+    for name in ("epoch", "batch", "sums", "best_loss", "best_epoch", "wait"):
         assert getattr(back, name) == getattr(st, name), name
+    # the checkpoint's names for the running sums
+    assert st.to_dict()["partial"] == {"sq": 1.5, "abs": 2.5, "active": 3, "rows": 4, "grad_norm": 0.5}
     assert back.w.tobytes() == st.w.tobytes() and back.w.dtype == np.float32 and back.b == st.b
     assert back.best_w.tobytes() == st.best_w.tobytes() and back.best_b == st.best_b
     assert back.history == [{"epoch": 1}]
@@ -366,7 +370,7 @@ def test_a_float32_run_steps_in_float32():
         k = len(yb)
         z, r, g = (np.empty(k, np.float32) for _ in range(3))
         m, grad = np.empty(k, bool), np.empty(3, np.float32)
-        g_sum = kernels.fused_block(Xb, yb, w, b, z, r, m, g, grad)
+        g_sum = memory.fused_block(Xb, yb, w, b, z, r, m, g, grad)
         w = w + grad * np.float32(-lr * (2.0 / k))
         b = np.float32(b - np.float32(float(np.float32(lr)) * (g_sum * (2.0 / k))))
     cfg = TrainingConfig(epochs=1, learning_rate=lr, batch_size=B, shuffle=False, dtype="float32")
@@ -377,7 +381,7 @@ def test_a_float32_run_steps_in_float32():
 
 def test_an_epoch_of_many_gather_runs_follows_the_reference(monkeypatch):
     # 2000 rows in batches of 4: 500 batches, gathered two at a time (250 runs an epoch)
-    monkeypatch.setattr(train, "GATHER_BYTES", 2 * 4 * 3 * 8)
+    monkeypatch.setattr(memory, "GATHER_BYTES", 2 * 4 * 3 * 8)
     X, y = problem(2000, np.float64)
     cfg = TrainingConfig(epochs=1, learning_rate=0.01, batch_size=4, shuffle=True)
     t, records = trainer_run(X, y, np.array([0.3, -0.2, 0.1]), 0.4, cfg, 5)

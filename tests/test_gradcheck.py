@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from neurocli import gradcheck as gc
-from neurocli import kernels
+from neurocli import neuron
+from neurocli.engines import memory
 from neurocli.cli import app
 runner = CliRunner()
 QUICKSTART = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
@@ -61,7 +62,7 @@ def test_symmetric_relative_error_and_both_zero():
 
 def _lossgrad(X, y, grad_w, grad_b):
     a = np.maximum(X @ np.zeros(X.shape[1]), 0)  # only .grad_w/.grad_b are read by the checker
-    return kernels.LossGrad(0.0, np.asarray(grad_w, dtype=np.float64), float(grad_b), 0, float(np.abs(a - y).sum()), X.shape[0])
+    return neuron.LossGrad(0.0, np.asarray(grad_w, dtype=np.float64), float(grad_b), 0, float(np.abs(a - y).sum()), X.shape[0])
 
 
 def _parts(X, y, w, b):
@@ -123,7 +124,7 @@ def test_the_mutants_are_written_from_the_right_formula():
     # differs from the truth by exactly its one change.
     X, y, w, b, _ = gc.builtin_problem()
     z, m, e = _parts(X, y, w, b)
-    truth = kernels.loss_and_gradient(X, y, w, b)
+    truth = memory.loss_and_gradient(X, y, w, b)
     np.testing.assert_allclose(2 / len(y) * X.T @ (e * m), truth.grad_w, rtol=1e-14)
 
 
@@ -180,7 +181,7 @@ def kink_problems(draw):
 @given(kink_problems())
 def test_true_kernels_pass_on_data_at_and_near_the_kink(problem):
     X, y, w, b, k = problem
-    for grad_fn in (kernels.loss_and_gradient, kernels.loss_and_gradient_reference):
+    for grad_fn in (memory.loss_and_gradient, neuron.loss_and_gradient):
         report = gc.check(X, y, w, b, grad_fn=grad_fn)
         point = report.base
         assert point.verdict != "fail", [(p.name, p.analytic, p.numeric, p.tolerance, p.action) for p in point.parameters]
@@ -196,7 +197,7 @@ def test_true_kernels_pass_on_data_at_and_near_the_kink(problem):
 @given(kink_problems(), st.sampled_from(MUTANTS))
 def test_mutants_never_pass_where_they_differ_from_the_truth(problem, mutant):
     X, y, w, b, _ = problem
-    truth = kernels.loss_and_gradient_reference(X, y, w, b)
+    truth = neuron.loss_and_gradient(X, y, w, b)
     wrong = mutant(X, y, w, b)
     gap = np.max(np.abs(np.append(truth.grad_w - wrong.grad_w, truth.grad_b - wrong.grad_b)))
     report = gc.check(X, y, w, b, grad_fn=mutant)
@@ -209,12 +210,12 @@ def test_mutants_never_pass_where_they_differ_from_the_truth(problem, mutant):
 def _torch_style_mismatch(X, y, w, b, eps=1e-6, atol=1e-5, rtol=1e-3) -> bool:
     """A plain central difference of the whole loss at a fixed step, compared like torch's
     gradcheck (|a - n| <= atol + rtol * |n|), with no look at the kink."""
-    truth = kernels.loss_and_gradient_reference(X, y, w, b)
+    truth = neuron.loss_and_gradient(X, y, w, b)
     theta = np.append(w, b)
     analytic = np.append(truth.grad_w, truth.grad_b)
 
     def loss(t):
-        return kernels.mse_forward(kernels.predict(X, t[:-1], t[-1]), y)[0]
+        return neuron.mse_forward(neuron.predict(X, t[:-1], t[-1]), y)[0]
 
     for j in range(theta.size):
         e = np.zeros(theta.size)
@@ -265,7 +266,7 @@ def test_exclusion_when_precision_forbids_a_smaller_step():
     p = by_name(report.base)["b"]
     assert p.action == "excluded" and p.excluded == 1 and p.n_used == 3 and 0 in p.indices
     # The analytic side was recomputed on the rest: samples 1..3 only, N = 3.
-    rest = kernels.loss_and_gradient_reference(X[1:], y[1:], w, b)
+    rest = neuron.loss_and_gradient(X[1:], y[1:], w, b)
     assert p.analytic == pytest.approx(rest.grad_b, abs=1e-15)
 
 
@@ -301,8 +302,8 @@ def test_nondeterministic_gradient_fails():
     rng = np.random.default_rng(0)
 
     def noisy(X, y, w, b):
-        lg = kernels.loss_and_gradient(X, y, w, b)
-        return kernels.LossGrad(lg.loss, lg.grad_w * (1 + 1e-15 * rng.standard_normal()), lg.grad_b, lg.n_active,
+        lg = memory.loss_and_gradient(X, y, w, b)
+        return neuron.LossGrad(lg.loss, lg.grad_w * (1 + 1e-15 * rng.standard_normal()), lg.grad_b, lg.n_active,
                                 lg.abs_error_sum, lg.n_samples)
 
     X, y, w, b, _ = gc.builtin_problem()
@@ -380,7 +381,7 @@ def test_cli_set_override_and_fail_exit_1(in_tmp, monkeypatch):
     cfg = _tiny_config(in_tmp)
     r = runner.invoke(app, ["gradcheck", str(cfg), "--set", "model.bias_init=-100", "--json"])
     assert r.exit_code == 3 and json.loads(r.stdout)["verdict"] == "inconclusive"
-    monkeypatch.setattr(gc.kernels, "loss_and_gradient", sign_flipped)
+    monkeypatch.setattr(gc.memory, "loss_and_gradient", sign_flipped)
     r = runner.invoke(app, ["gradcheck", str(cfg)])
     assert r.exit_code == 1 and "FAIL" in r.output
 
@@ -423,8 +424,8 @@ def test_a_step_too_small_for_float64_is_inconclusive_never_a_pass():
     X, y, w, b = inputs.prepared.X_train, inputs.prepared.y_train, inputs.w0, inputs.b0
 
     def half(X, y, w, b):
-        r = kernels.loss_and_gradient(X, y, w, b)
-        return kernels.LossGrad(r.loss, r.grad_w / 2, r.grad_b / 2, r.n_active, r.abs_error_sum, r.n_samples)
+        r = memory.loss_and_gradient(X, y, w, b)
+        return neuron.LossGrad(r.loss, r.grad_w / 2, r.grad_b / 2, r.n_active, r.abs_error_sum, r.n_samples)
 
     assert gc.check(X, y, w, b, half, eps=1e-12).verdict == "inconclusive"
     assert gc.check(X, y, w, b, half).verdict == "fail"

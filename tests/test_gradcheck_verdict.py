@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from neurocli import gradcheck as gc
-from neurocli import kernels
+from neurocli import neuron
+from neurocli.engines import memory
 
 
 def by_name(point):
@@ -29,14 +30,14 @@ def loop_gradient(X, y, w, b):
             e = z - float(y[i])
             gw += 2.0 / N * e * X[i]
             gb += 2.0 / N * e
-    return kernels.LossGrad(0.0, gw, gb, 0, 0.0, N)
+    return neuron.LossGrad(0.0, gw, gb, 0, 0.0, N)
 
 
 def scaled(factor, offset=0.0):
     """The true gradient times ``factor`` plus ``offset`` on every entry."""
     def grad_fn(X, y, w, b):
         g = loop_gradient(X, y, w, b)
-        return kernels.LossGrad(0.0, g.grad_w * factor + offset, g.grad_b * factor + offset, 0, 0.0, g.n_samples)
+        return neuron.LossGrad(0.0, g.grad_w * factor + offset, g.grad_b * factor + offset, 0, 0.0, g.n_samples)
     return grad_fn
 
 
@@ -90,7 +91,7 @@ def test_a_wrong_jacobian_fails_in_projection_mode(monkeypatch):
     def leaky_backward(upstream, cache):
         X, _ = cache
         return X.T @ upstream, float(upstream.sum())
-    monkeypatch.setattr(gc.kernels, "backward", leaky_backward)
+    monkeypatch.setattr(gc.neuron, "backward", leaky_backward)
     point = gc.check(X_PLAIN, Y_PLAIN, W_PLAIN, 0.0, grad_fn=loop_gradient, jacobian="projection").base
     assert all(p.status == "pass" for p in point.parameters)
     assert point.jacobian.mode == "projection" and not point.jacobian.passed
@@ -177,7 +178,7 @@ def test_a_wrong_gradient_names_the_parameters_that_disagree():
     # Only grad_b wrong: the reason names b alone, in the singular.
     def wrong_b(X, y, w, b):
         g = loop_gradient(X, y, w, b)
-        return kernels.LossGrad(0.0, g.grad_w, g.grad_b + 0.5, 0, 0.0, g.n_samples)
+        return neuron.LossGrad(0.0, g.grad_w, g.grad_b + 0.5, 0, 0.0, g.n_samples)
     point = gc.check(X_PLAIN, Y_PLAIN, W_PLAIN, 0.0, wrong_b, names=["p", "q"]).base
     assert point.reason == "b disagrees with central differences"
     assert [p.status for p in point.parameters] == ["pass", "pass", "fail"]
@@ -347,7 +348,7 @@ def test_a_gradient_outside_the_tie_bracket_fails():
         g = loop_gradient(X, y, w, b)
         gw = g.grad_w.copy()
         gw[0] = 0.0
-        return kernels.LossGrad(0.0, gw, g.grad_b, 0, 0.0, g.n_samples)
+        return neuron.LossGrad(0.0, gw, g.grad_b, 0, 0.0, g.n_samples)
     p = by_name(gc.check(X, y, w, b, tie_wrong, names=names).base)["w[x1]"]
     assert p.status == "fail" and not p.tie_check.within and p.tie_check.analytic == 0.0
 
@@ -366,12 +367,12 @@ def _float32_sign_flip():
         u, v = np.float32(rng.uniform(500, 1500)), np.float32(rng.uniform(1, 2))
         w = np.array([v, -np.float32(u * v)], dtype=np.float32)
         X = np.array([[u, 1.0], [1.0, 0.0]], dtype=np.float32)
-        s32 = float(kernels.pre_activation(X, w, np.float32(0))[0])
+        s32 = float(neuron.pre_activation(X, w, np.float32(0))[0])
         s64 = float(X[0].astype(np.float64) @ w.astype(np.float64))
         if abs(s32 - s64) < 1e-6:
             continue
         b = np.float32(-(s32 + s64) / 2)
-        z32 = float(kernels.pre_activation(X, w, b)[0])
+        z32 = float(neuron.pre_activation(X, w, b)[0])
         z64 = s64 + float(b)
         if (z32 > 0) != (z64 > 0):
             return X, np.array([0.5, 2.0], dtype=np.float32), w, b
@@ -422,7 +423,7 @@ def test_random_points_put_the_kink_inside_the_data():
 def test_the_sweep_is_a_plain_central_difference_at_each_step():
     X, y, w, b, names = gc.builtin_problem()
     rows = gc.check(X, y, w, b, names=names, sweep=True).base.sweep
-    truth = kernels.loss_and_gradient_reference(X, y, w, b)
+    truth = neuron.loss_and_gradient(X, y, w, b)
     analytic = np.append(truth.grad_w, truth.grad_b)
     theta = np.append(w, b)
     z = X @ w + b
@@ -454,7 +455,7 @@ def test_badness_orders_by_error_over_tolerance():
 
 def test_a_gradient_of_the_wrong_shape_is_a_located_error():
     def short(X, y, w, b):
-        return kernels.LossGrad(0.0, np.zeros(1), 0.0, 0, 0.0, X.shape[0])
+        return neuron.LossGrad(0.0, np.zeros(1), 0.0, 0, 0.0, X.shape[0])
     with pytest.raises(ValueError, match=r"grad_fn returned grad_w of shape \(1,\), expected \(2,\)"):
         gc.check(X_PLAIN, Y_PLAIN, W_PLAIN, 0.0, short)
 
@@ -471,7 +472,7 @@ def test_the_builtin_problem_is_the_one_its_docstring_works_out():
     # C = (0.0625 + 0.390625 + 0.015625 + 0.09765625 + 0.25 + 0.25 + 1 + 0.5625) / 8 = 2.62890625 / 8
     # dC/db = (2/8)(-0.25 - 0.625 - 0.125 + 0.3125 - 0.5) = -0.296875 (plus 2.5e-9 from z_7)
     # dC/dw1 = (2/8)(-0.25 * 1 - 0.625 * 2 - 0.125 * 0 + 0.3125 * 1.5 - 0.5 * 0.25) = -0.2890625
-    truth = kernels.loss_and_gradient(X, y, w, b)
+    truth = memory.loss_and_gradient(X, y, w, b)
     assert truth.loss == pytest.approx(2.62890625 / 8, rel=1e-7)
     assert truth.grad_b == pytest.approx(-0.296875, rel=1e-7)
     assert truth.grad_w[0] == pytest.approx(-0.2890625, rel=1e-7)
@@ -563,7 +564,7 @@ def test_integer_data_is_checked():
 def test_a_gradient_held_as_a_column_is_read_as_its_entries():
     def column(X, y, w, b):
         g = loop_gradient(X, y, w, b)
-        return kernels.LossGrad(0.0, g.grad_w.reshape(-1, 1), np.array([g.grad_b]), 0, 0.0, g.n_samples)
+        return neuron.LossGrad(0.0, g.grad_w.reshape(-1, 1), np.array([g.grad_b]), 0, 0.0, g.n_samples)
     assert gc.check(X_PLAIN, Y_PLAIN, W_PLAIN, 0.0, column).verdict == "pass"
 
 
@@ -584,7 +585,7 @@ def test_the_reasons_word_for_word():
 
     def noisy_wrong_b(X, y, w, b):
         g = loop_gradient(X, y, w, b)
-        return kernels.LossGrad(0.0, g.grad_w * (1 + 1e-15 * rng.standard_normal()), g.grad_b + 1.0, 0, 0.0, 4)
+        return neuron.LossGrad(0.0, g.grad_w * (1 + 1e-15 * rng.standard_normal()), g.grad_b + 1.0, 0, 0.0, 4)
     both = gc.check(X_PLAIN, Y_PLAIN, W_PLAIN, 0.0, noisy_wrong_b).base
     assert both.reason == ("b disagrees with central differences; the analytic gradient differs between two "
                            "identical calls (nondeterministic)")

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from neurocli import kernels
+from neurocli import engines, neuron
+from neurocli.engines import memory
 
 
 def loop_reference(X, y, w, b):
@@ -38,7 +39,7 @@ def test_hand_worked_example():
     X = np.array([[1.0, 2.0], [3.0, -4.0], [0.0, 1.0]])
     y = np.array([1.0, 2.0, 3.0])
     w = np.array([0.5, 0.25])
-    for fn in (kernels.loss_and_gradient_reference, kernels.loss_and_gradient):
+    for fn in (neuron.loss_and_gradient, memory.loss_and_gradient):
         r = fn(X, y, w, 0.5)
         assert r.loss == pytest.approx(6.3125 / 3, rel=1e-15)
         np.testing.assert_allclose(r.grad_w, [2 / 3 * -2.5, 2 / 3 * 2.75], rtol=1e-15)
@@ -51,7 +52,7 @@ def test_inactive_sample_adds_loss_but_no_gradient_and_denominator_stays_n():
     # C = ((1-2)^2 + (0-3)^2) / 2 = (1 + 9) / 2 = 5       (the inactive sample adds y^2 = 9)
     # grad_w = 2/2 * (1-2) * 1 = -1 (only the active sample; N = 2, not 1)
     # grad_b = 2/2 * (1-2) = -1
-    r = kernels.loss_and_gradient(np.array([[1.0], [-1.0]]), np.array([2.0, 3.0]), np.array([1.0]), 0.0)
+    r = memory.loss_and_gradient(np.array([[1.0], [-1.0]]), np.array([2.0, 3.0]), np.array([1.0]), 0.0)
     assert r.loss == 5.0
     assert r.grad_w.tolist() == [-1.0]
     assert r.grad_b == -1.0
@@ -61,10 +62,10 @@ def test_inactive_sample_adds_loss_but_no_gradient_and_denominator_stays_n():
 def test_relu_derivative_is_zero_at_the_kink():
     # z = [-1, 0, 1]: only z = 1 is active (ReLU'(0) = 0 by the paper's convention)
     z = np.array([-1.0, 0.0, 1.0])
-    assert kernels.active_mask(z).tolist() == [False, False, True]
-    assert kernels.relu(z).tolist() == [0.0, 0.0, 1.0]
+    assert neuron.active_mask(z).tolist() == [False, False, True]
+    assert neuron.relu(z).tolist() == [0.0, 0.0, 1.0]
     # A sample exactly at z = 0 contributes nothing to the gradient: x = [1], w = [1], b = -1 -> z = 0
-    r = kernels.loss_and_gradient(np.array([[1.0]]), np.array([5.0]), np.array([1.0]), -1.0)
+    r = memory.loss_and_gradient(np.array([[1.0]]), np.array([5.0]), np.array([1.0]), -1.0)
     assert r.grad_w.tolist() == [0.0] and r.grad_b == 0.0 and r.n_active == 0
     assert r.loss == 25.0  # (0 - 5)^2 / 1
 
@@ -72,7 +73,7 @@ def test_relu_derivative_is_zero_at_the_kink():
 def test_zero_initialisation_gives_exactly_zero_gradient():
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(50, 4)), rng.normal(size=50) + 3
-    r = kernels.loss_and_gradient(X, y, np.zeros(4), 0.0)
+    r = memory.loss_and_gradient(X, y, np.zeros(4), 0.0)
     assert not r.grad_w.any() and r.grad_b == 0.0 and r.n_active == 0
 
 
@@ -95,7 +96,7 @@ def problems(draw, max_n=40, max_d=6):
 def test_matches_loop_over_samples(problem):
     X, y, w, b = problem
     ref_loss, ref_w, ref_b = loop_reference(X, y, w, b)
-    for fn in (kernels.loss_and_gradient_reference, kernels.loss_and_gradient):
+    for fn in (neuron.loss_and_gradient, memory.loss_and_gradient):
         r = fn(X, y, w, b)
         assert r.grad_w.shape == w.shape
         np.testing.assert_allclose(r.loss, ref_loss, rtol=1e-12, atol=1e-12)
@@ -118,7 +119,7 @@ def test_matches_central_differences_away_from_the_kink(problem):
     reach = h * (np.abs(X).sum(axis=1) + 1.0)
     if np.any(np.abs(z) <= 10 * reach):
         return
-    r = kernels.loss_and_gradient(X, y, w, b)
+    r = memory.loss_and_gradient(X, y, w, b)
     num_w = []
     for j in range(len(w)):
         e = np.zeros_like(w)
@@ -135,7 +136,7 @@ def test_float32_kernels_stay_float32():
     X = rng.normal(size=(100, 3)).astype(np.float32)
     y = rng.normal(size=100).astype(np.float32)
     w = rng.normal(size=3).astype(np.float32)
-    r = kernels.loss_and_gradient(X, y, w, np.float32(0.5))
+    r = memory.loss_and_gradient(X, y, w, np.float32(0.5))
     assert r.grad_w.dtype == np.float32
-    ref = kernels.loss_and_gradient_reference(X.astype(np.float64), y.astype(np.float64), w.astype(np.float64), 0.5)
+    ref = neuron.loss_and_gradient(X.astype(np.float64), y.astype(np.float64), w.astype(np.float64), 0.5)
     np.testing.assert_allclose(r.grad_w, ref.grad_w, rtol=1e-4, atol=1e-5)

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from neurocli import kernels
+from neurocli import engines, neuron
+from neurocli.engines import memory
 
 
 def assert_close(fast, ref, X, y, w, b, rel):
@@ -54,12 +55,12 @@ def problems(draw):
 @given(problems())
 def test_fused_matches_reference_float64(problem):
     X, y, w, b, block_bytes = problem
-    ref = kernels.loss_and_gradient_reference(X, y, w, b)
-    fast = kernels.loss_and_gradient(X, y, w, b, block_bytes=block_bytes)
+    ref = neuron.loss_and_gradient(X, y, w, b)
+    fast = memory.loss_and_gradient(X, y, w, b, block_bytes=block_bytes)
     assert_close(fast, ref, X, y, w, b, rel=1e-12)
     # column-major X (what full-batch training holds): the same numbers
     Xf = np.asfortranarray(X)
-    assert_close(kernels.loss_and_gradient(Xf, y, w, b, block_bytes=block_bytes), ref, X, y, w, b, rel=1e-12)
+    assert_close(memory.loss_and_gradient(Xf, y, w, b, block_bytes=block_bytes), ref, X, y, w, b, rel=1e-12)
 
 
 @settings(max_examples=60, deadline=None)
@@ -68,8 +69,8 @@ def test_fused_matches_reference_float32(problem):
     X, y, w, b, block_bytes = problem
     X, y, w = X.astype(np.float32), y.astype(np.float32), w.astype(np.float32)
     b = np.float32(b)
-    ref = kernels.loss_and_gradient_reference(X, y, w, b)
-    fast = kernels.loss_and_gradient(X, y, w, b, block_bytes=block_bytes // 2)
+    ref = neuron.loss_and_gradient(X, y, w, b)
+    fast = memory.loss_and_gradient(X, y, w, b, block_bytes=block_bytes // 2)
     assert fast.grad_w.dtype == np.float32
     # float32 rounding, and the fused form sums its block partials in float64: 1e-4 relative
     # to the summands. n_active may differ only where z rounds across 0, which the integer
@@ -84,7 +85,7 @@ def test_relu_derivative_at_zero_is_zero_in_every_block(block_bytes):
     # z = [-1, 0, 1]: only the last sample is active, whatever the blocking.
     X = np.array([[-1.0], [0.0], [1.0]])
     y = np.array([2.0, 2.0, 2.0])
-    lg = kernels.loss_and_gradient(X, y, np.array([1.0]), 0.0, block_bytes=block_bytes)
+    lg = memory.loss_and_gradient(X, y, np.array([1.0]), 0.0, block_bytes=block_bytes)
     assert lg.n_active == 1
     # active sample: a - y = 1 - 2 = -1, so grad_w = (2/3)(-1)(1), grad_b = (2/3)(-1)
     assert lg.grad_w[0] == pytest.approx(-2 / 3) and lg.grad_b == pytest.approx(-2 / 3)
@@ -93,20 +94,20 @@ def test_relu_derivative_at_zero_is_zero_in_every_block(block_bytes):
 
 
 def test_block_rows():
-    assert kernels.block_rows(10, 4, 8, block_bytes=64) == 2
-    assert kernels.block_rows(10, 4, 8, block_bytes=1) == 1
-    assert kernels.block_rows(10, 4, 8, block_bytes=1 << 20) == 10
+    assert engines.block_rows(10, 4, 8, block_bytes=64) == 2
+    assert engines.block_rows(10, 4, 8, block_bytes=1) == 1
+    assert engines.block_rows(10, 4, 8, block_bytes=1 << 20) == 10
 
 
 @pytest.mark.parametrize("workers", [1, 2, 4])
 def test_default_blocks_on_a_large_array_match_reference(workers, monkeypatch):
-    monkeypatch.setattr(kernels, "_WORKERS", workers)  # one worker runs the blocks in this thread
+    monkeypatch.setattr(memory, "WORKERS", workers)
     rng = np.random.default_rng(3)
     X = rng.standard_normal((140_000, 8))  # 8.5 MiB: past FUSED_MIN_BYTES, six default blocks
-    assert kernels.uses_blocks(X)
+    assert engines.uses_blocks(*X.shape, X.dtype)
     y, w = rng.standard_normal(140_000), rng.standard_normal(8)
-    ref = kernels.loss_and_gradient_reference(X, y, w, 0.1)
-    fast = kernels.loss_and_gradient(X, y, w, 0.1)
+    ref = neuron.loss_and_gradient(X, y, w, 0.1)
+    fast = memory.loss_and_gradient(X, y, w, 0.1)
     assert_close(fast, ref, X, y, w, 0.1, rel=1e-12)
 
 
@@ -117,13 +118,13 @@ def test_one_worker_gives_the_same_bits_as_several(problem, dtype):
     X, y, w = X.astype(dtype), y.astype(dtype), w.astype(dtype)
     results = []
     for workers in (1, 2, 3):
-        kernels._WORKERS, saved = workers, kernels._WORKERS
+        memory.WORKERS, saved = workers, memory.WORKERS
         try:
-            results.append(kernels.loss_and_gradient(X, y, w, b, block_bytes=block_bytes))
+            results.append(memory.loss_and_gradient(X, y, w, b, block_bytes=block_bytes))
         finally:
-            kernels._WORKERS = saved
+            memory.WORKERS = saved
     one = results[0]
-    assert_close(one, kernels.loss_and_gradient_reference(X, y, w, b), X, y, w, b,
+    assert_close(one, neuron.loss_and_gradient(X, y, w, b), X, y, w, b,
                  rel=1e-12 if dtype == np.float64 else 1e-4)
     for other in results[1:]:
         assert other.grad_w.tobytes() == one.grad_w.tobytes()
@@ -143,7 +144,7 @@ def test_blocked_sums_follow_the_reduction_rule(dtype):
     w = rng.standard_normal(d).astype(dtype)
     b = dtype(0.2)
     block_bytes = 100 * d * np.dtype(dtype).itemsize
-    rows = kernels.block_rows(n, d, np.dtype(dtype).itemsize, block_bytes)
+    rows = engines.block_rows(n, d, np.dtype(dtype).itemsize, block_bytes)
     assert rows == 100
     grads, sq, ab, gs, act = [], [], [], [], []
     for lo in range(0, n, rows):
@@ -151,12 +152,12 @@ def test_blocked_sums_follow_the_reduction_rule(dtype):
         k = len(yk)
         z, r, g, m = np.empty(k, dtype), np.empty(k, dtype), np.empty(k, dtype), np.empty(k, bool)
         grad = np.empty(d, dtype)
-        gs.append(kernels.fused_block(Xk, yk, w, b, z, r, m, g, grad))
+        gs.append(memory.fused_block(Xk, yk, w, b, z, r, m, g, grad))
         grads.append(grad)
         sq.append(float(r @ r))
         ab.append(float(np.abs(r).sum()))
         act.append(int(m.sum()))
-    got = kernels.loss_and_gradient(X, y, w, b, block_bytes=block_bytes)
+    got = memory.loss_and_gradient(X, y, w, b, block_bytes=block_bytes)
     expected_w = (np.sum(grads, axis=0, dtype=np.float64) * (2.0 / n)).astype(dtype)
     assert got.grad_w.dtype == dtype and got.grad_w.tobytes() == expected_w.tobytes()
     in_order = functools.partial(functools.reduce, operator.add)
@@ -166,27 +167,27 @@ def test_blocked_sums_follow_the_reduction_rule(dtype):
 
 
 def test_the_blocked_path_starts_at_its_documented_sizes():
-    # uses_blocks reads only the shape and dtype: np.empty arrays cost nothing to make
-    at_limit = kernels.FUSED_MIN_BYTES // (8 * 8)  # rows of 8 float64 features in exactly 8 MiB
-    assert kernels.uses_blocks(np.empty((at_limit, 8)))
-    assert not kernels.uses_blocks(np.empty((at_limit - 1, 8)))
+    # uses_blocks reads only the shape and dtype
+    at_limit = engines.FUSED_MIN_BYTES // (8 * 8)  # rows of 8 float64 features in exactly 8 MiB
+    assert engines.uses_blocks(at_limit, 8, np.float64)
+    assert not engines.uses_blocks(at_limit - 1, 8, np.float64)
     # 96 float64 features: a 1.5 MiB block holds exactly 2048 rows; 97 holds 2026
-    wide = kernels.BLOCK_BYTES // (kernels.FUSED_MIN_ROWS * 8)
+    wide = engines.BLOCK_BYTES // (engines.FUSED_MIN_ROWS * 8)
     assert wide == 96
-    assert kernels.uses_blocks(np.empty((20_000, wide)))
-    assert not kernels.uses_blocks(np.empty((20_000, wide + 1)))
-    assert kernels.uses_blocks(np.empty((at_limit * 2, 8), dtype=np.float32))
-    assert not kernels.uses_blocks(np.empty((at_limit * 2 - 1, 8), dtype=np.float32))
+    assert engines.uses_blocks(20_000, wide, np.float64)
+    assert not engines.uses_blocks(20_000, wide + 1, np.float64)
+    assert engines.uses_blocks(at_limit * 2, 8, np.float32)
+    assert not engines.uses_blocks(at_limit * 2 - 1, 8, np.float32)
 
 
 def test_below_the_blocked_sizes_the_reference_runs_bit_for_bit():
     rng = np.random.default_rng(9)
     X = rng.standard_normal((5000, 8))  # 312 KiB
     y, w = rng.standard_normal(5000), rng.standard_normal(8)
-    fast, ref = kernels.loss_and_gradient(X, y, w, 0.3), kernels.loss_and_gradient_reference(X, y, w, 0.3)
+    fast, ref = memory.loss_and_gradient(X, y, w, 0.3), neuron.loss_and_gradient(X, y, w, 0.3)
     assert fast.grad_w.tobytes() == ref.grad_w.tobytes()
     assert (fast.loss, fast.grad_b, fast.abs_error_sum) == (ref.loss, ref.grad_b, ref.abs_error_sum)
-    one_block = kernels.loss_and_gradient(X, y, w, 0.3, block_bytes=X.nbytes)  # a single block: the reference
+    one_block = memory.loss_and_gradient(X, y, w, 0.3, block_bytes=X.nbytes)  # a single block: the reference
     assert one_block.grad_w.tobytes() == ref.grad_w.tobytes() and one_block.loss == ref.loss
 
 
@@ -198,8 +199,8 @@ def test_default_blocks_on_a_large_column_major_array_with_a_wide_stride_match_r
     X = buffer[:250_000]  # 15 MiB: fused blocks, shared among the workers
     assert X.strides == (8, 8 * 300_000)
     y, w = rng.standard_normal(250_000), rng.standard_normal(8)
-    ref = kernels.loss_and_gradient_reference(np.ascontiguousarray(X), y, w, 0.1)
-    assert_close(kernels.loss_and_gradient(X, y, w, 0.1), ref, X, y, w, 0.1, rel=1e-12)
+    ref = neuron.loss_and_gradient(np.ascontiguousarray(X), y, w, 0.1)
+    assert_close(memory.loss_and_gradient(X, y, w, 0.1), ref, X, y, w, 0.1, rel=1e-12)
 
 
 @pytest.mark.parametrize("preset, expected", [(None, "4"), ("28", "28")])
@@ -221,8 +222,8 @@ def test_past_the_blocked_sizes_the_default_is_the_blocked_form():
     rng = np.random.default_rng(10)
     X = rng.standard_normal((140_000, 8))
     y, w = rng.standard_normal(140_000), rng.standard_normal(8)
-    default = kernels.loss_and_gradient(X, y, w, 0.1)
-    blocked = kernels.loss_and_gradient(X, y, w, 0.1, block_bytes=kernels.BLOCK_BYTES)
+    default = memory.loss_and_gradient(X, y, w, 0.1)
+    blocked = memory.loss_and_gradient(X, y, w, 0.1, block_bytes=engines.BLOCK_BYTES)
     assert default.grad_w.tobytes() == blocked.grad_w.tobytes()
     assert (default.loss, default.grad_b, default.abs_error_sum) == (blocked.loss, blocked.grad_b, blocked.abs_error_sum)
 
@@ -232,6 +233,6 @@ def test_past_the_blocked_sizes_the_default_is_the_blocked_form():
 def test_mixed_dtypes_give_the_reference_s_dtype(dx, dw, dy):
     rng = np.random.default_rng(11)
     X, y, w = rng.standard_normal((300, 4)).astype(dx), rng.standard_normal(300).astype(dy), rng.standard_normal(4).astype(dw)
-    ref = kernels.loss_and_gradient_reference(X, y, w, 0.1)
-    fast = kernels.loss_and_gradient(X, y, w, 0.1, block_bytes=64)
+    ref = neuron.loss_and_gradient(X, y, w, 0.1)
+    fast = memory.loss_and_gradient(X, y, w, 0.1, block_bytes=64)
     assert fast.grad_w.dtype == ref.grad_w.dtype == np.result_type(dx, dw, dy)

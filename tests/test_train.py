@@ -4,6 +4,7 @@ divergence and dead neurons instead of returning a silent flat curve."""
 import numpy as np
 import pytest
 
+from neurocli import neuron
 from neurocli.config import EarlyStoppingConfig, ModelConfig, TrainingConfig
 from neurocli.train import Trainer, TrainState, initial_parameters
 
@@ -117,7 +118,7 @@ def test_float32_training_runs_in_float32():
 
 
 def test_full_batch_metrics_of_an_epoch_are_measured_at_its_starting_parameters():
-    from neurocli import kernels
+    from neurocli.engines import memory
     from neurocli.train import evaluate
 
     X, y = synthetic(300, noise=0.5)
@@ -125,13 +126,13 @@ def test_full_batch_metrics_of_an_epoch_are_measured_at_its_starting_parameters(
     w0 = np.full(3, 0.1)
     t, records = run(X, y, TrainingConfig(epochs=1, learning_rate=0.05), w0=w0, b0=0.5, X_val=Xv, y_val=yv)
     # epoch 1 describes (w0, b0): the training loss and the validation loss both at w0, b0
-    assert records[0].loss == kernels.loss_and_gradient_reference(X, y, w0, 0.5).loss
+    assert records[0].loss == neuron.loss_and_gradient(X, y, w0, 0.5).loss
     assert records[0].val_loss == evaluate(Xv, yv, w0, 0.5)["mse"]
     assert records[0].bias == 0.5
 
 
 def test_early_stopping_on_training_loss_restores_the_parameters_of_the_best_record():
-    from neurocli import kernels
+    from neurocli.engines import memory
 
     X, y = synthetic(300, noise=0.5)
     cfg = TrainingConfig(epochs=5000, learning_rate=0.05, early_stopping=EarlyStoppingConfig(patience=3, min_delta=1e-2))
@@ -139,7 +140,7 @@ def test_early_stopping_on_training_loss_restores_the_parameters_of_the_best_rec
     assert t.stopped == "early_stopping"
     best = records[t.state.best_epoch - 1]
     # the restored parameters give exactly the loss recorded for the best epoch
-    assert kernels.loss_and_gradient(X, y, t.state.w, t.state.b).loss == best.loss
+    assert memory.loss_and_gradient(X, y, t.state.w, t.state.b).loss == best.loss
 
 
 def test_minibatch_divergence_keeps_the_last_finite_pair():
@@ -198,21 +199,21 @@ def test_minibatch_stop_request_after_an_overflow_in_the_same_run_still_reports_
     # request seen in the first pass must not cut the replay short before the overflow.
     import warnings
 
-    from neurocli import kernels
+    from neurocli.engines import memory
     X, y = np.array(X), np.array(y)
     cfg = TrainingConfig(epochs=1, learning_rate=lr, batch_size=1, shuffle=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         plain, _ = run(X, y, cfg, w0=[w0], b0=0.5)
         t = Trainer(X, y, X[:0], y[:0], cfg, 0, TrainState(w=np.array([w0]), b=np.float64(0.5)))
-        calls, real = [0], kernels.fused_block
+        calls, real = [0], memory.fused_block
 
         def counting(*a):
             calls[0] += 1
             if calls[0] == stop_in_call:
                 t.request_stop()
             return real(*a)
-        monkeypatch.setattr(kernels, "fused_block", counting)
+        monkeypatch.setattr(memory, "fused_block", counting)
         list(t.run())
     assert plain.stopped == t.stopped == "diverged"
     assert t.state.w.tobytes() == plain.state.w.tobytes() and float(t.state.b) == float(plain.state.b)
@@ -238,8 +239,8 @@ def test_a_run_stopped_after_any_batch_and_resumed_ends_bit_identical(dtype, shu
     # gather, so stops fall inside runs, at their ends, and on the shorter batch.
     import json
 
-    from neurocli import kernels, train
-    monkeypatch.setattr(train, "GATHER_BYTES", 16 * 3 * np.dtype(dtype).itemsize * 3)
+    from neurocli.engines import memory
+    monkeypatch.setattr(memory, "GATHER_BYTES", 16 * 3 * np.dtype(dtype).itemsize * 3)
     rng = np.random.default_rng(0)
     X = rng.normal(size=(100, 3)).astype(dtype)
     y = (np.maximum(X @ W_TRUE + 1.0, 0) + 0.1 * rng.normal(size=100)).astype(dtype)
@@ -250,7 +251,7 @@ def test_a_run_stopped_after_any_batch_and_resumed_ends_bit_identical(dtype, shu
 
     def go(state, stop_after=None):
         t = Trainer(X, y, X[:0], y[:0], cfg, 7, state)
-        calls, real = [0], kernels.fused_block
+        calls, real = [0], memory.fused_block
 
         def counting(*a):
             out = real(*a)
@@ -258,9 +259,9 @@ def test_a_run_stopped_after_any_batch_and_resumed_ends_bit_identical(dtype, shu
             if calls[0] == stop_after:
                 t.request_stop()
             return out
-        monkeypatch.setattr(kernels, "fused_block", counting)
+        monkeypatch.setattr(memory, "fused_block", counting)
         list(t.run())
-        monkeypatch.setattr(kernels, "fused_block", real)
+        monkeypatch.setattr(memory, "fused_block", real)
         return t
 
     straight = go(fresh())
@@ -268,7 +269,7 @@ def test_a_run_stopped_after_any_batch_and_resumed_ends_bit_identical(dtype, shu
     for stop_after in range(1, 3 * 7):
         cut = go(fresh(), stop_after)
         assert cut.stopped == "interrupted"
-        saved = json.loads(json.dumps(cut.snapshot().to_dict()))  # as the checkpoint holds it
+        saved = json.loads(json.dumps(cut.state.to_dict()))  # as the checkpoint holds it
         resumed = go(TrainState.from_dict(saved, json.loads(json.dumps(cut.state.history))))
         assert resumed.state.w.tobytes() == straight.state.w.tobytes(), stop_after
         assert float(resumed.state.b) == float(straight.state.b) and resumed.state.history == straight.state.history
@@ -304,13 +305,13 @@ def test_every_epoch_shuffle_is_drawn_on_the_helper_thread(monkeypatch):
     # it could have had ready; the orders are the same epoch_order(seed, epoch, n)
     import threading
 
-    from neurocli import train
-    drawn, real = [], train.epoch_order
+    from neurocli.engines import memory
+    drawn, real = [], memory.epoch_order
 
     def recording(seed, epoch, n):
         drawn.append((epoch, threading.current_thread().name.startswith("neurocli-shuffle")))
         return real(seed, epoch, n)
-    monkeypatch.setattr(train, "epoch_order", recording)
+    monkeypatch.setattr(memory, "epoch_order", recording)
     X, y = synthetic(500)
     t, records = run(X, y, TrainingConfig(epochs=3, learning_rate=0.01, batch_size=32))
     assert t.stopped == "completed" and len(records) == 3

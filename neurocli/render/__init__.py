@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from neurocli.io import json_safe
+from neurocli.train import StopReason
 
 # A redraw (rich lays out the progress bar and the metrics table) takes about 4.4 ms here:
 # at 5 a second that is about 2% of a run, well inside the 5% the view may cost.
@@ -26,11 +27,11 @@ MAX_FPS = 5
 SPARK = "▁▂▃▄▅▆▇█"
 
 STOP_EXPLAINED = {
-    "completed": "completed all epochs",
-    "early_stopping": "early stopping",
-    "diverged": "diverged",
-    "dead_neuron": "dead neuron",
-    "interrupted": "interrupted",
+    StopReason.COMPLETED: "completed all epochs",
+    StopReason.EARLY_STOPPING: "early stopping",
+    StopReason.DIVERGED: "diverged",
+    StopReason.DEAD_NEURON: "dead neuron",
+    StopReason.INTERRUPTED: "interrupted",
 }
 
 
@@ -163,7 +164,7 @@ def summary_renderable(s: dict, losses: list[float] | None = None):
         parts.append(Text(curve, style="cyan"))
     parts.append(Text(""))
     stop = Text("stopped: ", style="bold") + Text(f"{STOP_EXPLAINED.get(s['stopped'], s['stopped'])} after {s['epochs']} epochs",
-                                                   style="green" if s["stopped"] in ("completed", "early_stopping") else "red")
+                                                   style="green" if StopReason(s["stopped"]).succeeded else "red")
     parts.append(stop)
     if s.get("message"):
         parts.append(Text(s["message"], style="yellow"))
@@ -171,5 +172,5 @@ def summary_renderable(s: dict, losses: list[float] | None = None):
         parts.append(Text(f"files: {s['run_dir']}/ (model.json, history.csv, config.yaml, checkpoint.json)"))
     timing = s.get("timing", {})
     parts.append(Text(f"time: load {timing.get('load_s', 0):.2f} s, train {timing.get('train_s', 0):.2f} s", style="dim"))
-    ok = s["stopped"] in ("completed", "early_stopping")
+    ok = StopReason(s["stopped"]).succeeded
     return Panel(Group(*parts), title="neurocli train", border_style="green" if ok else "red", expand=False)
