@@ -152,6 +152,9 @@ class _Run:
             self.X_rows, self.y_rows = np.empty((size, d), dtype=dtype), np.empty(size, dtype=dtype)
         self.z, self.residual, self.g = (np.empty(size, dtype=dtype) for _ in range(3))
         self.active = np.empty(size, dtype=bool)
+        # per slot, the views fused_block writes into (made once: a view costs a call)
+        self.slots = [tuple(a[k * B:(k + 1) * B] for a in (self.z, self.residual, self.active, self.g))
+                      for k in range(self.batches_per_run)]
         self.first_row = 0  # the epoch's row held in slot 0
 
     def end(self, batch: int) -> int:
@@ -221,8 +224,9 @@ def _steps(run: _Run, p: _Descent, first: int, last: int, checked: bool, stop_be
     ``checked``: test the parameters after every step and roll back a step that overflowed.
     """
     B, n, n_batches, dtype = run.B, run.n, run.n_batches, p.dtype
-    X_rows, y_rows, grad, lr = run.X_rows, run.y_rows, p.grad, p.lr
-    w, w_prev, b = p.w, p.w_prev, p.b
+    X_rows, y_rows, grad, lr, slots = run.X_rows, run.y_rows, p.grad, p.lr, run.slots
+    first_row, first_slot = run.first_row, run.first_row // B
+    w, w_prev, b, grad_b = p.w, p.w_prev, p.b, p.grad_b
     float64 = dtype == np.float64
     full_factor = dtype.type(-lr * (2.0 / B))  # the step -lr dC/dw of a full batch is this times X_b^T g
     done, diverged, stopped = first, False, False
@@ -230,10 +234,12 @@ def _steps(run: _Run, p: _Descent, first: int, last: int, checked: bool, stop_be
         if j == stop_before:  # its loss overflowed: diverged before its step
             diverged = True
             break
-        lo = j * B - run.first_row
-        k = min(B, n - j * B)  # the epoch's last batch may be shorter
-        s = slice(lo, lo + k)
-        g_sum = fused_block(X_rows[s], y_rows[s], w, b, run.z[s], run.residual[s], run.active[s], run.g[s], grad)
+        lo = j * B - first_row
+        z, r, m, g = slots[j - first_slot]
+        k = min(B, n - j * B)
+        if k < B:  # the epoch's last, shorter batch
+            z, r, m, g = z[:k], r[:k], m[:k], g[:k]
+        g_sum = fused_block(X_rows[lo:lo + k], y_rows[lo:lo + k], w, b, z, r, m, g, grad)
         # sum g is finite only if every g is, and then so is X^T g (|x| is bounded at load)
         if not math.isfinite(g_sum):
             diverged = True
@@ -242,8 +248,8 @@ def _steps(run: _Run, p: _Descent, first: int, last: int, checked: bool, stop_be
         grad *= full_factor if k == B else dtype.type(-lr * scale)
         np.add(w, grad, out=w_prev)  # the new w; the old one stays for a rollback
         w, w_prev = w_prev, w
-        p.grad_b = g_sum * scale
-        b, b_prev = (b - lr * p.grad_b if float64 else dtype.type(b - dtype.type(lr * p.grad_b))), b
+        grad_b = g_sum * scale
+        b, b_prev = (b - lr * grad_b if float64 else dtype.type(b - dtype.type(lr * grad_b))), b
         if checked and not _finite(w, b):  # the step overflowed: keep what it started from
             w, w_prev, b = w_prev, w, b_prev
             diverged = True
@@ -252,7 +258,7 @@ def _steps(run: _Run, p: _Descent, first: int, last: int, checked: bool, stop_be
         if not checked and done < n_batches and stop_requested():
             stopped = True
             break
-    p.w, p.w_prev, p.b = w, w_prev, b
+    p.w, p.w_prev, p.b, p.grad_b = w, w_prev, b, grad_b
     return done, diverged, stopped
 
 

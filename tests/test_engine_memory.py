@@ -1,4 +1,4 @@
-"""The fused, row-blocked kernel against the straightforward reference.
+"""The in-memory engine's blocked gradient against the straightforward reference, and the reduction rule.
 
 "Relative" is measured against the size of the summands (``(2/N) |X|^T |g|`` for grad_w),
 which is what reordering a sum can change; a gradient that cancels to ~0 is still checked.
@@ -236,3 +236,47 @@ def test_mixed_dtypes_give_the_reference_s_dtype(dx, dw, dy):
     ref = neuron.loss_and_gradient(X, y, w, 0.1)
     fast = memory.loss_and_gradient(X, y, w, 0.1, block_bytes=64)
     assert fast.grad_w.dtype == ref.grad_w.dtype == np.result_type(dx, dw, dy)
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems())
+def test_fused_block_is_the_reference_before_its_2_over_n(problem):
+    X, y, w, b, _ = problem
+    n, d = X.shape
+    z, r, g, m, grad = np.empty(n), np.empty(n), np.empty(n), np.empty(n, dtype=bool), np.empty(d)
+    g_sum = memory.fused_block(X, y, w, b, z, r, m, g, grad)
+    ref = neuron.loss_and_gradient(X, y, w, b)
+    assert int(m.sum()) == ref.n_active
+    assert float(r @ r) / n == pytest.approx(ref.loss, rel=1e-12, abs=1e-300)
+    assert float(np.abs(r).sum()) == pytest.approx(ref.abs_error_sum, rel=1e-12, abs=1e-300)
+    scale = (2.0 / n) * (np.abs(X).T @ np.abs(g))  # the size of the summands
+    assert np.all(np.abs(grad * (2.0 / n) - ref.grad_w) <= 1e-12 * scale + 1e-300)
+    assert abs(g_sum * (2.0 / n) - ref.grad_b) <= 1e-12 * (2.0 / n) * np.abs(g).sum() + 1e-300
+
+
+@pytest.mark.parametrize("dtype, rel", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_a_minibatch_epoch_is_the_reference_step_batch_after_batch(dtype, rel, shuffled, monkeypatch):
+    # 23 rows in batches of 5: four full batches and one of 3; runs of 2 batches per gather
+    monkeypatch.setattr(memory, "GATHER_BYTES", 2 * 5 * 3 * np.dtype(dtype).itemsize)
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((23, 3)).astype(dtype)
+    y = (np.maximum(X @ np.array([1.0, -1.0, 0.5]) + 0.3, 0)).astype(dtype)
+    w0, b0, lr = np.array([0.2, 0.1, -0.1], dtype=dtype), dtype(0.4), dtype(0.1)
+    order = engines.epoch_order(5, 0, 23) if shuffled else None
+    w0_bytes = w0.tobytes()
+    done = memory.minibatch_epoch(X, y, order, 5, w0, b0, float(lr), 0, engines.EpochSums(), lambda: False)
+    rows = np.arange(23) if order is None else order
+    w, b, sq, ab, active = w0, b0, 0.0, 0.0, 0
+    for lo in range(0, 23, 5):
+        idx = rows[lo:lo + 5]
+        lg = neuron.loss_and_gradient(X[idx], y[idx], w, b)
+        sq, ab, active = sq + lg.loss * len(idx), ab + lg.abs_error_sum, active + lg.n_active
+        w, b = neuron.descent_step(w, b, lg.grad_w, lg.grad_b, lr)
+    assert not done.diverged and done.batch == 5 and done.w.dtype == dtype
+    np.testing.assert_allclose(done.w, w, rtol=rel)
+    assert float(done.b) == pytest.approx(float(b), rel=rel)
+    assert done.sums.rows == 23 and done.sums.active == active
+    assert done.sums.squared_error == pytest.approx(sq, rel=rel)
+    assert done.sums.abs_error == pytest.approx(ab, rel=rel)
+    assert w0.tobytes() == w0_bytes  # the caller's parameters are not modified

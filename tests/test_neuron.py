@@ -1,4 +1,4 @@
-"""The kernels against independent references: hand arithmetic, a loop over samples,
+"""The neuron's math against independent references: hand arithmetic, a loop over samples,
 central differences, and the convention ReLU'(0) = 0 pinned at z = 0."""
 
 import numpy as np
@@ -140,3 +140,17 @@ def test_float32_kernels_stay_float32():
     assert r.grad_w.dtype == np.float32
     ref = neuron.loss_and_gradient(X.astype(np.float64), y.astype(np.float64), w.astype(np.float64), 0.5)
     np.testing.assert_allclose(r.grad_w, ref.grad_w, rtol=1e-4, atol=1e-5)
+
+
+def test_descent_step_by_hand():
+    # w = [1, -2], b = 0.5, grad_w = [0.5, -1], grad_b = 2, lr = 0.1:
+    # w - 0.1 [0.5, -1] = [0.95, -1.9]; b - 0.1 * 2 = 0.3
+    w, b = neuron.descent_step(np.array([1.0, -2.0]), np.float64(0.5), np.array([0.5, -1.0]), 2.0, np.float64(0.1))
+    np.testing.assert_allclose(w, [0.95, -1.9], rtol=1e-15)
+    assert b == pytest.approx(0.3, rel=1e-15) and isinstance(b, np.float64)
+    # float32 parameters step in float32, whatever the gradient's dtype
+    w32, b32 = neuron.descent_step(np.array([1.0], dtype=np.float32), np.float32(0.5), np.array([0.5]), 2.0,
+                                   np.float32(0.1))
+    assert w32.dtype == np.float32 and isinstance(b32, np.float32)
+    assert w32[0] == np.float32(1.0) - np.float32(0.1) * np.float32(0.5)
+    assert b32 == np.float32(np.float32(0.5) - np.float32(0.1) * np.float32(2.0))
