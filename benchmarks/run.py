@@ -2,6 +2,7 @@
 
     python benchmarks/run.py            # the full sizes (several minutes, ~2 GB of RAM and temp disk)
     python benchmarks/run.py --quick    # tiny sizes, one round: checks that the suite still runs
+    python benchmarks/run.py --write    # the full sizes, and the table written to benchmarks/RESULTS.md
 
 Every timed case is repeated in interleaved rounds (each variant once per round, so a noisy
 neighbour hits all of them alike) and reported as the median. Each row gives the ratio to its
@@ -397,6 +398,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per case (default 11, 1 with --quick)")
     ap.add_argument("--only", default="gradient,minibatch,loading,memory,live,scaling",
                     help="comma-separated subset of: gradient, minibatch, loading, memory, live, scaling")
+    ap.add_argument("--write", nargs="?", const=str(ROOT / "benchmarks" / "RESULTS.md"), default=None, metavar="PATH",
+                    help="also write the table as Markdown (default path: benchmarks/RESULTS.md)")
     args = ap.parse_args(argv)
     q = args.quick
     rounds = args.rounds or (1 if q else 11)
@@ -428,22 +431,36 @@ def main(argv=None):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    print_table(rounds, q)
+    lines = table(rounds, q)
+    print("\n".join(lines))
+    if args.write:
+        write_results(Path(args.write), lines, argv)
 
 
-def print_table(rounds, quick):
-    print(f"neurocli benchmarks{' (--quick: tiny sizes, not a measurement)' if quick else ''}; "
-          f"medians of {rounds} interleaved round{'s' if rounds > 1 else ''}")
-    print("machine: " + "; ".join(machine()))
+def table(rounds, quick) -> list[str]:
+    """The results as Markdown lines: the heading facts, one row per case, then the notes."""
+    out = [f"neurocli benchmarks{' (--quick: tiny sizes, not a measurement)' if quick else ''}; "
+           f"medians of {rounds} interleaved round{'s' if rounds > 1 else ''}",
+           "machine: " + "; ".join(machine()), ""]
     head = ("case", "median", "vs floor", "vs peers (same run)")
     widths = [max(len(r[i]) for r in ROWS + [head]) for i in range(4)]
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-    print(line(head))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in ROWS:
-        print(line(r))
-    for n in NOTES:
-        print(f"- {n}")
+    out += [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in ROWS] + [""]
+    return out + [f"- {n}" for n in NOTES]
+
+
+def write_results(path: Path, lines: list[str], argv) -> None:
+    """The table as a Markdown page, replaced atomically: a run's output, never edited by hand."""
+    command = " ".join(["python benchmarks/run.py"] + list(sys.argv[1:] if argv is None else argv))
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    text = "\n".join(["# Benchmark results", "",
+                      f"Written by `{command}` on {when}; rerun it to replace this page, do not edit it.",
+                      "Ratios are to a floor or a peer measured in the same run; timings on a shared machine",
+                      "move between runs, ratios much less.", ""] + lines) + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

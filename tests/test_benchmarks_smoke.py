@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_benchmark_suite_runs_at_a_tiny_size(tmp_path):
-    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick"],
+    results = tmp_path / "RESULTS.md"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--write", str(results)],
                        capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert p.returncode == 0, p.stderr
     out = p.stdout
@@ -20,3 +21,8 @@ def test_benchmark_suite_runs_at_a_tiny_size(tmp_path):
                  "quickstart", "full-batch epoch", "scaling: fitted log-log slope"):
         assert case in out, case
     assert "bit-identical" in out and "are NOT" not in out
+    # --write: the same table as a page that names the command that wrote it
+    page = results.read_text()
+    assert page.startswith("# Benchmark results") and "`python benchmarks/run.py --quick --write " in page
+    table = out[:out.index("wrote ")].strip()
+    assert table in page
