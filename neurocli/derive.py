@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from neurocli import neuron
+from neurocli import gradcheck, numeric
 from neurocli.engines import memory
 
 # Central differences: step relative to the parameter, and the agreement asked of the three ways.
@@ -343,19 +343,15 @@ def central_differences(X, y, w, b, rel_step: float = FD_RELATIVE_STEP) -> tuple
     theta = np.append(w, b).astype(np.float64)
     n = len(w)
     z = X @ w + b
-    numeric = np.empty(n + 1)
-    steps = np.empty(n + 1)
-    kink = np.zeros(n + 1, dtype=bool)
-    for j in range(n + 1):
-        h = rel_step * max(1.0, abs(theta[j]))
-        plus, minus = theta.copy(), theta.copy()
-        plus[j] += h
-        minus[j] -= h
-        numeric[j] = (loss_value(X, y, plus[:n], plus[n]) - loss_value(X, y, minus[:n], minus[n])) / (2 * h)
-        dz = X[:, j] if j < n else np.ones_like(z)
-        kink[j] = bool(np.any((np.abs(z) <= h * np.abs(dz)) & (dz != 0)))
-        steps[j] = h
-    return numeric, steps, kink
+
+    def loss_at(t):
+        return loss_value(X, y, t[:n], t[n])
+
+    steps = np.array([numeric.relative_step(theta[j], rel_step) for j in range(n + 1)])
+    values = np.array([numeric.central_difference(loss_at, theta, j, steps[j]) for j in range(n + 1)])
+    # kink[j]: some sample straddles for parameter j, so values[j] mixes the two sides of the kink.
+    kink = np.array([numeric.straddles_kink(z, numeric.z_slope(X, j), steps[j]).any() for j in range(n + 1)], dtype=bool)
+    return values, steps, kink
 
 
 def relative_error(p: np.ndarray, q: np.ndarray, floor=None) -> np.ndarray:
@@ -384,23 +380,21 @@ def three_way_check(X, y, w, b, chain_w: np.ndarray, chain_b: float, labels: lis
     lg = memory.loss_and_gradient(X, y, w, b)
     chain = np.append(chain_w, chain_b)
     kernel = np.append(lg.grad_w, lg.grad_b).astype(np.float64)
-    numeric, steps, kink = central_differences(X, y, w, b)
+    differences, steps, kink = central_differences(X, y, w, b)
     shrunk = np.zeros_like(kink)
     if kink.any():  # gradcheck's remedy: a step below the closest sample's margin, where precision allows
-        from neurocli import gradcheck
-
         point = gradcheck.check_point(X, y, np.asarray(w, dtype=np.float64), float(b), jacobian="projection")
         for j, p in enumerate(point.parameters):
             if kink[j] and p.action == "shrunk_step" and p.status != "inconclusive":
-                numeric[j], steps[j], kink[j], shrunk[j] = p.numeric, p.step, False, True
+                differences[j], steps[j], kink[j], shrunk[j] = p.numeric, p.step, False, True
     eps = np.finfo(np.float64).eps
     size = float(np.max(np.abs(chain)))
     sum_noise = 64 * eps * (np.abs(chain) if term_scale is None else term_scale)
     fd_noise = 64 * eps * abs(loss_value(X, y, w, b)) / steps
     err = relative_error(chain, kernel, np.maximum(size, sum_noise / CHECK_TOLERANCE))
-    err_num = relative_error(chain, numeric, np.maximum(size, fd_noise / CHECK_TOLERANCE))[~kink]
+    err_num = relative_error(chain, differences, np.maximum(size, fd_noise / CHECK_TOLERANCE))[~kink]
     max_err = float(max(err.max(initial=0.0), err_num.max(initial=0.0)))
-    return Check(labels=labels, chain=chain, kernel=kernel, numeric=numeric, kink=kink, step=steps,
+    return Check(labels=labels, chain=chain, kernel=kernel, numeric=differences, kink=kink, step=steps,
                  max_rel_error=max_err, tolerance=CHECK_TOLERANCE, shrunk=shrunk)
 
 
@@ -518,10 +512,10 @@ def derive_vector_chain_rule(x: float) -> VectorChainRule:
     dg_dx = np.array([[2 * x], [3.0]])                            # 2 x 1
     dy_dx = df_dg @ dg_dx                                         # 2 x 1: the order matters
     closed = np.array([[2 / x], [3 * math.cos(3 * x)]])
-    h = FD_RELATIVE_STEP * max(1.0, abs(x))
-    numeric = ((vector_chain_rule_y(x + h) - vector_chain_rule_y(x - h)) / (2 * h)).reshape(2, 1)
+    h = numeric.relative_step(x, FD_RELATIVE_STEP)
+    differences = numeric.central_difference(lambda t: vector_chain_rule_y(t[0]), np.array([x]), 0, h).reshape(2, 1)
     err = float(max(relative_error(dy_dx.ravel(), closed.ravel()).max(),
-                    relative_error(dy_dx.ravel(), numeric.ravel()).max()))
+                    relative_error(dy_dx.ravel(), differences.ravel()).max()))
     P = r"\partial"
     steps = [
         Step("df/dg", "∂f/∂g", rf"\frac{{{P} \mathbf{{f}}}}{{{P} \mathbf{{g}}}}",
@@ -545,5 +539,5 @@ def derive_vector_chain_rule(x: float) -> VectorChainRule:
                 r"\frac{\partial \mathbf{f}}{\partial \mathbf{g}} \frac{\partial \mathbf{g}}{\partial x}",
                 "the vector chain rule: an (m x k)(k x n) product, in this order"),
     ]
-    return VectorChainRule(x=x, definitions=defs, steps=steps, closed_form=closed, numeric=numeric,
+    return VectorChainRule(x=x, definitions=defs, steps=steps, closed_form=closed, numeric=differences,
                            max_rel_error=err, tolerance=CHECK_TOLERANCE)

@@ -8,7 +8,8 @@ central difference is exact up to rounding unless the step carries ``z_i`` acros
 
 The kink (docs/math.md, "Where it goes wrong"): sample i *straddles* the kink for theta_j at step h when
 ``|z_i| <= h |dz_i/dtheta_j|`` (``x_ij`` for ``w_j``, 1 for ``b``). Its *margin* ``|z_i| / |dz_i/dtheta_j|``
-is the largest step that keeps it on one side. When samples straddle, the check
+is the largest step that keeps it on one side. Both tests and the differences themselves are
+:mod:`neurocli.numeric`'s; the policy is this module's. When samples straddle, the check
 
 1. shrinks the step to half the smallest margin if the rounding error of the difference at
    that step stays within the tolerance ("shrunk_step"); otherwise
@@ -33,7 +34,7 @@ from typing import Callable
 
 import numpy as np
 
-from neurocli import neuron
+from neurocli import neuron, numeric
 from neurocli.engines import memory
 
 EPS64 = float(np.finfo(np.float64).eps)
@@ -176,12 +177,8 @@ class GradcheckReport:
 
 
 # ----------------------------------------------------------------------------------------
-# The independent side: losses and activations in float64 from the forward kernel only.
-
-
-def _activations(X64: np.ndarray, theta: np.ndarray) -> np.ndarray:
-    a, _ = neuron.forward(X64, theta[:-1], float(theta[-1]))
-    return a
+# The independent side: differences in float64 from the forward kernel only (neurocli.numeric),
+# with the kink policy of the module docstring.
 
 
 def _z_scale(X64: np.ndarray, theta: np.ndarray) -> np.ndarray:
@@ -195,9 +192,42 @@ def neuron_jacobian(X: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
     return m[:, None] * np.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)])
 
 
-def _representable(theta_j: float, h: float) -> float:
-    """The step actually taken: ``(theta_j + h) - theta_j`` (a float step, not the ideal one)."""
-    return float((theta_j + h) - theta_j)
+@dataclass
+class _KinkStep:
+    """The step chosen for one direction and what it does to each sample (arrays of shape (N,))."""
+
+    h: float
+    action: str  # "none" | "shrunk_step" | "excluded"
+    straddle: np.ndarray  # at the requested step
+    tie: np.ndarray
+    keep: np.ndarray  # compared; the others are excluded from both sides
+    margins: np.ndarray
+
+
+def _step_past_the_kink(z, d, h_req, h_floor, ambiguous) -> _KinkStep:
+    """Steps 1 and 2 of the kink policy (module docstring) for a direction with slopes ``d = dz/dt``.
+
+    z, d, ambiguous : shape (N,). ``h_floor`` is the smallest step whose rounding stays within
+    the tolerance. Ties are kept for the one-sided differences (step 3); ``ambiguous`` samples
+    are excluded like straddlers that no allowed step avoids.
+    """
+    tie = numeric.at_kink(z, d)
+    margins = numeric.kink_margins(z, d)
+    straddle = numeric.straddles_kink(z, d, h_req)
+    live = straddle & ~tie
+    exclude = ambiguous & (d != 0) & ~tie
+    h, action = h_req, "none"
+    if live.any():
+        half = float(margins[live].min()) / 2
+        if half >= h_floor:
+            h, action = half, "shrunk_step"
+        else:
+            h = min(h, h_floor)
+            exclude = exclude | (live & numeric.straddles_kink(z, d, h))
+            action = "excluded"
+    elif exclude.any():
+        action = "excluded"
+    return _KinkStep(h, action, straddle, tie, ~exclude, margins)
 
 
 @dataclass
@@ -226,45 +256,29 @@ def _directional(X64, y64, theta, direction, h_req, noise_num, target, ambiguous
     analytic dtype cannot resolve (float32): they are excluded like unresolvable straddlers.
     """
     z = neuron.pre_activation(X64, theta[:-1], float(theta[-1]))
-    d = X64 @ direction[:-1] + direction[-1]
-    abs_z, abs_d = np.abs(z), np.abs(d)
-    moving = d != 0
-    tie = moving & (z == 0)
-    margins = np.where(moving, abs_z / np.where(moving, abs_d, 1.0), np.inf)
-    h = h_req
-    straddle = moving & (abs_z <= h * abs_d)
-    live = straddle & ~tie
-    exclude = ambiguous & moving & ~tie
-    action = "none"
+    d = numeric.z_slope_along(X64, direction)
     h_floor = max(64 * EPS64 * theta_scale, noise_num / target if target > 0 else math.inf)
-    if live.any():
-        half = float(margins[live].min()) / 2
-        if half >= h_floor:
-            h, action = half, "shrunk_step"
-        else:
-            h = min(h, h_floor)
-            exclude = exclude | (live & (abs_z <= h * abs_d))
-            action = "excluded"
-    elif exclude.any():
-        action = "excluded"
-    keep = ~exclude
+    step = _step_past_the_kink(z, d, h_req, h_floor, ambiguous)
+    diffs = numeric.sample_differences(X64, y64, theta, direction, step.h)
+    # ReLU'(0) = 0: a tie is inactive, so its side is the one where z decreases (t < 0 if
+    # dz/dt > 0); there a_i = 0 at every step, so its one-sided difference of a_i is exactly 0.
+    act = np.where(step.tie, 0.0, diffs.activation)
+    loss = np.where(step.tie, np.where(d > 0, diffs.loss_left, diffs.loss_right), diffs.loss)
+    return _Direction(step.h, h_req, d, step.straddle, step.tie, step.keep, step.action, step.margins,
+                      act, loss, diffs.loss_left, diffs.loss_right)
 
-    def at(t):
-        return _activations(X64, theta + t * direction)
 
-    a0, ap, am, ap2, am2 = at(0.0), at(h), at(-h), at(2 * h), at(-2 * h)
-    # At a tie the convention's side is the one where z decreases (t < 0 if dz/dt > 0): there
-    # a_i = 0 at every step, so its one-sided difference of a_i is exactly 0.
-    act = np.where(tie, 0.0, (ap - am) / (2 * h))
-    # One-sided three-point formulas, exact for a quadratic piece: f'(x) ~ s(-3f0 + 4f(x+sh) - f(x+2sh))/2h.
-    l0, lp, lm, lp2, lm2 = ((a - y64) ** 2 for a in (a0, ap, am, ap2, am2))
-    loss_right = (-3 * l0 + 4 * lp - lp2) / (2 * h)
-    loss_left = (3 * l0 - 4 * lm + lm2) / (2 * h)
-    loss = np.where(tie, np.where(d > 0, loss_left, loss_right), (lp - lm) / (2 * h))
-    return _Direction(h, h_req, d, straddle, tie, keep, action, margins, act, loss, loss_left, loss_right)
+def _parameter_direction(X64, y64, theta, j, rel_eps, noise_num, target, ambiguous) -> _Direction:
+    """:func:`_directional` along parameter j alone, from the requested relative step ``rel_eps``."""
+    unit = np.zeros(theta.size)
+    unit[j] = 1.0
+    theta_scale = max(1.0, abs(theta[j]))
+    h_req = numeric.representable_step(theta[j], numeric.relative_step(theta[j], rel_eps))
+    return _directional(X64, y64, theta, unit, h_req, noise_num, target, ambiguous, theta_scale)
 
 
 # ----------------------------------------------------------------------------------------
+# The round-off model and the comparison of one parameter.
 
 
 def _rss(values: np.ndarray) -> float:
@@ -276,9 +290,40 @@ def _rss(values: np.ndarray) -> float:
 TOO_NOISY = 0.1
 
 
-def _passes(analytic: float, numeric: float, rtol: float, atol: float, roundoff: float) -> tuple[float, float, float, bool]:
-    abs_error = abs(analytic - numeric)
-    big = max(abs(analytic), abs(numeric))
+@dataclass
+class _RoundingModel:
+    """Estimated rounding errors at one point, per sample (arrays of shape (N,))."""
+
+    z: np.ndarray  # the pre-activations, in float64
+    terms: int  # n + 2: the roundings that make up each z_i
+    scale_z: np.ndarray  # sum_k |x_ik w_k| + |b|
+    residual: np.ndarray  # max(0, z_i) - y_i
+    abs_y: np.ndarray
+    loss: np.ndarray  # of l_i = (a_i - y_i)^2, in float64
+    activation: np.ndarray  # of a_i, in float64
+    ambiguous: np.ndarray  # z_i != 0 whose sign the analytic dtype cannot resolve
+
+
+def _rounding_model(X64: np.ndarray, y64: np.ndarray, theta: np.ndarray, eps_a: float) -> _RoundingModel:
+    """The rounding errors of l_i and a_i in float64 and of z in the analytic dtype (epsilon ``eps_a``).
+
+    X64 : shape (N, n); y64 : shape (N,); theta : [w, b], shape (n+1,).
+    """
+    n_samples, n_features = X64.shape
+    z = neuron.pre_activation(X64, theta[:-1], float(theta[-1]))
+    scale_z = _z_scale(X64, theta)
+    residual = np.maximum(z, 0) - y64
+    # Errors of n + 2 roundings of size eps * |term| add like a random walk.
+    k = n_features + 2
+    loss_round = 2 * np.abs(residual) * EPS64 * (math.sqrt(k) * scale_z + np.abs(y64)) + 2 * EPS64 * residual ** 2
+    act_round = EPS64 * math.sqrt(k) * scale_z
+    ambiguous = (np.abs(z) <= eps_a * k * scale_z) & (z != 0) if eps_a > EPS64 else np.zeros(n_samples, bool)
+    return _RoundingModel(z, k, scale_z, residual, np.abs(y64), loss_round, act_round, ambiguous)
+
+
+def _passes(analytic: float, difference: float, rtol: float, atol: float, roundoff: float) -> tuple[float, float, float, bool]:
+    abs_error = abs(analytic - difference)
+    big = max(abs(analytic), abs(difference))
     rel_error = 0.0 if big == 0 else abs_error / big  # both zero counts as agreement
     tolerance = atol + rtol * big + roundoff
     return abs_error, rel_error, tolerance, bool(abs_error <= tolerance)
@@ -295,6 +340,150 @@ def _gradient(grad_fn: GradFn, X, y, w, b, n_features: int) -> np.ndarray:
     if gw.shape != (n_features,):
         raise ValueError(f"grad_fn returned grad_w of shape {gw.shape}, expected ({n_features},)")
     return np.append(gw, _as_float(lg.grad_b))
+
+
+@dataclass
+class _AnalyticSide:
+    """The gradient under test: ``grad_fn`` on (X, y) at (w, b), all in the analytic dtype."""
+
+    grad_fn: GradFn
+    X: np.ndarray  # (N, n)
+    y: np.ndarray  # (N,)
+    w: np.ndarray  # (n,)
+    b: float
+    eps: float  # machine epsilon of the analytic dtype
+    gradient: np.ndarray  # [grad_w, grad_b] over all samples, shape (n+1,)
+
+    def on(self, keep: np.ndarray) -> np.ndarray:
+        """The gradient of the mean loss of the samples where ``keep`` (bool, (N,)), shape (n+1,)."""
+        return _gradient(self.grad_fn, self.X[keep], self.y[keep], self.w, self.b, self.X.shape[1])
+
+
+def _difference_roundoff(dr: _Direction, keep, n_used: int, rounding: _RoundingModel, eps_a: float) -> tuple[float, float]:
+    """Estimated rounding errors (of the difference, of the analytic value) over the kept samples."""
+    d_keep = np.abs(dr.d[keep])
+    # The analytic value sums n_used terms of size ~ (|r_i| + scale_z_i + |y_i|) |dz_i/dt| in the
+    # analytic dtype: n + 2 roundings in each z_i and about log2(n_used) more in the sum.
+    analytic_round = eps_a * math.sqrt(rounding.terms + math.log2(n_used + 1)) * 2 * _rss(
+        (np.abs(rounding.residual[keep]) + rounding.scale_z[keep] + rounding.abs_y[keep]) * d_keep) / n_used
+    numeric_round = _rss(rounding.loss[keep]) / n_used / dr.h
+    return numeric_round, analytic_round
+
+
+def _tie_check(dr: _Direction, keep, n_used: int, analytic: float, roundoff: float, rtol, atol) -> TieCheck | None:
+    """Step 3 of the kink policy: bracket ``analytic`` by the ties' one-sided differences (None: no tie)."""
+    ties = dr.tie & keep
+    if not ties.any():
+        return None
+    rest = keep & ~ties
+    base = float(dr.loss[rest].sum())
+    left = (base + float(dr.loss_left[ties].sum())) / n_used
+    right = (base + float(dr.loss_right[ties].sum())) / n_used
+    lo = (base + float(np.minimum(dr.loss_left, dr.loss_right)[ties].sum())) / n_used
+    hi = (base + float(np.maximum(dr.loss_left, dr.loss_right)[ties].sum())) / n_used
+    slack = atol + rtol * max(abs(lo), abs(hi), abs(analytic)) + roundoff
+    within = bool(lo - slack <= analytic <= hi + slack)
+    return TieCheck(int(ties.sum()), left, right, analytic, lo, hi, within)
+
+
+def _compare_parameter(name: str, j: int, dr: _Direction, analytic_side: _AnalyticSide,
+                       rounding: _RoundingModel, rtol: float, atol: float) -> ParameterResult:
+    """Parameter j's analytic derivative against the difference ``dr`` along it, within the round-off.
+
+    Samples excluded at the kink are left out of both sides; "inconclusive" when none is left or
+    when the difference's rounding could hide a wrong gradient.
+    """
+    keep = dr.keep
+    n_samples, n_used = keep.size, int(keep.sum())
+    straddle_idx = np.flatnonzero(dr.straddle)
+    min_margin = float(dr.margins[dr.straddle].min()) if straddle_idx.size else None
+    common = dict(name=name, requested_step=dr.requested, step=dr.h, straddling=int(straddle_idx.size),
+                  indices=[int(i) for i in straddle_idx[:SHOWN_INDICES]], min_margin=min_margin,
+                  action=dr.action, excluded=n_samples - n_used, n_used=n_used)
+    if n_used == 0:
+        return ParameterResult(analytic=math.nan, numeric=math.nan, abs_error=math.nan, rel_error=math.nan,
+                               tolerance=math.nan, roundoff=math.nan, status="inconclusive", **common)
+    # Excluded from both sides: then the analytic gradient of the remaining samples' loss.
+    analytic = float((analytic_side.gradient if n_used == n_samples else analytic_side.on(keep))[j])
+    numeric_value = float(dr.loss[keep].sum()) / n_used
+    numeric_round, analytic_round = _difference_roundoff(dr, keep, n_used, rounding, analytic_side.eps)
+    roundoff = numeric_round + analytic_round
+    abs_error, rel_error, tolerance, ok = _passes(analytic, numeric_value, rtol, atol, roundoff)
+    measured = dict(analytic=analytic, numeric=numeric_value, abs_error=abs_error, rel_error=rel_error,
+                    tolerance=tolerance, roundoff=roundoff)
+    if numeric_round > TOO_NOISY * abs(analytic) and abs(analytic) > 10 * max(analytic_round, atol):
+        # The step is so small that rounding in the difference could hide a gradient off by
+        # a factor of two: the comparison proves nothing (see --sweep for a usable step).
+        return ParameterResult(**measured, status="inconclusive", **common)
+    tie_check = _tie_check(dr, keep, n_used, analytic, roundoff, rtol, atol)
+    ok = ok and (tie_check is None or tie_check.within)
+    return ParameterResult(**measured, status="pass" if ok else "fail", tie_check=tie_check, **common)
+
+
+# ----------------------------------------------------------------------------------------
+# One point: the kink summary, the verdict and the report.
+
+
+def _summarize_kink(params: list[ParameterResult], columns: list[_Direction]) -> KinkReport:
+    """The samples that straddle for any parameter, the ties, and the strongest action taken."""
+    n_samples = columns[0].keep.size
+    any_straddle = np.zeros(n_samples, bool)
+    any_tie = np.zeros(n_samples, bool)
+    for dr in columns:
+        any_straddle |= dr.straddle
+        any_tie |= dr.tie
+    margins = [p.min_margin for p in params if p.min_margin is not None]
+    all_margins = np.min(np.column_stack([dr.margins for dr in columns]), axis=1)
+    closest = int(np.argmin(all_margins)) if np.isfinite(all_margins).any() else None
+    actions = {p.action for p in params}
+    return KinkReport(
+        straddling=int(any_straddle.sum()),
+        indices=[int(i) for i in np.flatnonzero(any_straddle)[:SHOWN_INDICES]],
+        min_margin=min(margins) if margins else None,
+        ties=int(any_tie.sum()),
+        action="excluded" if "excluded" in actions else "shrunk_step" if "shrunk_step" in actions else "none",
+        closest=closest,
+        closest_margin=None if closest is None else float(all_margins[closest]),
+    )
+
+
+def _failure_reason(failed: list[str], jacobian_passed: bool, deterministic: bool) -> str:
+    why = []
+    if failed:
+        why.append(f"{', '.join(failed)} disagree{'s' if len(failed) == 1 else ''} with central differences")
+    if not jacobian_passed:
+        why.append("the per-sample Jacobian disagrees with finite differences")
+    if not deterministic:
+        why.append("the analytic gradient differs between two identical calls (nondeterministic)")
+    return "; ".join(why)
+
+
+def _inconclusive_reason(params: list[ParameterResult]) -> str:
+    empty = [p.name for p in params if p.status == "inconclusive" and p.n_used == 0]
+    noisy = [p.name for p in params if p.status == "inconclusive" and p.n_used > 0]
+    why = []
+    if empty:
+        why.append("every sample straddles the kink for " + ", ".join(empty) + ": nothing left to compare")
+    if noisy:
+        why.append("the step is too small for float64 for " + ", ".join(noisy) + ": rounding in the "
+                   "difference exceeds a tenth of the gradient, so a wrong gradient could pass; use a "
+                   "larger --eps (--sweep shows the error against the step)")
+    return "; ".join(why)
+
+
+def _point_verdict(params: list[ParameterResult], jac: JacobianResult, deterministic: bool,
+                   n_active: int, n_samples: int) -> tuple[str, str]:
+    """(verdict, reason): "fail" if anything disagrees, "inconclusive" if nothing is active or a
+    parameter proves nothing, else "pass"."""
+    failed = [p.name for p in params if p.status == "fail"]
+    if failed or not jac.passed or not deterministic:
+        return "fail", _failure_reason(failed, jac.passed, deterministic)
+    if n_active == 0:
+        return "inconclusive", ("no sample is active (every z_i <= 0): both gradients are zero by construction, "
+                                "so their agreement proves nothing")
+    if any(p.status == "inconclusive" for p in params):
+        return "inconclusive", _inconclusive_reason(params)
+    return "pass", f"all {len(params)} gradients agree with central differences ({n_active} of {n_samples} samples active)"
 
 
 def check_point(X, y, w, b, grad_fn: GradFn | None = None, *, eps=None, rtol=DEFAULT_RTOL,
@@ -319,133 +508,29 @@ def check_point(X, y, w, b, grad_fn: GradFn | None = None, *, eps=None, rtol=DEF
     b_a = dtype.type(b)
     theta = np.append(w_a.astype(np.float64), float(b_a))
     rel_eps = DEFAULT_EPS if eps is None else float(eps)
-
-    z = neuron.pre_activation(X64, theta[:-1], float(theta[-1]))
-    n_active = int(np.count_nonzero(neuron.active_mask(z)))
-    scale_z = _z_scale(X64, theta)
-    residual = np.maximum(z, 0) - y64
-    # Estimated rounding error of each l_i = (a_i - y_i)^2 and a_i in float64 (errors of n + 2
-    # roundings of size eps * |term| add like a random walk), and of z in the analytic dtype.
-    k = n_features + 2
-    loss_round = 2 * np.abs(residual) * EPS64 * (math.sqrt(k) * scale_z + np.abs(y64)) + 2 * EPS64 * residual ** 2
-    act_round = EPS64 * math.sqrt(k) * scale_z
-    ambiguous = (np.abs(z) <= eps_a * k * scale_z) & (z != 0) if eps_a > EPS64 else np.zeros(n_samples, bool)
+    rounding = _rounding_model(X64, y64, theta, eps_a)
+    n_active = int(np.count_nonzero(neuron.active_mask(rounding.z)))
 
     first = _gradient(grad_fn, X, y, w_a, b_a, n_features)
     second = _gradient(grad_fn, X, y, w_a, b_a, n_features)
     deterministic = bool(np.array_equal(first, second, equal_nan=True))
     g_scale = float(np.max(np.abs(first))) if first.size else 0.0
+    # The rounding a difference may carry: half the tolerance at the gradient's size.
     target = 0.5 * (atol + rtol * g_scale)
+    noise_num = _rss(rounding.loss) / n_samples
+    analytic = _AnalyticSide(grad_fn, X, y, w_a, b_a, eps_a, first)
 
     params: list[ParameterResult] = []
     columns: list[_Direction] = []
     for j in range(n_features + 1):
-        e = np.zeros(n_features + 1)
-        e[j] = 1.0
-        theta_scale = max(1.0, abs(theta[j]))
-        h_req = _representable(theta[j], rel_eps * theta_scale)
-        noise_num = _rss(loss_round) / n_samples
-        dr = _directional(X64, y64, theta, e, h_req, noise_num, target, ambiguous, theta_scale)
+        dr = _parameter_direction(X64, y64, theta, j, rel_eps, noise_num, target, rounding.ambiguous)
         columns.append(dr)
-        keep = dr.keep
-        n_used = int(keep.sum())
-        straddle_idx = np.flatnonzero(dr.straddle)
-        min_margin = float(dr.margins[dr.straddle].min()) if straddle_idx.size else None
-        common = dict(name=pnames[j], requested_step=dr.requested, step=dr.h, straddling=int(straddle_idx.size),
-                      indices=[int(i) for i in straddle_idx[:SHOWN_INDICES]], min_margin=min_margin,
-                      action=dr.action, excluded=n_samples - n_used, n_used=n_used)
-        if n_used == 0:
-            params.append(ParameterResult(analytic=math.nan, numeric=math.nan, abs_error=math.nan,
-                                          rel_error=math.nan, tolerance=math.nan, roundoff=math.nan,
-                                          status="inconclusive", **common))
-            continue
-        if n_used == n_samples:
-            analytic = float(first[j])
-        else:  # excluded from both sides: the analytic gradient of the remaining samples' loss
-            analytic = float(_gradient(grad_fn, X[keep], y[keep], w_a, b_a, n_features)[j])
-        numeric = float(dr.loss[keep].sum()) / n_used
-        d_keep = np.abs(dr.d[keep])
-        analytic_round = eps_a * math.sqrt(k + math.log2(n_used + 1)) * 2 * _rss(
-            (np.abs(residual[keep]) + scale_z[keep] + np.abs(y64[keep])) * d_keep) / n_used
-        numeric_round = _rss(loss_round[keep]) / n_used / dr.h
-        roundoff = numeric_round + analytic_round
-        abs_error, rel_error, tolerance, ok = _passes(analytic, numeric, rtol, atol, roundoff)
-        if numeric_round > TOO_NOISY * abs(analytic) and abs(analytic) > 10 * max(analytic_round, atol):
-            # The step is so small that rounding in the difference could hide a gradient off by
-            # a factor of two: the comparison proves nothing (see --sweep for a usable step).
-            params.append(ParameterResult(analytic=analytic, numeric=numeric, abs_error=abs_error,
-                                          rel_error=rel_error, tolerance=tolerance, roundoff=roundoff,
-                                          status="inconclusive", **common))
-            continue
-        tie_check = None
-        ties = dr.tie & keep
-        if ties.any():
-            rest = keep & ~ties
-            base = float(dr.loss[rest].sum())
-            left = (base + float(dr.loss_left[ties].sum())) / n_used
-            right = (base + float(dr.loss_right[ties].sum())) / n_used
-            lo = (base + float(np.minimum(dr.loss_left, dr.loss_right)[ties].sum())) / n_used
-            hi = (base + float(np.maximum(dr.loss_left, dr.loss_right)[ties].sum())) / n_used
-            slack = atol + rtol * max(abs(lo), abs(hi), abs(analytic)) + roundoff
-            within = bool(lo - slack <= analytic <= hi + slack)
-            tie_check = TieCheck(int(ties.sum()), left, right, analytic, lo, hi, within)
-            ok = ok and within
-        params.append(ParameterResult(analytic=analytic, numeric=numeric, abs_error=abs_error, rel_error=rel_error,
-                                      tolerance=tolerance, roundoff=roundoff, status="pass" if ok else "fail",
-                                      tie_check=tie_check, **common))
+        params.append(_compare_parameter(pnames[j], j, dr, analytic, rounding, rtol, atol))
 
-    jac = _check_jacobian(X64, y64, theta, columns, rtol, atol, act_round, ambiguous, jacobian, seed, rel_eps)
-
-    any_straddle = np.zeros(n_samples, bool)
-    any_tie = np.zeros(n_samples, bool)
-    for dr in columns:
-        any_straddle |= dr.straddle
-        any_tie |= dr.tie
-    margins = [p.min_margin for p in params if p.min_margin is not None]
-    all_margins = np.min(np.column_stack([dr.margins for dr in columns]), axis=1)
-    closest = int(np.argmin(all_margins)) if np.isfinite(all_margins).any() else None
-    actions = {p.action for p in params}
-    kink = KinkReport(
-        straddling=int(any_straddle.sum()),
-        indices=[int(i) for i in np.flatnonzero(any_straddle)[:SHOWN_INDICES]],
-        min_margin=min(margins) if margins else None,
-        ties=int(any_tie.sum()),
-        action="excluded" if "excluded" in actions else "shrunk_step" if "shrunk_step" in actions else "none",
-        closest=closest,
-        closest_margin=None if closest is None else float(all_margins[closest]),
-    )
-
-    failed = [p.name for p in params if p.status == "fail"]
-    if failed or not jac.passed or not deterministic:
-        verdict = "fail"
-        why = []
-        if failed:
-            why.append(f"{', '.join(failed)} disagree{'s' if len(failed) == 1 else ''} with central differences")
-        if not jac.passed:
-            why.append("the per-sample Jacobian disagrees with finite differences")
-        if not deterministic:
-            why.append("the analytic gradient differs between two identical calls (nondeterministic)")
-        reason = "; ".join(why)
-    elif n_active == 0:
-        verdict = "inconclusive"
-        reason = ("no sample is active (every z_i <= 0): both gradients are zero by construction, "
-                  "so their agreement proves nothing")
-    elif any(p.status == "inconclusive" for p in params):
-        verdict = "inconclusive"
-        empty = [p.name for p in params if p.status == "inconclusive" and p.n_used == 0]
-        noisy = [p.name for p in params if p.status == "inconclusive" and p.n_used > 0]
-        why = []
-        if empty:
-            why.append("every sample straddles the kink for " + ", ".join(empty) + ": nothing left to compare")
-        if noisy:
-            why.append("the step is too small for float64 for " + ", ".join(noisy) + ": rounding in the "
-                       "difference exceeds a tenth of the gradient, so a wrong gradient could pass; use a "
-                       "larger --eps (--sweep shows the error against the step)")
-        reason = "; ".join(why)
-    else:
-        verdict = "pass"
-        reason = f"all {len(params)} gradients agree with central differences ({n_active} of {n_samples} samples active)"
-
+    jac = _check_jacobian(X64, y64, theta, columns, rtol, atol, rounding.activation, rounding.ambiguous,
+                          jacobian, seed, rel_eps)
+    kink = _summarize_kink(params, columns)
+    verdict, reason = _point_verdict(params, jac, deterministic, n_active, n_samples)
     sweep_rows = _sweep(X64, y64, theta, first) if sweep else None
     return PointReport(label=label, w=theta[:-1].copy(), b=float(theta[-1]), n_samples=n_samples, n_active=n_active,
                        parameters=params, jacobian=jac, kink=kink, deterministic=deterministic, verdict=verdict,
@@ -459,11 +544,11 @@ def _check_jacobian(X64, y64, theta, columns, rtol, atol, act_round, ambiguous, 
     w, b = theta[:-1], float(theta[-1])
     if mode == "full":
         analytic = neuron_jacobian(X64, w, b)
-        numeric = np.column_stack([dr.act for dr in columns])
+        differences = np.column_stack([dr.act for dr in columns])
         keep = np.column_stack([dr.keep for dr in columns])
         steps = np.array([dr.h for dr in columns])
-        err = np.abs(analytic - numeric)
-        big = np.maximum(np.abs(analytic), np.abs(numeric))
+        err = np.abs(analytic - differences)
+        big = np.maximum(np.abs(analytic), np.abs(differences))
         tol = atol + rtol * big + 3 * act_round[:, None] / steps[None, :]
         err_k = np.where(keep, err, 0.0)
         rel = np.where(keep & (big > 0), err / np.where(big > 0, big, 1.0), 0.0)
@@ -489,9 +574,9 @@ def _check_jacobian(X64, y64, theta, columns, rtol, atol, act_round, ambiguous, 
         keep = dr.keep
         grad_w, grad_b = neuron.backward(np.where(keep, u, 0.0), cache)
         analytic = float(grad_w @ v[:-1] + grad_b * v[-1])
-        numeric = float((u[keep] * dr.act[keep]).sum())
+        difference = float((u[keep] * dr.act[keep]).sum())
         roundoff = _rss(u[keep] * act_round[keep]) / dr.h
-        abs_e, rel_e, _, ok = _passes(analytic, numeric, rtol, atol, roundoff)
+        abs_e, rel_e, _, ok = _passes(analytic, difference, rtol, atol, roundoff)
         worst_abs, worst_rel = max(worst_abs, abs_e), max(worst_rel, rel_e)
         passed = passed and ok
         n_excl += int((~keep).sum())
@@ -502,19 +587,17 @@ def _check_jacobian(X64, y64, theta, columns, rtol, atol, act_round, ambiguous, 
 
 def _sweep(X64, y64, theta, analytic) -> list[SweepRow]:
     """Plain central differences of the mean loss (no kink handling) for every relative step."""
+    def mean_loss(t):
+        return neuron.mse_forward(numeric.activations(X64, t), y64)[0]
+
     rows = []
     z = neuron.pre_activation(X64, theta[:-1], float(theta[-1]))
     for step in SWEEP_STEPS:
         errors, straddles = [], []
         for j in range(theta.size):
-            h = _representable(theta[j], step * max(1.0, abs(theta[j])))
-            e = np.zeros(theta.size)
-            e[j] = h
-            plus, _ = neuron.mse_forward(_activations(X64, theta + e), y64)
-            minus, _ = neuron.mse_forward(_activations(X64, theta - e), y64)
-            errors.append(abs(analytic[j] - (plus - minus) / (2 * h)))
-            d = X64[:, j] if j < theta.size - 1 else np.ones(X64.shape[0])
-            straddles.append(int(np.count_nonzero((d != 0) & (np.abs(z) <= h * np.abs(d)))))
+            h = numeric.representable_step(theta[j], numeric.relative_step(theta[j], step))
+            errors.append(abs(analytic[j] - numeric.central_difference(mean_loss, theta, j, h)))
+            straddles.append(int(np.count_nonzero(numeric.straddles_kink(z, numeric.z_slope(X64, j), h))))
         rows.append(SweepRow(step, errors, straddles))
     return rows
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from neurocli import gradcheck as gc
-from neurocli import neuron
+from neurocli import neuron, numeric
 from neurocli.engines import memory
 
 
@@ -485,7 +485,7 @@ def test_a_sample_exactly_at_the_step_s_reach_straddles():
     # w = 1: the step for w is h = (1 + DEFAULT_EPS) - 1, exactly. b = h - 1 (exact), so sample 0
     # (x = 1) has z = 1 + (h - 1) = h exactly: |z| <= h |x| holds with equality, it straddles,
     # and the step is shrunk to half its margin, h / 2.
-    h = gc._representable(1.0, gc.DEFAULT_EPS)
+    h = numeric.representable_step(1.0, gc.DEFAULT_EPS)
     X = np.array([[1.0], [2.0], [-1.0]])
     y = np.array([0.5, 1.0, 1.0])
     point = gc.check(X, y, np.array([1.0]), h - 1.0).base
