@@ -1,7 +1,9 @@
 """CSV -> validated float arrays, then the preprocessing every command shares.
 
 Reading is pandas' C parser; what neurocli adds is validation that names the place of
-every problem: the file, the line as a text editor counts it, and the column.
+every problem: the file, the line as a text editor counts it, and the column. Large files
+are read in pieces on every core by :mod:`neurocli.csvread`; this module decides how a
+file is read and reads it whole when it cannot be read in pieces.
 Preprocessing (missing rows, validation split, standardization, dtype) happens once, in
 :func:`prepare`, so train, gradcheck, derive and predict all see the same numbers.
 """
@@ -9,31 +11,21 @@ Preprocessing (missing rows, validation split, standardization, dtype) happens o
 from __future__ import annotations
 
 import hashlib
-import io
 import math
-import mmap
-import os
 import re
-from concurrent.futures import ThreadPoolExecutor
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from neurocli.csvread import (
+    PieceError, blank_lines, decode_error, first_missing, frame_columns, ignore_restated_pandas_warnings,
+    line_from_blanks, line_of_row, missing_cell_error, no_data_rows_error, read_pieces,
+)
 from neurocli.errors import DataError
 
-# A row shorter than the header is read as missing cells (reported or dropped by
-# data.missing), so pandas' note about it would only repeat what neurocli says.
-warnings.filterwarnings("ignore", message="Length of header or names does not match", category=pd.errors.ParserWarning,
-                        module=r"neurocli\.data")
-# A piece is parsed in internal chunks (low_memory); a column whose chunks differ in type
-# (numbers, then a text cell) is checked cell by cell in frame_columns, which names the
-# cell, so pandas' warning about mixed types would only repeat it, less precisely.
-warnings.filterwarnings("ignore", category=pd.errors.DtypeWarning, module=r"neurocli\.data")
-
-HEADER_LINE = 1
+ignore_restated_pandas_warnings(__name__)
 
 
 @dataclass
@@ -64,59 +56,7 @@ class Table:
         """
         if self.__dict__.get("_blank_lines") is None:
             self.__dict__["_blank_lines"] = blank_lines(self.path, delimiter=self.delimiter)
-        return _line_from_blanks(int(self.rows[i]), self.__dict__["_blank_lines"])
-
-
-def _blank_bytes(delimiter: str) -> bytes:
-    """What a line the parser skips may hold: spaces, tabs, CRs, but not the delimiter (a
-    line of tabs in a tab-separated file is a row of empty cells)."""
-    return bytes(c for c in b" \t\r" if c != ord(delimiter))
-
-
-def blank_lines(path: Path, chunk_size: int = 1 << 20, delimiter: str = ",") -> list[int]:
-    """Line numbers of the blank lines after the header (empty or only spaces, tabs, CRs other
-    than the delimiter: the lines the parser skips), in one chunked, vectorized pass."""
-    blank = np.zeros(256, dtype=bool)
-    blank[list(_blank_bytes(delimiter) + b"\n")] = True
-    found: list[int] = []
-    line = 1  # the number of the line that the current chunk starts in
-    ink_before = 0  # non-blank bytes already seen on that (unfinished) line
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_size):
-            b = np.frombuffer(chunk, dtype=np.uint8)
-            newlines = np.flatnonzero(b == 10)
-            ink = np.cumsum(~blank[b])
-            ink_at_end = ink[newlines]  # non-blank bytes in the chunk up to each line's end
-            per_line = np.diff(np.concatenate([[0], ink_at_end]))
-            if len(per_line):
-                per_line[0] += ink_before
-            numbers = line + np.arange(len(newlines))
-            found.extend(int(v) for v in numbers[(per_line == 0) & (numbers > HEADER_LINE)])
-            line += len(newlines)
-            if len(newlines):  # the unfinished last line carries its bytes into the next chunk
-                ink_before = int(ink[-1] - ink_at_end[-1])
-            else:
-                ink_before += int(ink[-1])
-    return found
-
-
-def _line_from_blanks(row: int, blanks: list[int]) -> int:
-    """The line of 0-based data row ``row``, given the sorted blank line numbers."""
-    line = row + HEADER_LINE + 1
-    for blank in blanks:
-        if blank <= line:
-            line += 1
-        else:
-            break
-    return line
-
-
-def line_of_row(path: Path, row: int, delimiter: str = ",") -> int:
-    """Line number, as an editor counts, of the 0-based data row ``row`` (blank lines skipped).
-
-    Only used to report a place, so one scan of the file is fine here.
-    """
-    return _line_from_blanks(row, blank_lines(path, delimiter=delimiter))
+        return line_from_blanks(int(self.rows[i]), self.__dict__["_blank_lines"])
 
 
 def file_sha256(path: Path) -> str:
@@ -143,19 +83,6 @@ def _check_file(path: Path) -> None:
         raise DataError("the data file is empty: expected a header line and data rows", path=path)
 
 
-def _decode_error(path: Path, exc: UnicodeDecodeError) -> DataError:
-    raw = path.read_bytes()
-    try:
-        raw.decode("utf-8")
-        line, byte = None, None
-    except UnicodeDecodeError as inner:
-        line = raw[: inner.start].count(b"\n") + 1
-        byte = raw[inner.start]
-    where = f"line {line}" if line else None
-    detail = f" (byte 0x{byte:02x})" if byte is not None else ""
-    return DataError(f"not UTF-8 text{detail}; save the file as UTF-8", path=path, where=where)
-
-
 def read_header(path: Path, delimiter: str) -> list[str]:
     _check_file(path)
     with open(path, "rb") as fh:
@@ -168,7 +95,7 @@ def read_header(path: Path, delimiter: str) -> list[str]:
         head = pd.read_csv(path, sep=delimiter, header=None, nrows=1, dtype=str,
                            encoding="utf-8-sig", keep_default_na=False)
     except UnicodeDecodeError as exc:
-        raise _decode_error(path, exc) from exc
+        raise decode_error(path, exc) from exc
     except pd.errors.EmptyDataError as exc:
         raise DataError("the data file is empty: expected a header line and data rows", path=path) from exc
     except pd.errors.ParserError as exc:
@@ -223,9 +150,9 @@ def read_table(
     header only, undecodable bytes, wrong delimiter, duplicate or absent columns,
     non-numeric cells, infinities, and empty/NA cells when ``missing == "error"``.
 
-    Large files are read in pieces (:func:`_read_pieces`), which bounds memory to about the
-    size of the result and parses on every core; ``keep_frame`` (predict keeps every column)
-    and files with quoted fields are read whole.
+    Large files are read in pieces (:func:`neurocli.csvread.read_pieces`), which bounds memory
+    to about the size of the result and parses on every core; ``keep_frame`` (predict keeps
+    every column) and files with quoted fields are read whole.
 
     ``layout``: "C" (row-major X, for mini-batches, which gather rows) or "F" (column-major,
     for full-batch training: its kernel reads X faster that way, see engines/memory.py).
@@ -241,277 +168,11 @@ def read_table(
     elif any(c not in names for c in features):
         raise _missing_columns(path, features, names, "feature")
     if not keep_frame:
-        table = _read_pieces(path, names, features, target, missing, delimiter, layout)
-        if table is not None:
-            return table
+        read = read_pieces(path, names, features, target, missing, delimiter, layout)
+        if read is not None:
+            return Table(path=path, feature_names=list(features), target=target, X=read.X, y=read.y,
+                         rows=read.rows, n_dropped=read.n_dropped, sha256=read.sha256, delimiter=delimiter)
     return _read_whole(path, len(names), features, target, missing, delimiter, keep_frame, layout)
-
-
-# Bytes of CSV text per piece: big enough that pandas' per-call cost is noise, small enough
-# that the pieces in flight stay a small fraction of the data.
-PIECE_BYTES = 8 * 1024 * 1024
-_READERS = max(1, min(4, os.cpu_count() or 1))
-
-
-class _PieceError(Exception):
-    """A problem in one piece, located by its row or line inside the piece."""
-
-    def __init__(self, message: str, *, row: int | None = None, line: int | None = None,
-                 fallback: bool = False):
-        super().__init__(message)
-        self.message, self.row, self.line = message, row, line
-        self.fallback = fallback  # pandas could not place the problem: read the file whole instead
-
-
-def _parse_piece(text: bytes, names: list[str], wanted: list[str], delimiter: str):
-    """One newline-aligned piece of the data section -> its wanted columns as floats.
-
-    Returns its columns and the positions of those with a NaN (:func:`frame_columns`):
-    float64, in ``wanted`` order, NaN where a cell is empty or NA; raises _PieceError (row
-    or line relative to the piece) for text cells, infinities and malformed lines.
-    """
-    # Every column is parsed (no usecols) so that a row with more fields than the header is
-    # an error rather than silently cut; pandas reports all but a piece's first line, so
-    # that one is counted here (no quotes in a piece, so a delimiter is a field boundary).
-    pos, line = 0, 1
-    while pos < len(text):  # the first non-blank line (blank lines are skipped by the parser)
-        newline = text.find(b"\n", pos)
-        first = text[pos:len(text) if newline < 0 else newline].rstrip(b"\r")
-        if first.strip(_blank_bytes(delimiter) + b"\n"):
-            n_fields = first.count(delimiter.encode()) + 1
-            if n_fields > len(names):
-                raise _PieceError(f"{n_fields} fields but the header has {len(names)}", line=line)
-            break
-        if newline < 0:
-            break
-        pos, line = newline + 1, line + 1
-    try:
-        # low_memory: the C parser tokenizes in internal chunks; one big chunk spent much of
-        # its time growing (realloc) its token buffers (an 8 MiB piece: 42 ms against 55 ms).
-        frame = pd.read_csv(io.BytesIO(text), sep=delimiter, header=None, names=names, index_col=False,
-                            engine="c", encoding="utf-8", low_memory=True)
-    except pd.errors.EmptyDataError:  # only blank lines
-        return [np.empty(0) for _ in wanted], []
-    except pd.errors.ParserError as exc:
-        fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
-        if fields:
-            raise _PieceError(f"{fields.group(3)} fields but the header has {fields.group(1)}",
-                              line=int(fields.group(2))) from exc
-        m = re.search(r"line (\d+)", str(exc))
-        if not m:  # a problem pandas cannot place inside a piece: the whole-file read will
-            raise _PieceError("fall back to a whole-file read", fallback=True) from exc
-        raise _PieceError(f"malformed CSV: {str(exc).strip().rstrip('.')}", line=int(m.group(1))) from exc
-    return frame_columns(frame, wanted)
-
-
-def frame_columns(frame: pd.DataFrame, wanted: list[str]) -> tuple[list[np.ndarray], list[int]]:
-    """The ``wanted`` columns of a parsed frame, each a float64 array (NaN where a cell is
-    empty or NA), in ``wanted`` order, and the positions of the columns that hold a NaN.
-    Text cells and infinities raise _PieceError at the earliest row (then the leftmost
-    column), so a file's first problem is the one reported. Columns, not a 2-d block: the
-    caller writes each straight into its place in X."""
-    problems = []  # (row, column position, message)
-    columns, nan_columns = [], []
-    for j, name in enumerate(wanted):
-        series = frame[name]
-        if pd.api.types.is_bool_dtype(series.dtype):
-            # True/False cells are text, not numbers, wherever the reader's chunks fall (a
-            # chunk of only such cells comes back as booleans, a mixed one as text)
-            problems.append((0, j, f"column {name!r}: a true/false cell is not a number"))
-            series = series.astype(np.float64)
-        elif not pd.api.types.is_numeric_dtype(series.dtype):
-            coerced = pd.to_numeric(series, errors="coerce")
-            bad = (coerced.isna() & series.notna()).to_numpy()
-            if series.dtype == object:  # True/False beside empty cells: bools among NaN
-                bad = bad | series.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
-            if bad.any():
-                pos = int(np.argmax(bad))
-                problems.append((pos, j, f"column {name!r}: {str(series.iloc[pos])[:40]!r} is not a number"))
-            series = coerced
-        col = series.to_numpy(dtype=np.float64, na_value=np.nan)
-        if not np.isfinite(col).all():  # one scan clears the common case: no NaN, no infinity
-            inf = np.isinf(col)
-            if inf.any():
-                problems.append((int(np.argmax(inf)), j, f"column {name!r}: infinite value"))
-            if np.isnan(col).any():
-                nan_columns.append(j)
-        columns.append(col)
-    if problems:
-        row, _, message = min(problems)
-        raise _PieceError(message, row=row)
-    return columns, nan_columns
-
-
-def first_missing(columns: list[np.ndarray], nan_columns: list[int]) -> tuple[np.ndarray | None, int, int]:
-    """Rows with an empty/NA cell in the columns ``nan_columns`` (those of ``columns`` that
-    hold a NaN): ``(mask or None, first row, its leftmost such column)``; ``(None, -1, -1)``
-    when there is none."""
-    if not nan_columns:
-        return None, -1, -1
-    na = np.isnan(columns[nan_columns[0]])
-    for j in nan_columns[1:]:
-        na |= np.isnan(columns[j])
-    r = int(np.argmax(na))
-    c = next(j for j in nan_columns if np.isnan(columns[j][r]))
-    return na, r, c
-
-
-def _read_pieces(path: Path, names, features, target, missing, delimiter, layout: str = "C") -> Table | None:
-    """The data section in newline-aligned pieces, parsed by pandas on every core.
-
-    The pieces are cut at newlines and handed to the workers; results are taken in file
-    order, so the first problem reported is the first in the file. The sha256 of the file is
-    fed the pieces as they are read (one read of the file). None when the file has a quote
-    character (a quoted field may hold a newline, so the pieces could not be cut safely):
-    the caller reads it whole.
-    """
-    wanted = features + ([target] if target is not None else [])
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        header = fh.readline()
-        if size == len(header):
-            raise DataError("the file has a header but no data rows", path=path, where="line 2")
-        if b'"' in header:
-            return None
-        sha = hashlib.sha256(header)  # fed each piece in order below: the file is read once
-
-        def read_at(pos: int, length: int) -> bytes:  # only this thread reads fh
-            fh.seek(pos)
-            return fh.read(length)
-
-        def boundary(pos: int) -> int:  # just after the first newline at or after ``pos``
-            while True:
-                window = read_at(pos, 1 << 16)
-                if not window:
-                    return size
-                i = window.find(b"\n")
-                if i >= 0:
-                    return pos + i + 1
-                pos += len(window)
-
-        def line_at(offset: int) -> int:  # the line that starts at byte ``offset`` (errors only)
-            lines, pos = 1, 0
-            while pos < offset:
-                window = read_at(pos, min(1 << 20, offset - pos))
-                lines += window.count(b"\n")
-                pos += len(window)
-            return lines
-
-        results: list = []  # (byte offset, future) in file order
-        out = _Growing(size, len(header), len(features), target is not None, layout)
-        n_rows = 0  # data rows seen (kept or not)
-        n_na = 0
-        first_na: tuple[int, str] | None = None
-        pool = ThreadPoolExecutor(max_workers=_READERS, thread_name_prefix="neurocli-csv")
-        try:
-            start = len(header)
-            while True:
-                # Plain reads, not a memory map: mapped file pages would count as our memory.
-                end = size if start + PIECE_BYTES >= size else boundary(start + PIECE_BYTES - 1)
-                chunk = end > start
-                if chunk:
-                    piece = read_at(start, end - start)
-                    if b'"' in piece:
-                        return None
-                    sha.update(piece)  # releases the GIL: hashes while the workers parse
-                    results.append((start, pool.submit(_parse_piece, piece, names, wanted, delimiter)))
-                    del piece
-                start = end
-                # Take finished pieces in file order, keeping a few in flight per worker.
-                while results and (len(results) > _READERS + 1 or not chunk):
-                    piece_start, future = results.pop(0)
-                    try:
-                        columns, nan_columns = future.result()
-                    except _PieceError as exc:
-                        if exc.fallback:
-                            return None
-                        if exc.line is not None:
-                            where = f"line {line_at(piece_start) + exc.line - 1}"
-                        else:
-                            where = f"line {line_of_row(path, n_rows + exc.row, delimiter)}"
-                        raise DataError(exc.message, path=path, where=where) from None
-                    except UnicodeDecodeError as exc:
-                        raise _decode_error(path, exc) from exc
-                    n_piece = len(columns[0])
-                    kept_rows = np.arange(n_rows, n_rows + n_piece)
-                    keep = None
-                    if missing != "keep":
-                        na, r, c = first_missing(columns, nan_columns)
-                        if na is not None:
-                            if first_na is None:
-                                first_na = (n_rows + r, wanted[c])
-                            n_na += int(na.sum())
-                            if missing == "drop":
-                                keep = ~na
-                                kept_rows = kept_rows[keep]
-                    if not out.fits(len(kept_rows)):  # rows shorter than the header: read whole
-                        return None
-                    out.append(columns, kept_rows, keep)
-                    n_rows += n_piece
-                    del columns
-                if not chunk:
-                    break
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-    if n_rows == 0:
-        raise DataError("the file has a header but no data rows", path=path, where="line 2")
-    if missing == "error" and first_na is not None:
-        r, c = first_na
-        raise DataError(
-            f"column {c!r}: empty or NA cell ({n_na} row{'s have' if n_na > 1 else ' has'} one); "
-            f"set data.missing: drop to skip such rows",
-            path=path, where=f"line {line_of_row(path, r, delimiter)}",
-        )
-    X, y, rows = out.result()
-    return Table(path=path, feature_names=list(features), target=target, X=X, y=y, rows=rows,
-                 n_dropped=n_rows - len(rows), sha256=sha.hexdigest(), delimiter=delimiter)
-
-
-class _Growing:
-    """Rows appended into preallocated arrays (features, target, row numbers), sized from
-    the file: no list of pieces to stitch together, so the peak stays near the size of the
-    result. Pages never written are never touched, so the generous bound costs no memory
-    (in column-major order too: each column's unused tail is never touched)."""
-
-    def __init__(self, file_bytes: int, header_bytes: int, n_features: int, has_target: bool, order: str = "C"):
-        n_columns = n_features + has_target
-        # a full row's every cell takes at least 2 bytes ("0," or "0\n"); a file of rows shorter
-        # than the header could hold more, and is read whole instead (see ``fits``)
-        self.capacity = max(16, (file_bytes - header_bytes) // (2 * n_columns) + 1)
-        if order == "F":
-            # Each column is written from its start up to the row count, and its tail never.
-            # numpy asks the kernel for 2 MiB pages on big arrays, and then every column's first
-            # and last touched page is 2 MiB (up to 4 MiB of waste per column); a private
-            # anonymous map without huge pages keeps the waste to 4 KiB per column.
-            buf = mmap.mmap(-1, self.capacity * n_features * 8, flags=mmap.MAP_PRIVATE)
-            if hasattr(buf, "madvise") and hasattr(mmap, "MADV_NOHUGEPAGE"):
-                buf.madvise(mmap.MADV_NOHUGEPAGE)
-            self.X = np.ndarray((self.capacity, n_features), dtype=np.float64, buffer=buf, order="F")
-        else:
-            self.X = np.empty((self.capacity, n_features), dtype=np.float64)
-        self.y = np.empty(self.capacity, dtype=np.float64) if has_target else None
-        self.rows = np.empty(self.capacity, dtype=np.int64)
-        self.d = n_features
-        self.n = 0
-
-    def fits(self, k: int) -> bool:
-        return self.n + k <= self.capacity
-
-    def append(self, columns: list[np.ndarray], rows: np.ndarray, keep: np.ndarray | None = None) -> None:
-        """Append the rows ``keep`` (all if None) of ``columns`` (features, then the target)."""
-        k = len(rows)
-        end = self.n + k
-        assert end <= self.capacity, "more rows than the file's size allows"
-        for j, col in enumerate(columns[:self.d]):
-            self.X[self.n:end, j] = col if keep is None else col[keep]
-        if self.y is not None:
-            self.y[self.n:end] = columns[self.d] if keep is None else columns[self.d][keep]
-        self.rows[self.n:end] = rows
-        self.n = end
-
-    def result(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        y = None if self.y is None else self.y[:self.n]
-        return self.X[:self.n], y, self.rows[:self.n]
 
 
 def _read_whole(path: Path, n_header: int, features, target, missing, delimiter, keep_frame,
@@ -519,63 +180,24 @@ def _read_whole(path: Path, n_header: int, features, target, missing, delimiter,
     """The whole file in one pandas call (predict keeps every column; quoted fields).
     ``n_header``: the number of header fields (:func:`read_header`)."""
     wanted = features + ([target] if target is not None else [])
-    try:
-        first = pd.read_csv(path, sep=delimiter, encoding="utf-8-sig", header=None, skiprows=1, nrows=1,
-                            dtype=str, keep_default_na=False)
-        if first.shape[1] > n_header:  # pandas would take the extra field for a row index
-            raise DataError(f"{first.shape[1]} fields but the header has {n_header}", path=path,
-                            where=f"line {line_of_row(path, 0, delimiter)}")
-        frame = pd.read_csv(path, sep=delimiter, encoding="utf-8-sig", engine="c", index_col=False)
-    except pd.errors.EmptyDataError:
-        raise DataError("the file has a header but no data rows", path=path, where="line 2") from None
-    except UnicodeDecodeError as exc:
-        raise _decode_error(path, exc) from exc
-    except pd.errors.ParserError as exc:
-        msg = str(exc).strip().rstrip(".")
-        fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", msg)
-        if fields:
-            raise DataError(f"{fields.group(3)} fields but the header has {fields.group(1)}", path=path,
-                            where=f"line {fields.group(2)}") from exc
-        m = re.search(r"line (\d+)", msg)
-        quote = re.search(r"EOF inside string starting at row (\d+)", msg)
-        if quote:  # pandas counts lines from the header (row 0), blank ones included
-            raise DataError("a quoted field is never closed (a '\"' without its pair)", path=path,
-                            where=f"line {int(quote.group(1)) + 1}") from exc
-        raise DataError(f"malformed CSV: {msg}", path=path, where=f"line {m.group(1)}" if m else None) from exc
-    frame.columns = [str(c).strip() for c in frame.columns]
-    if len(frame) == 0:
-        raise DataError("the file has a header but no data rows", path=path, where="line 2")
+    frame = _parse_whole(path, n_header, delimiter)
     rows = np.arange(len(frame))
     try:
-        columns, _ = frame_columns(frame, wanted)
-    except _PieceError as exc:
+        columns, nan_columns = frame_columns(frame, wanted)
+    except PieceError as exc:
         raise DataError(exc.message, path=path, where=f"line {line_of_row(path, exc.row, delimiter)}") from None
     X = np.empty((len(frame), len(features)), dtype=np.float64, order=layout)
     for j in range(len(features)):
         X[:, j] = columns[j]
     y = columns[len(features)] if target is not None else None
+    na, first_row, first_column = first_missing(columns, nan_columns) if missing != "keep" else (None, -1, -1)
     del columns
-
-    def first_bad(mask_2d: np.ndarray, cols: list[str]) -> tuple[int, str]:
-        flat = int(np.argmax(mask_2d))
-        r, c = divmod(flat, mask_2d.shape[1])
-        return r, cols[c]
-
-    all_cols = features + ([target] if target is not None else [])
-    nan_mask = np.isnan(X)
-    if y is not None:
-        nan_mask = np.column_stack([nan_mask, np.isnan(y)])
     n_dropped = 0
-    if missing != "keep" and nan_mask.any():
+    if na is not None:
         if missing == "error":
-            r, c = first_bad(nan_mask, all_cols)
-            n_bad = int(nan_mask.any(axis=1).sum())
-            raise DataError(
-                f"column {c!r}: empty or NA cell ({n_bad} row{'s have' if n_bad > 1 else ' has'} one); "
-                f"set data.missing: drop to skip such rows",
-                path=path, where=f"line {line_of_row(path, r, delimiter)}",
-            )
-        keep = ~nan_mask.any(axis=1)
+            raise missing_cell_error(path, wanted[first_column], int(na.sum()),
+                                     line_of_row(path, first_row, delimiter))
+        keep = ~na
         n_dropped = int((~keep).sum())
         X, rows = np.asarray(X[keep], order=layout), rows[keep]
         if y is not None:
@@ -586,6 +208,42 @@ def _read_whole(path: Path, n_header: int, features, target, missing, delimiter,
         path=path, feature_names=list(features), target=target, X=X, y=y, rows=rows,
         n_dropped=n_dropped, frame=frame if keep_frame else None, delimiter=delimiter,
     )
+
+
+def _parse_whole(path: Path, n_header: int, delimiter: str) -> pd.DataFrame:
+    """Every column of the file as pandas parses it, its problems raised as located DataErrors."""
+    try:
+        first = pd.read_csv(path, sep=delimiter, encoding="utf-8-sig", header=None, skiprows=1, nrows=1,
+                            dtype=str, keep_default_na=False)
+        if first.shape[1] > n_header:  # pandas would take the extra field for a row index
+            raise DataError(f"{first.shape[1]} fields but the header has {n_header}", path=path,
+                            where=f"line {line_of_row(path, 0, delimiter)}")
+        frame = pd.read_csv(path, sep=delimiter, encoding="utf-8-sig", engine="c", index_col=False)
+    except pd.errors.EmptyDataError:
+        raise no_data_rows_error(path) from None
+    except UnicodeDecodeError as exc:
+        raise decode_error(path, exc) from exc
+    except pd.errors.ParserError as exc:
+        raise _parser_error(path, exc) from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if len(frame) == 0:
+        raise no_data_rows_error(path)
+    return frame
+
+
+def _parser_error(path: Path, exc: pd.errors.ParserError) -> DataError:
+    """pandas' ParserError on the whole file as a DataError at the line it names."""
+    msg = str(exc).strip().rstrip(".")
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", msg)
+    if fields:
+        return DataError(f"{fields.group(3)} fields but the header has {fields.group(1)}", path=path,
+                         where=f"line {fields.group(2)}")
+    m = re.search(r"line (\d+)", msg)
+    quote = re.search(r"EOF inside string starting at row (\d+)", msg)
+    if quote:  # pandas counts lines from the header (row 0), blank ones included
+        return DataError("a quoted field is never closed (a '\"' without its pair)", path=path,
+                         where=f"line {int(quote.group(1)) + 1}")
+    return DataError(f"malformed CSV: {msg}", path=path, where=f"line {m.group(1)}" if m else None)
 
 
 @dataclass
@@ -721,55 +379,16 @@ def prepare(table: Table, *, validation_fraction: float, standardize: bool, seed
     ``locate(keys, message)`` builds a ConfigError located at a config key, for problems
     that the config can fix (too few rows for the split).
     """
-    path = table.path
     n = table.X.shape[0]
     train_idx, val_idx = split_indices(n, validation_fraction, seed)
-    if n >= 2 and validation_fraction > 0 and (len(val_idx) < 1 or len(train_idx) < 1) and locate is not None:
-        raise locate(("data", "validation_fraction"),
-                     f"data.validation_fraction {validation_fraction:g} of {n} rows leaves "
-                     f"{len(val_idx)} validation and {len(train_idx)} training rows; use 0 for no validation "
-                     f"or a fraction between {1 / n:.2g} and {1 - 1 / n:.2g}")
-    if len(train_idx) < 1 or (validation_fraction > 0 and len(val_idx) < 1) or n < 2:
-        message = (f"only {n} usable row{'s' if n != 1 else ''}"
-                   f"{f' after dropping {table.n_dropped} with missing values' if table.n_dropped else ''}: "
-                   f"too few for training{' with a validation split of ' + str(validation_fraction) if validation_fraction else ''}")
-        if locate is not None and validation_fraction > 0 and n >= 2:
-            raise locate(("data", "validation_fraction"), message)
-        raise DataError(message, path=path)
-    limit = magnitude_limit(n, np.float32 if dtype == "float32" else np.float64)
-    columns = list(table.feature_names) + ([table.target] if table.y is not None else [])
-    for j, name in enumerate(columns):
-        col = table.X[:, j] if j < table.X.shape[1] else table.y
-        if standardize and j < table.X.shape[1]:
-            col_limit = magnitude_limit(n, np.float64)
-        else:
-            col_limit = limit
-        big = np.abs(col) > col_limit
-        if big.any():
-            r = int(np.argmax(big))
-            raise DataError(
-                f"column {name!r}: value {col[r]:.4g} is too large (|x| > {col_limit:.3g}): "
-                f"its square would overflow the loss; rescale the column",
-                path=path, where=f"line {table.line_of(r)}",
-            )
+    _check_enough_rows(table, len(train_idx), len(val_idx), validation_fraction, locate)
+    _check_magnitudes(table, standardize, dtype)
     X = table.X
     table.X = None  # consumed: reordered and standardized in place below (no second copy)
     n_train = len(train_idx)
     if len(val_idx):
         move_rows_first(X, train_idx, val_idx)
-    standardization = None
-    if standardize:
-        mean, scale = column_stats(X[:n_train])
-        for j, s in enumerate(scale):
-            if not np.isfinite(s) or s == 0 or s <= 1e-12 * max(1.0, abs(mean[j])):
-                raise DataError(
-                    f"column {table.feature_names[j]!r} is constant ({mean[j]:.6g}) in the training rows: "
-                    f"it cannot be standardized; drop it from data.features or set data.standardize: false",
-                    path=path,
-                )
-        standardization = Standardization(mean=mean, scale=scale)
-        np.subtract(X, mean, out=X)  # (x - mean) / scale, in place
-        np.divide(X, scale, out=X)
+    standardization = _standardize_in_place(X, n_train, table.feature_names, table.path) if standardize else None
     np_dtype = np.float32 if dtype == "float32" else np.float64
     if X.dtype != np_dtype:
         X = to_float32_in_place(X) if X.flags.c_contiguous or is_column_major(X) else X.astype(np_dtype)
@@ -785,3 +404,56 @@ def prepare(table: Table, *, validation_fraction: float, standardize: bool, seed
         val_rows=val_idx,
         standardization=standardization,
     )
+
+
+def _check_enough_rows(table: Table, n_train: int, n_val: int, validation_fraction: float, locate) -> None:
+    """Raise if the split leaves no training rows, or no validation rows when asked for some."""
+    n = table.X.shape[0]
+    if n >= 2 and validation_fraction > 0 and (n_val < 1 or n_train < 1) and locate is not None:
+        raise locate(("data", "validation_fraction"),
+                     f"data.validation_fraction {validation_fraction:g} of {n} rows leaves "
+                     f"{n_val} validation and {n_train} training rows; use 0 for no validation "
+                     f"or a fraction between {1 / n:.2g} and {1 - 1 / n:.2g}")
+    if n_train < 1 or (validation_fraction > 0 and n_val < 1) or n < 2:
+        message = (f"only {n} usable row{'s' if n != 1 else ''}"
+                   f"{f' after dropping {table.n_dropped} with missing values' if table.n_dropped else ''}: "
+                   f"too few for training{' with a validation split of ' + str(validation_fraction) if validation_fraction else ''}")
+        if locate is not None and validation_fraction > 0 and n >= 2:
+            raise locate(("data", "validation_fraction"), message)
+        raise DataError(message, path=table.path)
+
+
+def _check_magnitudes(table: Table, standardize: bool, dtype: str) -> None:
+    """Raise at the first value whose square, summed over the rows, would overflow the loss."""
+    n = table.X.shape[0]
+    limit = magnitude_limit(n, np.float32 if dtype == "float32" else np.float64)
+    columns = list(table.feature_names) + ([table.target] if table.y is not None else [])
+    for j, name in enumerate(columns):
+        col = table.X[:, j] if j < table.X.shape[1] else table.y
+        if standardize and j < table.X.shape[1]:
+            col_limit = magnitude_limit(n, np.float64)
+        else:
+            col_limit = limit
+        big = np.abs(col) > col_limit
+        if big.any():
+            r = int(np.argmax(big))
+            raise DataError(
+                f"column {name!r}: value {col[r]:.4g} is too large (|x| > {col_limit:.3g}): "
+                f"its square would overflow the loss; rescale the column",
+                path=table.path, where=f"line {table.line_of(r)}",
+            )
+
+
+def _standardize_in_place(X: np.ndarray, n_train: int, feature_names: list[str], path: Path) -> Standardization:
+    """z-score X with the statistics of its first ``n_train`` rows (the training split)."""
+    mean, scale = column_stats(X[:n_train])
+    for j, s in enumerate(scale):
+        if not np.isfinite(s) or s == 0 or s <= 1e-12 * max(1.0, abs(mean[j])):
+            raise DataError(
+                f"column {feature_names[j]!r} is constant ({mean[j]:.6g}) in the training rows: "
+                f"it cannot be standardized; drop it from data.features or set data.standardize: false",
+                path=path,
+            )
+    np.subtract(X, mean, out=X)  # (x - mean) / scale, in place
+    np.divide(X, scale, out=X)
+    return Standardization(mean=mean, scale=scale)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from neurocli import data
+from neurocli import csvread, data
 from neurocli.errors import DataError
 
 CELL = st.one_of(
@@ -36,7 +36,7 @@ def csv_text(draw):
 
 
 def read(path, missing, piece_bytes, monkeypatch, layout="C"):
-    monkeypatch.setattr(data, "PIECE_BYTES", piece_bytes)
+    monkeypatch.setattr(csvread, "PIECE_BYTES", piece_bytes)
     try:
         t = data.read_table(path, target="y", features=["x1", "x2"], missing=missing, layout=layout)
         assert t.X.strides[0 if layout == "F" else 1] == 8  # the layout asked for
@@ -86,7 +86,7 @@ def test_error_in_a_later_piece_names_its_line(tmp_path, monkeypatch):
     lines[401] = "400,oops,402"  # line 402 of the file
     path = tmp_path / "d.csv"
     path.write_text("\n".join(lines) + "\n")
-    monkeypatch.setattr(data, "PIECE_BYTES", 256)
+    monkeypatch.setattr(csvread, "PIECE_BYTES", 256)
     with pytest.raises(DataError) as err:
         data.read_table(path, target="y", features=None, missing="error")
     assert "line 402" in str(err.value) and "'oops'" in str(err.value)
@@ -95,7 +95,7 @@ def test_error_in_a_later_piece_names_its_line(tmp_path, monkeypatch):
 def test_sha256_of_the_file_comes_with_the_table(tmp_path, monkeypatch):
     path = tmp_path / "d.csv"
     path.write_text("x,y\n" + "".join(f"{i},{2 * i}\n" for i in range(1000)))
-    monkeypatch.setattr(data, "PIECE_BYTES", 100)
+    monkeypatch.setattr(csvread, "PIECE_BYTES", 100)
     t = data.read_table(path, target="y", features=None)
     assert t.sha256 == data.file_sha256(path)
     assert t.X[:, 0].tolist() == list(map(float, range(1000))) and t.y[-1] == 1998.0
@@ -142,7 +142,7 @@ def test_float32_in_place_equals_a_plain_cast_in_either_layout(tmp_path, layout,
 def test_rows_shorter_than_the_header_are_read_not_overflowed(tmp_path, monkeypatch):
     # "1\n" is 2 bytes: more rows than the buffer's bound of 2 bytes per header cell; such a
     # file is read whole instead (this used to stop with an internal error)
-    monkeypatch.setattr(data, "PIECE_BYTES", 1000)
+    monkeypatch.setattr(csvread, "PIECE_BYTES", 1000)
     path = tmp_path / "d.csv"
     path.write_text("a,b,y\n1,2,3\n" + "1\n" * 3000)
     t = data.read_table(path, target="y", features=None, missing="keep")
