@@ -1,52 +1,55 @@
 """The command line: parse options, call the core, hand results to render, map errors to exit codes.
 
-Exit codes: 0 success; 1 training failed (diverged, dead neuron) or gradcheck mismatch;
-2 bad input (config, data, model file, output directory); 3 gradcheck inconclusive;
-130 interrupted by Ctrl-C (SIGINT); 143 stopped by SIGTERM.
+Each command is: options -> one core call (neurocli.pipeline, neurocli.problems) -> a renderer
+(neurocli.render) -> an exit code. The exit codes and their meanings are in neurocli.errors,
+which every help text here is made from. numpy and the cores are imported inside the commands,
+so that --help and --version start fast.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
-import shutil
 import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import typer
 from rich.console import Console
 
 from neurocli import __version__
-from neurocli import io as nio
-from neurocli.errors import (EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TRAINING_FAILED,
-                             NeurocliError)
+from neurocli.errors import (EXIT_BAD_INPUT, EXIT_INCONCLUSIVE, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM,
+                             EXIT_TRAINING_FAILED, NeurocliError, exit_codes_help)
 
-EXIT_CODES_HELP = (
-    "Exit codes: 0 success; 1 training failed (diverged or dead neuron), a gradient check failed, or "
-    "derive's three computations disagree; 2 bad input "
-    "(config, data, model file, output directory); 3 gradcheck inconclusive; "
-    "70 internal error (a bug: please report it); "
-    "130 interrupted (Ctrl-C); 143 terminated (SIGTERM)."
-)
+
+class _Commands(typer.core.TyperGroup):
+    """A bad option value is reported like every other bad input: one line on stderr, exit 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except typer.BadParameter as exc:
+            if type(exc) is not typer.BadParameter:  # a missing argument keeps the usage text
+                raise
+            print(f"error: {exc.format_message()}", file=sys.stderr)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+
 
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
     help="Train, gradient-check and derive a single ReLU neuron, max(0, w.x + b), with MSE loss "
          "and hand-derived gradients (Parr & Howard, 'The Matrix Calculus You Need For Deep Learning').",
-    epilog=EXIT_CODES_HELP,
+    epilog=exit_codes_help(),
 )
 
 DebugOption = typer.Option(False, "--debug", help="Show the full traceback on errors.")
-
-
-def err_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -127,7 +130,7 @@ class _Signals:
             signal.signal(sig, old)
 
 
-@app.command(epilog=EXIT_CODES_HELP)
+@app.command(epilog=exit_codes_help("train"))
 def train(
     config: Path = typer.Argument(..., help="YAML config file (see configs/quickstart.yaml)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key, e.g. --set training.epochs=50 (repeatable)."),
@@ -141,80 +144,78 @@ def train(
     Shows a live view on a terminal, plain lines otherwise. An existing run directory is never
     overwritten: a new one gets a -2, -3, ... suffix. Ctrl-C saves a checkpoint for --resume.
     """
-    from neurocli import render
     from neurocli.pipeline import TrainRun, load_inputs
 
     with handle_errors(debug), _Signals() as signals:
         inputs = load_inputs(config, set_)
-        cfg = inputs.loaded.config
-        if resume is not None:
-            run = TrainRun.resume(inputs, resume)
-        else:
-            try:
-                run_dir = nio.create_run_dir(Path(cfg.output.dir))
-            except NeurocliError as exc:
-                raise inputs.loaded.error(("output", "dir"), f"output.dir: {exc.located()}") from exc
-            try:
-                nio.check_writable(run_dir)
-            except NeurocliError:
-                with contextlib.suppress(OSError):
-                    run_dir.rmdir()
-                raise
-            run = TrainRun(inputs, run_dir)
+        run = TrainRun.start(inputs) if resume is None else TrainRun.resume(inputs, resume)
         signals.attach(run.trainer)
-        try:
-            _train_and_report(run, inputs, cfg, resume, json_out, quiet, signals, render)
-        except (typer.Exit, KeyboardInterrupt):
-            raise
-        except BaseException:
-            # A new run that could not save a checkpoint (disk full, a bug) leaves nothing behind.
-            if resume is None and not (run.run_dir / "checkpoint.json").exists():
-                shutil.rmtree(run.run_dir, ignore_errors=True)
-            raise
+        with run.discarded_unless_saved():
+            _train_and_report(run, resume is not None, json_out, quiet, signals)
 
 
-def _train_and_report(run, inputs, cfg, resume, json_out, quiet, signals, render) -> None:
+def _train_and_report(run, resumed: bool, json_out: bool, quiet: bool, signals: _Signals) -> None:
     """The descent with its live view or log lines, the summary, and the exit code it implies."""
-    from neurocli.train import StopReason
+    from neurocli import render
 
     out = Console(highlight=False)
-    table = inputs.prepared.table
     if not (json_out or quiet):
-        if table.n_dropped:
-            out.print(f"dropped {table.n_dropped} row{'s' if table.n_dropped > 1 else ''} with missing values "
-                      f"(data.missing: drop); {len(table.rows)} rows left")
-        verb = f"resuming at epoch {run.state.epoch} of" if resume is not None else "training on"
-        out.print(f"{verb} {inputs.prepared.X_train.shape[0]} rows, validating on "
-                  f"{inputs.prepared.X_val.shape[0]}; features: {', '.join(table.feature_names)}; "
-                  f"target: {table.target}; run directory: {run.run_dir}")
-    total = cfg.training.epochs
-    log_every = cfg.training.log_every or max(1, total // 20)
+        _print_start(out, run, resumed)
+    summary = _descend(run, out, json_out, quiet)
+    if json_out:
+        print(render.summary_event(summary), flush=True)
+    else:
+        out.print(render.summary_renderable(summary, [h["loss"] for h in run.state.history]))
+    _exit_for(summary, run, signals)
+
+
+def _print_start(out: Console, run, resumed: bool) -> None:
+    p = run.inputs.prepared
+    table = p.table
+    if table.n_dropped:
+        out.print(f"dropped {table.n_dropped} row{'s' if table.n_dropped > 1 else ''} with missing values "
+                  f"(data.missing: drop); {len(table.rows)} rows left")
+    verb = f"resuming at epoch {run.state.epoch} of" if resumed else "training on"
+    out.print(f"{verb} {p.X_train.shape[0]} rows, validating on "
+              f"{p.X_val.shape[0]}; features: {', '.join(table.feature_names)}; "
+              f"target: {table.target}; run directory: {run.run_dir}")
+
+
+def _descend(run, out: Console, json_out: bool, quiet: bool) -> dict:
+    """Run the descent, showing epochs as NDJSON, in a live view (on a terminal) or as log lines."""
+    from neurocli import render
+
+    training = run.inputs.loaded.config.training
+    total = training.epochs
+    log_every = training.log_every or max(1, total // 20)
     live_mode = out.is_terminal and not json_out and not quiet
     losses: list[float] = [h["loss"] for h in run.state.history]
 
     def on_epoch(rec):
         losses.append(rec.loss)
+        logged = rec.epoch % log_every == 0 or rec.epoch == 1 or rec.epoch == total
         if json_out:
-            if rec.epoch % log_every == 0 or rec.epoch == total or rec.epoch == 1:
+            if logged:
                 print(render.epoch_event(rec), flush=True)
         elif live_mode:
             view.update(rec, losses)
-        elif not quiet and (rec.epoch % log_every == 0 or rec.epoch == 1 or rec.epoch == total):
+        elif not quiet and logged:
             print(render.epoch_line(rec, total), flush=True)
 
-    if live_mode:
-        with render.LiveView(out, total, start_epoch=run.state.epoch) as view:
-            summary = run.run(on_epoch)
-            if run.state.history:
-                from neurocli.train import EpochRecord
-
-                view.update(EpochRecord(**run.state.history[-1]), losses, force=True)
-    else:
+    if not live_mode:
+        return run.run(on_epoch)
+    with render.LiveView(out, total, start_epoch=run.state.epoch) as view:
         summary = run.run(on_epoch)
-    if json_out:
-        print(render.summary_event(summary), flush=True)
-    else:
-        out.print(render.summary_renderable(summary, [h["loss"] for h in run.state.history]))
+        if run.state.history:
+            from neurocli.train import EpochRecord
+
+            view.update(EpochRecord(**run.state.history[-1]), losses, force=True)
+    return summary
+
+
+def _exit_for(summary: dict, run, signals: _Signals) -> None:
+    from neurocli.train import StopReason
+
     stopped = summary["stopped"]
     if stopped == StopReason.INTERRUPTED:
         print(f"interrupted after epoch {summary['epochs']}: checkpoint saved in {run.run_dir}; continue with: "
@@ -225,7 +226,7 @@ def _train_and_report(run, inputs, cfg, resume, json_out, quiet, signals, render
         raise typer.Exit(EXIT_TRAINING_FAILED)
 
 
-@app.command(epilog="Exit codes: 0 success; 2 bad input (model file, data file, output file).")
+@app.command(epilog=exit_codes_help("predict"))
 def predict(
     model: Path = typer.Argument(..., help="model.json from a training run."),
     data: Path = typer.Argument(..., help="CSV file with the model's feature columns."),
@@ -238,80 +239,40 @@ def predict(
     The saved standardization is applied first. Rows with an empty/NA feature get an empty
     prediction (and a note on stderr); absent feature columns or non-numeric cells are errors.
     """
-    import numpy as np
-
-    from neurocli.data import Standardization, read_table
-    from neurocli.neuron import predict as neuron_predict
+    from neurocli import io as nio
+    from neurocli.pipeline import predict_csv
 
     with handle_errors(debug):
-        m = nio.load_model(model)
-        table = read_table(data, target=None, features=m["features"], missing="keep", delimiter=delimiter, keep_frame=True)
-        X = table.X
-        if m.get("standardization"):
-            X = Standardization.from_dict(m["standardization"]).apply(X)
-        pred = neuron_predict(X, np.asarray(m["weights_standardized"], dtype=np.float64), float(m["bias_standardized"]))
-        frame = table.frame.copy()
-        name = "prediction" if "prediction" not in frame.columns else "prediction_neurocli"
-        frame[name] = pred
-        n_missing = int(np.isnan(pred).sum())
-        if n_missing:
-            print(f"note: {n_missing} row{'s' if n_missing > 1 else ''} of {data} {'have' if n_missing > 1 else 'has'} "
-                  f"an empty or NA feature; "
-                  f"their {name} is left empty", file=sys.stderr)
-        text = frame.to_csv(index=False, lineterminator="\n")
+        result = predict_csv(model, data, delimiter)
+        n = result.n_missing
+        if n:
+            print(f"note: {n} row{'s' if n > 1 else ''} of {data} {'have' if n > 1 else 'has'} an empty or NA "
+                  f"feature; their {result.column} is left empty", file=sys.stderr)
         if output is None:
-            sys.stdout.write(text)
+            sys.stdout.write(result.csv)
         else:
-            nio.atomic_write_text(output, text)
+            nio.atomic_write_text(output, result.csv)
 
 
-# --- gradcheck command (neurocli/gradcheck.py, neurocli/render/gradcheck.py) ---
+# --- gradcheck command (neurocli/problems.py, neurocli/gradcheck.py, neurocli/render/gradcheck.py) ---
 
-GRADCHECK_EXIT_HELP = (
-    "Exit codes: 0 pass (every gradient agrees); 1 fail (a gradient, the Jacobian or the determinism "
-    "check disagrees); 2 bad input (config, data, model file, options); 3 inconclusive (no active "
-    "sample: both gradients are zero and prove nothing, or every sample straddles the kink)."
-)
+# --jacobian's words for gradcheck.check's modes
+JACOBIAN_MODES = {"auto": "auto", "full": "full", "fast": "projection"}
 
 
-def _gradcheck_problem(config, set_, model):
-    """(X, y, w, b, names, line_of, source, seed, label) for the gradcheck command."""
-    import numpy as np
-
-    from neurocli.errors import ConfigError, ModelFileError
-    from neurocli.gradcheck import builtin_problem
-    from neurocli.pipeline import load_inputs
-
-    m = nio.load_model(model) if model is not None else None
-    if config is None and model is not None:
-        config = Path(model).parent / "config.yaml"
-        if not config.exists():
-            raise ModelFileError("no CONFIG given and no config.yaml next to the model: pass the training config",
-                                 path=model)
-    if config is None:
-        if set_:
-            raise ConfigError("--set needs a CONFIG to override")
-        X, y, w, b, names = builtin_problem()
-        return X, y, w, b, names, None, "built-in problem, ", None, "built-in parameters"
-    inputs = load_inputs(config, set_)
-    p = inputs.prepared
-    names = list(p.feature_names)
-    w, b, label = inputs.w0, inputs.b0, "initial parameters"
-    if model is not None:
-        if list(m["features"]) != names:
-            raise ModelFileError(f"the model's features ({', '.join(m['features'])}) differ from the config's "
-                                 f"data.features ({', '.join(names)})", path=model)
-        if (m.get("standardization") is None) != (p.standardization is None):
-            raise ModelFileError("the model and the config differ in data.standardize", path=model)
-        w = np.asarray(m["weights_standardized"], dtype=p.X_train.dtype)
-        b = p.X_train.dtype.type(m["bias_standardized"])
-        label = f"trained parameters ({model})"
-    source = f"{config}, training split{', standardized' if p.standardization is not None else ''}, "
-    return (p.X_train, p.y_train, w, b, names, p.line_of_train_sample, source,
-            inputs.loaded.config.seed, label)
+def _relative_step(value: Optional[float]) -> Optional[float]:
+    if value is not None and not (math.isfinite(value) and 0 < value < 1):
+        raise typer.BadParameter(f"must be in (0, 1), got {value}")
+    return value
 
 
-@app.command(epilog=GRADCHECK_EXIT_HELP)
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}")
+    return value
+
+
+@app.command(epilog=exit_codes_help("gradcheck"))
 def gradcheck(
     config: Optional[Path] = typer.Argument(None, help="YAML config: check on its training data after the same "
                                             "preprocessing as train, at its initial parameters. Omit for a small "
@@ -319,16 +280,18 @@ def gradcheck(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key, as for train (repeatable)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Check at the trained parameters of this model.json "
                                          "(CONFIG defaults to the config.yaml next to it)."),
-    points: int = typer.Option(0, "--points", help="Also check at this many seeded random parameter points."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for --points and Jacobian projections "
+    points: int = typer.Option(0, "--points", min=0, help="Also check at this many seeded random parameter points."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Seed for --points and Jacobian projections "
                                        "[default: the config's seed, or 0]."),
-    eps: Optional[float] = typer.Option(None, "--eps", help="Relative step: h_j = eps * max(1, |theta_j|) "
-                                        "[default: machine epsilon^(1/3), about 6.06e-6]."),
-    rtol: float = typer.Option(1e-5, "--rtol", help="Relative tolerance: pass when |a - n| <= atol + "
-                               "rtol * max(|a|, |n|) + estimated round-off."),
-    atol: float = typer.Option(1e-8, "--atol", help="Absolute tolerance (see --rtol)."),
-    jacobian: str = typer.Option("auto", "--jacobian", help="Per-sample Jacobian check: full (whole N x (n+1) "
-                                 "matrix), fast (seeded projections u^T J v) or auto (full up to 200,000 entries)."),
+    eps: Optional[float] = typer.Option(None, "--eps", callback=_relative_step, help="Relative step: h_j = eps * "
+                                        "max(1, |theta_j|), in (0, 1) [default: machine epsilon^(1/3), about "
+                                        "6.06e-6]."),
+    rtol: float = typer.Option(1e-5, "--rtol", min=0, callback=_finite, help="Relative tolerance: pass when "
+                               "|a - n| <= atol + rtol * max(|a|, |n|) + estimated round-off."),
+    atol: float = typer.Option(1e-8, "--atol", min=0, callback=_finite, help="Absolute tolerance (see --rtol)."),
+    jacobian: Literal["auto", "full", "fast"] = typer.Option("auto", "--jacobian", help="Per-sample Jacobian check: "
+                                 "full (whole N x (n+1) matrix), fast (seeded projections u^T J v) or auto (full up "
+                                 "to 200,000 entries)."),
     sweep: bool = typer.Option(False, "--sweep", help="Also show the error against steps 1e-2 ... 1e-10."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of the tables."),
     debug: bool = DebugOption,
@@ -342,150 +305,81 @@ def gradcheck(
     ReLU'(0) = 0 side and lie between the one-sided differences. Also checks the per-sample
     Jacobian and that two analytic calls agree bit for bit.
     """
-    import math
-
-    from neurocli import gradcheck as gc
-    from neurocli.errors import EXIT_INCONCLUSIVE, ConfigError
-    from neurocli.render import gradcheck as rg
+    from neurocli.problems import gradcheck_problem
 
     with handle_errors(debug):
-        for name, value, ok in (("--eps", eps, eps is None or (math.isfinite(eps) and 0 < eps < 1)),
-                                ("--rtol", rtol, math.isfinite(rtol) and rtol >= 0),
-                                ("--atol", atol, math.isfinite(atol) and atol >= 0),
-                                ("--points", points, points >= 0)):
-            if not ok:
-                bound = "in (0, 1)" if name == "--eps" else ">= 0"
-                raise ConfigError(f"{name} must be {bound}, got {value}")
-        mode = {"auto": "auto", "full": "full", "fast": "projection"}.get(jacobian)
-        if mode is None:
-            raise ConfigError(f"--jacobian must be auto, full or fast, got {jacobian!r}")
-        X, y, w, b, names, line_of, source, cfg_seed, label = _gradcheck_problem(config, set_, model)
-        seed_used = seed if seed is not None else (cfg_seed if cfg_seed is not None else 0)
-        report = gc.check(X, y, w, b, eps=eps, rtol=rtol, atol=atol, names=names, points=points, seed=seed_used,
-                          jacobian=mode, sweep=sweep, label=label)
-        if json_out:
-            print(rg.report_json(report, line_of), flush=True)
-        else:
-            out = Console(highlight=False)
-            if not out.is_terminal:  # pipes and logs: room for the whole table
-                out = Console(highlight=False, width=max(out.width, 130))
-            out.print(rg.report_renderable(report, line_of, source))
+        problem = gradcheck_problem(config, set_, model)
+        report = problem.check(eps=eps, rtol=rtol, atol=atol, points=points, seed=seed,
+                               jacobian=JACOBIAN_MODES[jacobian], sweep=sweep)
+        _print_report(report, problem, json_out)
     if report.verdict == "fail":
         raise typer.Exit(EXIT_TRAINING_FAILED)
     if report.verdict == "inconclusive":
         raise typer.Exit(EXIT_INCONCLUSIVE)
 
 
-# --- derive command (neurocli/derive.py, neurocli/render/derive.py) ---
+def _print_report(report, problem, json_out: bool) -> None:
+    from neurocli.render import gradcheck as rg
 
-DERIVE_FORMATS = ("text", "markdown", "latex", "json")
-DERIVE_EXAMPLES = ("vector-chain-rule",)
-
-
-def _derive_inputs(config: Path, set_, model: Optional[Path], sample: int):
-    """Data, parameters and units for derive from a config (and optionally a model.json)."""
-    import numpy as np
-
-    from neurocli.errors import ConfigError, ModelFileError
-    from neurocli.pipeline import load_inputs
-
-    inputs = load_inputs(config, set_)
-    p = inputs.prepared
-    n_rows = p.X_train.shape[0]
-    if not 0 <= sample < n_rows:
-        raise ConfigError(f"{sample} is out of range: the training data after preprocessing has "
-                          f"{n_rows} rows (0 to {n_rows - 1})", where="--sample")
-    if model is None:
-        w, b, source = inputs.w0, inputs.b0, f"the config's initial parameters (seed {inputs.loaded.config.seed})"
-    else:
-        m = nio.load_model(model)
-        if list(m["features"]) != list(p.feature_names):
-            raise ModelFileError(f"--model: the model's features ({', '.join(m['features'])}) differ from the "
-                                 f"config's ({', '.join(p.feature_names)})", path=model)
-        if bool(m.get("standardization")) != (p.standardization is not None):
-            raise ModelFileError("--model: the model was trained with"
-                                 f"{'' if m.get('standardization') else 'out'} standardized features, the config "
-                                 f"has data.standardize: {'true' if p.standardization is not None else 'false'}",
-                                 path=model)
-        w = np.asarray(m["weights_standardized"], dtype=np.float64)
-        b, source = float(m["bias_standardized"]), f"the trained model {model}"
-    units = ("standardized features (z-scores, statistics of the training split); target in its own units"
-             if p.standardization is not None else "the CSV's own units")
-    return inputs, w, b, source, units
+    if json_out:
+        print(rg.report_json(report, problem.line_of), flush=True)
+        return
+    out = Console(highlight=False)
+    if not out.is_terminal:  # pipes and logs: room for the whole table
+        out = Console(highlight=False, width=max(out.width, 130))
+    out.print(rg.report_renderable(report, problem.line_of, problem.source))
 
 
-@app.command(epilog="Exit codes: 0 success; 1 the three ways of computing the gradient disagree; "
-                    "2 bad input (config, data, model file, option).")
+# --- derive command (neurocli/problems.py, neurocli/derive.py, neurocli/render/derive.py) ---
+
+DeriveFormat = Literal["text", "markdown", "latex", "json"]
+
+
+@app.command(epilog=exit_codes_help("derive"))
 def derive(
     config: Optional[Path] = typer.Argument(None, help="YAML config; without it, a built-in 3-feature example."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key, e.g. --set seed=3 (repeatable)."),
     show_jacobians: bool = typer.Option(False, "--show-jacobians", help="Evaluate every Jacobian on a real sample and check the gradient three ways."),
     sample: int = typer.Option(0, "--sample", help="0-based row of the training data after preprocessing (shown with its CSV line)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Evaluate at a trained model.json instead of the config's initial parameters."),
-    example: Optional[str] = typer.Option(None, "--example", help="A worked example instead of the neuron: vector-chain-rule (section 4.5.3)."),
+    example: Optional[Literal["vector-chain-rule"]] = typer.Option(None, "--example", help="A worked example instead of the neuron: vector-chain-rule (section 4.5.3)."),
     x: float = typer.Option(2.0, "--x", help="The point x for --example vector-chain-rule (x != 0)."),
-    format_: str = typer.Option("text", "--format", help="text, markdown, latex or json."),
+    format_: DeriveFormat = typer.Option("text", "--format", help="text, markdown, latex or json."),
     debug: bool = DebugOption,
 ):
     """Print the derivation of the neuron's gradient as Parr & Howard do it: intermediate
     variables, one Jacobian per step with its shape (numerator layout), the chain rule, the
     ReLU case split and the loss gradient. --show-jacobians fills each matrix with numbers.
     """
-    from rich.console import Group
-
-    from neurocli import derive as dv
-    from neurocli.errors import ConfigError
-    from neurocli.render import derive as rd
+    from neurocli.derive import VectorChainRule
+    from neurocli.problems import derivation
 
     with handle_errors(debug):
-        if example is None and config is None and model is not None:
-            config = Path(model).parent / "config.yaml"  # the run's own config, as gradcheck does
-            if not config.exists():
-                raise ConfigError("no CONFIG given and no config.yaml next to the model: pass the training "
-                                  "config", where="--model")
-        if format_ not in DERIVE_FORMATS:
-            raise ConfigError(f"must be one of {', '.join(DERIVE_FORMATS)}, got {format_!r}", where="--format")
-        if example is not None:
-            if example not in DERIVE_EXAMPLES:
-                raise ConfigError(f"must be one of {', '.join(DERIVE_EXAMPLES)}, got {example!r}",
-                                  where="--example")
-            if config is not None or model is not None:
-                raise ConfigError("--example works on its own: give no CONFIG and no --model", where="--example")
-            if not (x != 0 and abs(x) < 1e150):
-                raise ConfigError(f"must be a finite number other than 0 (ln(x²) needs x² > 0), got {x}",
-                                  where="--x")
-            result = dv.derive_vector_chain_rule(x)
-        elif config is None and model is None:
-            n = len(dv.EXAMPLE_X)
-            if show_jacobians and not 0 <= sample < n:
-                raise ConfigError(f"{sample} is out of range: the built-in example has {n} rows (0 to {n - 1})",
-                                  where="--sample")
-            result = dv.derive_example(show_jacobians, sample)
-        else:
-            inputs, w, b, source, units = _derive_inputs(config, set_, model, sample)
-            p = inputs.prepared
-            common = dict(n_features=len(p.feature_names), feature_names=list(p.feature_names),
-                          target=p.table.target, source=f"{config} ({p.table.path.name}, {p.X_train.shape[0]} training rows)",
-                          units=units)
-            if show_jacobians:
-                result = dv.derive_neuron(**common, X=p.X_train, y=p.y_train, w=w, b=b, sample=sample,
-                                          line_of=p.line_of_train_sample, parameters_from=source)
-            else:
-                result = dv.derive_neuron(**common)
-        if format_ == "text":
-            renderables = rd.vcr_renderables(result) if isinstance(result, dv.VectorChainRule) else rd.text_renderables(result)
-            out = Console(highlight=False, emoji=False)
-            if not out.is_terminal:
-                out = Console(highlight=False, emoji=False, width=100)  # pipes and files: a fixed, readable width
-            out.print(Group(*renderables))
-        else:
-            render_fn = {"markdown": rd.to_markdown, "latex": rd.to_latex, "json": rd.to_json}[format_]
-            sys.stdout.write(render_fn(result))
-        check = result if isinstance(result, dv.VectorChainRule) else result.check
+        result = derivation(config, set_, model=model, show_jacobians=show_jacobians, sample=sample,
+                            example=example, x=x)
+        _print_derivation(result, format_)
+        check = result if isinstance(result, VectorChainRule) else result.check
         if check is not None and not check.ok:
             print(f"error: the gradient computed three ways disagrees (max relative error "
                   f"{check.max_rel_error:.1e} > {check.tolerance:.0e})", file=sys.stderr)
             raise typer.Exit(EXIT_TRAINING_FAILED)
+
+
+def _print_derivation(result, format_: DeriveFormat) -> None:
+    from rich.console import Group
+
+    from neurocli import derive as dv
+    from neurocli.render import derive as rd
+
+    if format_ == "text":
+        renderables = rd.vcr_renderables(result) if isinstance(result, dv.VectorChainRule) else rd.text_renderables(result)
+        out = Console(highlight=False, emoji=False)
+        if not out.is_terminal:
+            out = Console(highlight=False, emoji=False, width=100)  # pipes and files: a fixed, readable width
+        out.print(Group(*renderables))
+    else:
+        render_fn = {"markdown": rd.to_markdown, "latex": rd.to_latex, "json": rd.to_json}[format_]
+        sys.stdout.write(render_fn(result))
 
 
 # --- cache command (neurocli/cache.py) ---
@@ -504,7 +398,8 @@ def cache_info(json_out: bool = typer.Option(False, "--json", help="Print one JS
 
     from neurocli import cache
 
-    s = cache.info()
+    with handle_errors(False):
+        s = cache.info()
     if json_out:
         print(json.dumps(s))
         return
@@ -519,7 +414,8 @@ def cache_clear():
     """Delete every cached table; the next run parses its CSV again."""
     from neurocli import cache
 
-    freed = cache.clear()
+    with handle_errors(False):
+        freed = cache.clear()
     print(f"cleared {cache.cache_dir()} ({freed / 1e6:.1f} MB freed)")
 
 

@@ -6,14 +6,56 @@ The CLI has one handler that prints ``str(error)`` on one line to stderr and exi
 
 from __future__ import annotations
 
-# Documented exit codes (README, "Exit codes").
+# The exit codes; EXIT_CODES below says what each means, and every help text is made from it.
 EXIT_OK = 0
-EXIT_TRAINING_FAILED = 1  # train: diverged or dead neuron; gradcheck: mismatch
+EXIT_TRAINING_FAILED = 1  # train: diverged or dead neuron; gradcheck: mismatch; derive: the three ways disagree
 EXIT_BAD_INPUT = 2
 EXIT_INCONCLUSIVE = 3  # gradcheck: nothing to compare (no active sample)
 EXIT_INTERNAL = 70  # a bug in neurocli, not the user's input
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+
+COMMANDS = ("train", "predict", "gradcheck", "derive")
+
+# (code, meaning, what it means for a command that says it differently; None: that command never says it)
+EXIT_CODES: tuple[tuple[int, str, dict[str, str | None]], ...] = (
+    (EXIT_OK, "success", {"gradcheck": "pass (every gradient agrees)"}),
+    (EXIT_TRAINING_FAILED,
+     "training failed (diverged or dead neuron), a gradient check failed, or derive's three computations disagree",
+     {"train": "training failed (diverged or dead neuron)", "predict": None,
+      "gradcheck": "fail (a gradient, the Jacobian or the determinism check disagrees)",
+      "derive": "the three ways of computing the gradient disagree"}),
+    (EXIT_BAD_INPUT, "bad input (config, data, model file, output directory)",
+     {"predict": "bad input (model file, data file, output file)",
+      "gradcheck": "bad input (config, data, model file, options)",
+      "derive": "bad input (config, data, model file, option)"}),
+    (EXIT_INCONCLUSIVE, "gradcheck inconclusive",
+     {"train": None, "predict": None, "derive": None,
+      "gradcheck": "inconclusive (no active sample: both gradients are zero and prove nothing, or every sample "
+                   "straddles the kink)"}),
+    (EXIT_INTERNAL, "internal error (a bug: please report it)", {}),
+    (EXIT_SIGINT, "interrupted (Ctrl-C)", {}),
+    # only train handles SIGTERM (checkpoint, then 143); the other commands just end
+    (EXIT_SIGTERM, "terminated (SIGTERM)", {"predict": None, "gradcheck": None, "derive": None}),
+)
+
+
+def exit_codes(command: str | None = None) -> list[tuple[int, str]]:
+    """(code, meaning) for every exit code of ``command`` (None: of neurocli as a whole)."""
+    if command is not None and command not in COMMANDS:
+        raise ValueError(f"unknown command {command!r}")
+    rows = []
+    for code, meaning, per_command in EXIT_CODES:
+        if command is not None and command in per_command:
+            meaning = per_command[command]
+        if meaning is not None:
+            rows.append((code, meaning))
+    return rows
+
+
+def exit_codes_help(command: str | None = None) -> str:
+    """The one-sentence list of exit codes that a --help page ends with."""
+    return "Exit codes: " + "; ".join(f"{code} {meaning}" for code, meaning in exit_codes(command)) + "."
 
 
 class NeurocliError(Exception):

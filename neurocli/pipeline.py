@@ -1,11 +1,14 @@
 """The steps every command shares: config -> table -> prepared data -> initial parameters,
-and the whole training run (claim a run directory, descend, save), with no printing.
+the whole training run (claim a run directory, descend, save), and applying a saved model
+to a CSV, with no printing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +20,9 @@ import yaml
 from neurocli import io as nio
 from neurocli.cache import read_table_cached
 from neurocli.config import LoadedConfig, load_config
-from neurocli.data import Prepared, file_sha256, prepare
-from neurocli.errors import ConfigError, ModelFileError
+from neurocli.data import Prepared, Standardization, file_sha256, prepare, read_table
+from neurocli.errors import ConfigError, ModelFileError, NeurocliError
+from neurocli.neuron import predict as neuron_predict
 from neurocli.train import StopReason, Trainer, TrainState, evaluate, initial_parameters
 
 
@@ -111,6 +115,7 @@ class TrainRun:
     def __init__(self, inputs: Inputs, run_dir: Path, state: TrainState | None = None, data_sha: str | None = None):
         self.inputs = inputs
         self.run_dir = run_dir
+        self.fresh = state is None
         p = inputs.prepared
         cfg = inputs.loaded.config
         self.state = state or TrainState(w=inputs.w0.copy(), b=inputs.b0)
@@ -120,6 +125,33 @@ class TrainRun:
         self.data_sha = data_sha or inputs.data_sha256 or file_sha256(inputs.loaded.data_path)
         self.resolved = inputs.loaded.resolved()
         self.train_s = 0.0
+
+    @classmethod
+    def start(cls, inputs: Inputs) -> "TrainRun":
+        """A new run in a new run directory: output.dir, or output.dir-2, -3, ... if it exists."""
+        try:
+            run_dir = nio.create_run_dir(Path(inputs.loaded.config.output.dir))
+        except NeurocliError as exc:
+            raise inputs.loaded.error(("output", "dir"), f"output.dir: {exc.located()}") from exc
+        try:
+            nio.check_writable(run_dir)
+        except NeurocliError:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+            raise
+        return cls(inputs, run_dir)
+
+    @contextlib.contextmanager
+    def discarded_unless_saved(self):
+        """A new run that fails before it saved a checkpoint (disk full, a bug) leaves no folder behind."""
+        try:
+            yield self
+        except KeyboardInterrupt:  # an interrupt is not a failure: the folder stays, as a stop at a step leaves it
+            raise
+        except BaseException:
+            if self.fresh and not (self.run_dir / "checkpoint.json").exists():
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
 
     @classmethod
     def resume(cls, inputs: Inputs, run_dir: Path) -> "TrainRun":
@@ -243,3 +275,25 @@ class TrainRun:
             "data_sha256": self.data_sha,
             "state": self.trainer.state.to_dict(),
         }, indent=None)
+
+
+@dataclass
+class Prediction:
+    csv: str  # the input rows plus the prediction column
+    column: str  # "prediction", or "prediction_neurocli" when the file already has a "prediction"
+    n_missing: int  # rows with an empty or NA feature: their prediction is left empty
+
+
+def predict_csv(model_path: Path, data_path: Path, delimiter: str = ",") -> Prediction:
+    """Apply a model.json to a CSV of its features: the saved standardization first, then the neuron."""
+    m = nio.load_model(model_path)
+    table = read_table(data_path, target=None, features=m["features"], missing="keep", delimiter=delimiter,
+                       keep_frame=True)
+    X = table.X
+    if m.get("standardization"):
+        X = Standardization.from_dict(m["standardization"]).apply(X)
+    pred = neuron_predict(X, np.asarray(m["weights_standardized"], dtype=np.float64), float(m["bias_standardized"]))
+    frame = table.frame.copy()
+    name = "prediction" if "prediction" not in frame.columns else "prediction_neurocli"
+    frame[name] = pred
+    return Prediction(frame.to_csv(index=False, lineterminator="\n"), name, int(np.isnan(pred).sum()))
