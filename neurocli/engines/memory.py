@@ -131,7 +131,7 @@ def _finite(w: np.ndarray, b) -> bool:
     return bool(np.isfinite(w).all()) and math.isfinite(b)
 
 
-class _Run:
+class _BatchRun:
     """The buffers of a run of consecutive batches, reused run after run.
 
     Batches go in runs of ``batches_per_run``; batch j is in run ``j // batches_per_run``
@@ -215,7 +215,7 @@ class _Descent:
             return math.hypot(math.sqrt(float(step @ step) / self.lr ** 2), self.grad_b)
 
 
-def _steps(run: _Run, p: _Descent, first: int, last: int, checked: bool, stop_before: int | None,
+def _steps(run: _BatchRun, p: _Descent, first: int, last: int, checked: bool, stop_before: int | None,
            stop_requested: Callable[[], bool]) -> tuple[int, bool, bool]:
     """Descend on batches ``first`` to ``last - 1`` of a loaded run.
 
@@ -278,7 +278,7 @@ def minibatch_epoch(X: np.ndarray, y: np.ndarray, order: np.ndarray | None, batc
     from its start with a check after every step, which stops at the step that overflowed,
     or before the batch whose loss did.
     """
-    run, p = _Run(X, y, order, batch_size), _Descent(w, b, lr)
+    run, p = _BatchRun(X, y, order, batch_size), _Descent(w, b, lr)
     batch, diverged, stopped = first_batch, False, False
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected, not warned
         while batch < run.n_batches and not (diverged or stopped):

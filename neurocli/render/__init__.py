@@ -21,8 +21,7 @@ from rich.text import Text
 from neurocli.io import json_safe
 from neurocli.train import StopReason
 
-# A redraw (rich lays out the progress bar and the metrics table) takes about 4.4 ms here:
-# at 5 a second that is about 2% of a run, well inside the 5% the view may cost.
+# redraws a second at most: about 2% of a run's time (docs/design.md)
 MAX_FPS = 5
 SPARK = "▁▂▃▄▅▆▇█"
 
