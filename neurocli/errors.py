@@ -31,8 +31,8 @@ EXIT_CODES: tuple[tuple[int, str, dict[str, str | None]], ...] = (
       "derive": "bad input (config, data, model file, option)"}),
     (EXIT_INCONCLUSIVE, "gradcheck inconclusive",
      {"train": None, "predict": None, "derive": None,
-      "gradcheck": "inconclusive (no active sample: both gradients are zero and prove nothing, or every sample "
-                   "straddles the kink)"}),
+      "gradcheck": "inconclusive (no active sample: both gradients are zero and prove nothing; every sample "
+                   "straddles the kink; or a step too small for float64 precision)"}),
     (EXIT_INTERNAL, "internal error (a bug: please report it)", {}),
     (EXIT_SIGINT, "interrupted (Ctrl-C)", {}),
     # only train handles SIGTERM (checkpoint, then 143); the other commands just end

@@ -52,13 +52,17 @@ def relu(z: np.ndarray) -> np.ndarray:
 
 
 def active_mask(z: np.ndarray) -> np.ndarray:
-    """``m = 1[z > 0]``: strictly positive, so ReLU'(0) = 0 (a sample at the kink is inactive)."""
+    """``m = 1[z > 0]``: strictly positive, so ReLU'(0) = 0 (a sample at the kink is inactive).
+
+    z : ndarray of shape (n_samples,). Returns a bool ndarray of the same shape.
+    """
     return z > 0
 
 
 def forward(X: np.ndarray, w: np.ndarray, b: float) -> tuple[np.ndarray, tuple]:
     """Activation of every sample.
 
+    X : ndarray of shape (n_samples, n_features); w : ndarray of shape (n_features,); b : float.
     Returns ``(a, cache)``: a of shape (n_samples,); cache = (X, z) for :func:`backward`.
     """
     z = pre_activation(X, w, b)
@@ -79,7 +83,10 @@ def backward(upstream: np.ndarray, cache: tuple) -> tuple[np.ndarray, float]:
 
 
 def mse_forward(a: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """``C = (1/N) ||a - y||^2`` (mean, no 1/2). Returns ``(C, residual a - y)``."""
+    """``C = (1/N) ||a - y||^2`` (mean, no 1/2).
+
+    a, y : ndarrays of shape (n_samples,). Returns ``(C, residual a - y of shape (n_samples,))``.
+    """
     residual = a - y
     return float(residual @ residual) / a.shape[0], residual
 

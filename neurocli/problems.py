@@ -28,8 +28,8 @@ def config_beside(model: Path) -> Path:
     """The config.yaml that the training run saved next to ``model``."""
     config = Path(model).parent / "config.yaml"
     if not config.exists():
-        raise ConfigError("no CONFIG given and no config.yaml next to the model: pass the training config",
-                          where="--model")
+        raise ModelFileError("no CONFIG given and no config.yaml next to the model: pass the training config",
+                             path=model, where="--model")
     return config
 
 

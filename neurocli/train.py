@@ -18,8 +18,9 @@ import numpy as np
 
 from neurocli import neuron
 from neurocli.config import TrainingConfig
-from neurocli.engines import EpochSums
+from neurocli.engines import Engine, EpochSums
 from neurocli.engines.memory import MemoryEngine
+
 
 class StopReason(StrEnum):
     """Why a run stopped (the summary's and the checkpoint's ``stopped``)."""
@@ -151,7 +152,9 @@ class Trainer:
     """
 
     def __init__(self, X, y, X_val, y_val, cfg: TrainingConfig, seed: int, state: TrainState, *,
-                 standardized: bool = False, bias_from_target_mean: bool = False):
+                 standardized: bool = False, bias_from_target_mean: bool = False, engine: Engine | None = None):
+        """X, y : the training set as arrays, run by the in-memory engine; or ``engine``, any
+        :class:`neurocli.engines.Engine` over the training set (then X and y are not used)."""
         self.X_val, self.y_val = X_val, y_val
         self.cfg, self.seed, self.state = cfg, seed, state
         self.standardized = standardized  # only to word the advice in messages
@@ -159,13 +162,15 @@ class Trainer:
         self.stopped: StopReason | None = None
         self.message: str | None = None
         self._stop_requested = False
-        self.dtype = X.dtype
+        self.dtype = X.dtype if engine is None else engine.dtype
         self.lr = self.dtype.type(cfg.learning_rate)
-        n = X.shape[0]
-        batch_size = n if cfg.batch_size is None else min(cfg.batch_size, n)
-        self.full_batch = batch_size == n
-        self.engine = MemoryEngine(X, y, batch_size=batch_size, shuffle=cfg.shuffle, seed=seed,
-                                   epochs=cfg.epochs, lr=float(self.lr))
+        if engine is None:
+            n = X.shape[0]
+            batch_size = n if cfg.batch_size is None else min(cfg.batch_size, n)
+            engine = MemoryEngine(X, y, batch_size=batch_size, shuffle=cfg.shuffle, seed=seed,
+                                  epochs=cfg.epochs, lr=float(self.lr))
+        self.engine = engine
+        self.full_batch = engine.batch_size == engine.n_samples
 
     def request_stop(self) -> None:
         self._stop_requested = True
@@ -239,7 +244,7 @@ class Trainer:
         if done.diverged:
             self._stop(StopReason.DIVERGED, self._diverged_message())
             return False
-        if st.batch < -(-self.engine.n_samples // self.engine.batch_size):
+        if st.batch < self.engine.n_batches:
             self._stop(StopReason.INTERRUPTED)
             return False
         return True

@@ -127,8 +127,9 @@ def test_a_model_is_checked_at_its_trained_parameters_on_the_config_beside_it(in
     lone = in_tmp / "lone" / "model.json"
     write(lone, model.read_text())
     for build in (lambda: gradcheck_problem(model=lone), lambda: derivation(model=lone)):
-        with pytest.raises(ConfigError, match="no config.yaml next to the model"):
+        with pytest.raises(ModelFileError, match="no config.yaml next to the model") as caught:
             build()
+        assert str(caught.value).startswith(f"{lone}, --model: ")  # it names the model file and the option
 
 
 def test_the_one_model_check_names_what_differs(in_tmp):

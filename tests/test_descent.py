@@ -1,5 +1,5 @@
 """The descent against an independent reference: a plain loop over batches that calls the
-straightforward kernel (``loss_and_gradient_reference``) and steps ``w - lr * grad``, written
+straightforward reference (``neuron.loss_and_gradient``) and steps ``w - lr * grad``, written
 from the rule in the trainer's docstring, not from its loop. Every recorded metric is
 recomputed from the data. Float64 and float32, in order and shuffled, n not divisible by the
 batch, one gather run per epoch and several.

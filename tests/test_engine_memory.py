@@ -280,3 +280,30 @@ def test_a_minibatch_epoch_is_the_reference_step_batch_after_batch(dtype, rel, s
     assert done.sums.squared_error == pytest.approx(sq, rel=rel)
     assert done.sums.abs_error == pytest.approx(ab, rel=rel)
     assert w0.tobytes() == w0_bytes  # the caller's parameters are not modified
+
+
+@pytest.mark.parametrize("n", [1, 7, 12, 13])
+def test_batch_error_sums_are_each_batchs_mse_times_its_rows(n):
+    # batches of 4: n = 13 is three full batches and one of 1; n = 12 has no short batch
+    rng = np.random.default_rng(n)
+    a, y = rng.standard_normal(n), rng.standard_normal(n)
+    squares, abs_sums = engines.batch_error_sums(a - y, 4, out=np.empty(n))
+    assert len(squares) == len(abs_sums) == -(-n // 4)
+    for i, (sq, ab) in enumerate(zip(squares, abs_sums)):
+        mse, residual = neuron.mse_forward(a[4 * i:4 * i + 4], y[4 * i:4 * i + 4])
+        assert sq == pytest.approx(mse * len(residual), rel=1e-14)
+        assert ab == pytest.approx(float(np.abs(residual).sum()), rel=1e-14)
+
+
+def test_the_reduction_of_one_feature_is_the_same_whatever_the_workers():
+    # one column of partials: numpy sums it pairwise, the same way for the same grid
+    rng = np.random.default_rng(21)
+    X, y, w = rng.standard_normal((400, 1)), rng.standard_normal(400), rng.standard_normal(1)
+    results = []
+    for workers in (1, 2, 3):
+        memory.WORKERS, saved = workers, memory.WORKERS
+        try:
+            results.append(memory.loss_and_gradient(X, y, w, 0.1, block_bytes=10 * 8))  # 40 blocks
+        finally:
+            memory.WORKERS = saved
+    assert len({r.grad_w.tobytes() for r in results}) == 1 and len({r.loss for r in results}) == 1

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from neurocli import engines, neuron
+from neurocli import neuron
 from neurocli.engines import memory
 
 

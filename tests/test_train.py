@@ -118,7 +118,6 @@ def test_float32_training_runs_in_float32():
 
 
 def test_full_batch_metrics_of_an_epoch_are_measured_at_its_starting_parameters():
-    from neurocli.engines import memory
     from neurocli.train import evaluate
 
     X, y = synthetic(300, noise=0.5)
@@ -316,3 +315,33 @@ def test_every_epoch_shuffle_is_drawn_on_the_helper_thread(monkeypatch):
     t, records = run(X, y, TrainingConfig(epochs=3, learning_rate=0.01, batch_size=32))
     assert t.stopped == "completed" and len(records) == 3
     assert sorted(drawn) == [(0, True), (1, True), (2, True)]
+
+
+@pytest.mark.parametrize("batch_size", [None, 16])
+def test_the_trainer_runs_any_engine_it_is_given(batch_size):
+    # an engine of its own (here one that delegates and counts) is all the trainer needs:
+    # the same records and parameters as the in-memory engine it would build itself
+    from neurocli.engines.memory import MemoryEngine
+
+    X, y = synthetic(100)
+    cfg = TrainingConfig(epochs=3, learning_rate=0.05, batch_size=batch_size)
+    built, _ = run(X, y, cfg)
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, []
+            for name in ("n_samples", "n_features", "dtype", "batch_size", "n_batches"):
+                setattr(self, name, getattr(inner, name))
+
+        def __getattr__(self, name):
+            self.calls.append(name)
+            return getattr(self.inner, name)
+
+    engine = Counting(MemoryEngine(X, y, batch_size=batch_size or 100, shuffle=True, seed=0, epochs=3,
+                                   lr=0.05))
+    t = Trainer(None, None, X[:0], y[:0], cfg, 0, TrainState(w=np.full(3, 0.1), b=np.float64(0.5)), engine=engine)
+    records = list(t.run())
+    assert [r.as_dict() for r in records] == built.state.history
+    assert t.state.w.tobytes() == built.state.w.tobytes() and float(t.state.b) == float(built.state.b)
+    step = "loss_and_gradient" if batch_size is None else "minibatch_epoch"
+    assert engine.calls.count(step) == 3 and "close" in engine.calls

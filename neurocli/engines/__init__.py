@@ -15,11 +15,20 @@ The reduction rule (full batch)
    float64, ``r_k.r_k``, ``sum |r_k|``, ``sum g_k`` and the active count, where
    ``r = max(0, X_k w + b) - y_k`` and ``g = r 1[z > 0]``
    (:func:`neurocli.engines.memory.fused_block`).
-4. :func:`combine` adds the partials one block after another, in block order, in float64,
-   then applies the 2/N factor once.
+4. :func:`combine` adds the partials over the block axis in float64 (one numpy sum, whose
+   order depends on the grid's shape only), then applies the 2/N factor once.
 
 Any engine that walks the same grid and combines with :func:`combine` gets the same bits,
 whichever worker computed which block and when.
+
+The mini-batch rule
+-------------------
+Batch j of an epoch holds rows ``order[j B:(j+1) B]`` (the rows in file order without a
+shuffle; the last batch may be shorter, k rows). Its step is
+``w + dtype(-lr 2/k) X_b^T g`` and ``b - lr (2/k) sum g`` (in float64 the bias in Python
+floats; in float32 each operation rounded to float32), with the sums of
+:func:`neurocli.engines.memory.fused_block` on the batch. Each batch's squared and absolute
+error come from :func:`batch_error_sums` and are added to the epoch's sums in batch order.
 """
 
 from __future__ import annotations
@@ -68,11 +77,12 @@ def rows_per_block(n_samples: int, n_features: int, dtype, block_bytes: int | No
 
 
 def combine(grad_parts: np.ndarray, sums: np.ndarray, n_samples: int) -> LossGrad:
-    """The one reduction: block partials added in block order, then the 2/N factor.
+    """The one reduction: block partials summed over the blocks in float64, then the 2/N factor.
 
     grad_parts : (n_blocks, n_features), row k = ``X_k^T g_k``, of the gradient's dtype;
     sums : (n_blocks, 4) float64, row k = ``(r.r, sum |r|, sum g, active count)``.
-    A sum over axis 0 of a C-ordered array adds row after row (no pairwise reordering).
+    numpy adds the rows of a C-ordered array one after another in block order; a single
+    column it sums pairwise, the same way for the same number of blocks.
     """
     sq_sum, abs_sum, g_sum, n_active = sums.sum(axis=0)
     scale = 2.0 / n_samples
@@ -128,15 +138,36 @@ class BatchesDone:
     diverged: bool
 
 
+def batch_error_sums(r: np.ndarray, batch_size: int, out: np.ndarray) -> tuple[list[float], list[float]]:
+    """``sum r^2`` and ``sum |r|`` of each batch of ``batch_size`` consecutive residuals (the
+    last may be shorter), in order, using ``out`` as scratch: ``neurocli.neuron.mse_forward``'s
+    loss times k, and its ``sum |r|``, per batch. Full batches are the rows of one reshape, so
+    every batch is summed alike wherever its run started (a resumed epoch gets the same bits).
+    r, out : shape (m,)."""
+    n_full = len(r) // batch_size
+
+    def per_batch(a: np.ndarray) -> list[float]:
+        sums = a[:n_full * batch_size].reshape(n_full, batch_size).sum(axis=1).tolist()
+        if n_full * batch_size < len(a):
+            sums.append(float(a[n_full * batch_size:].sum()))
+        return sums
+
+    squares = per_batch(np.multiply(r, r, out=out))
+    return squares, per_batch(np.abs(r, out=out))
+
+
 class Engine(Protocol):
     """What the trainer asks of the data, whichever way it is held.
 
-    n_samples, n_features : the training set's shape; dtype : its numpy dtype.
+    n_samples, n_features : the training set's shape; dtype : its numpy dtype;
+    batch_size : rows per step (n_samples: full batch); n_batches : steps per epoch.
     """
 
     n_samples: int
     n_features: int
     dtype: np.dtype
+    batch_size: int
+    n_batches: int
 
     def loss_and_gradient(self, w: np.ndarray, b) -> LossGrad:
         """Loss and gradient over every training row, by the reduction rule."""

@@ -17,7 +17,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from neurocli import neuron
-from neurocli.engines import BatchesDone, EpochSums, combine, epoch_order, rows_per_block
+from neurocli.engines import BatchesDone, EpochSums, batch_error_sums, combine, epoch_order, rows_per_block
 from neurocli.neuron import LossGrad
 
 # One worker per core, each with the BLAS held to one thread (two levels of threads would
@@ -54,7 +54,8 @@ def fused_block(Xk, yk, w, b, z, r, m, g, grad_out) -> float:
 
 
 def block_partials(X, y, w, b, rows: int, blocks: range, grad_parts: np.ndarray, sums: np.ndarray) -> None:
-    """The partials of the reduction rule for the blocks ``blocks`` of ``rows`` rows each.
+    """The partials of the reduction rule for the blocks ``blocks`` of ``rows`` rows each: per
+    block, :func:`neurocli.neuron.loss_and_gradient` before its 2/N factor (by :func:`fused_block`).
 
     Writes only rows k of ``grad_parts`` (``X_k^T g_k``) and ``sums`` (``r.r, sum |r|,
     sum g, active count``) for k in ``blocks``, so workers can share the outputs.
@@ -106,23 +107,6 @@ def loss_and_gradient(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float, *,
     sums = np.empty((n_blocks, 4), dtype=np.float64)
     map_blocks(block_partials, X, y, w, b, rows, grad_parts, sums)
     return combine(grad_parts, sums, n_samples)
-
-
-def batch_error_sums(r: np.ndarray, batch_size: int, out: np.ndarray) -> tuple[list[float], list[float]]:
-    """``sum r^2`` and ``sum |r|`` of each batch of ``batch_size`` consecutive residuals (the
-    last may be shorter), in order, using ``out`` as scratch. Full batches are the rows of one
-    reshape, so every batch is summed alike wherever its run started (a resumed epoch gets
-    the same bits)."""
-    n_full = len(r) // batch_size
-
-    def per_batch(a: np.ndarray) -> list[float]:
-        sums = a[:n_full * batch_size].reshape(n_full, batch_size).sum(axis=1).tolist()
-        if n_full * batch_size < len(a):
-            sums.append(float(a[n_full * batch_size:].sum()))
-        return sums
-
-    squares = per_batch(np.multiply(r, r, out=out))
-    return squares, per_batch(np.abs(r, out=out))
 
 
 def _finite(w: np.ndarray, b) -> bool:
@@ -348,13 +332,16 @@ class MemoryEngine:
         self.n_samples, self.n_features = X.shape
         self.dtype = X.dtype
         self.batch_size, self.lr = batch_size, lr
+        self.n_batches = -(-self.n_samples // batch_size)
         shuffled = shuffle and batch_size < self.n_samples
         self._shuffles = ShuffleAhead(seed, self.n_samples, epochs) if shuffled else None
 
     def loss_and_gradient(self, w: np.ndarray, b) -> LossGrad:
+        """:func:`neurocli.neuron.loss_and_gradient` over the training set, by the reduction rule."""
         return loss_and_gradient(self.X, self.y, w, b)
 
     def any_active(self, w: np.ndarray, b) -> bool:
+        """Whether :func:`neurocli.neuron.active_mask` holds for some training row."""
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is found by the first step
             return bool(np.any(neuron.active_mask(neuron.pre_activation(self.X, w, b))))
 
