@@ -5,6 +5,8 @@ training rows. Mini-batch: the same per batch, the batch's own N in the mean, th
 shuffled each epoch from the seed and the epoch's number. Every bit of state that decides the
 future (parameters, epoch, position inside the epoch, early-stopping memory, history) lives
 in :class:`TrainState`, so a run stopped after any step and resumed ends bit-identical.
+This module is the policy (epochs, early stopping, a dead or diverged neuron, stop reasons);
+how a step runs over the data is the engine's (:mod:`neurocli.engines`).
 """
 
 from __future__ import annotations
