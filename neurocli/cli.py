@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 
 from neurocli import __version__
-from neurocli.errors import (EXIT_BAD_INPUT, EXIT_INCONCLUSIVE, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM,
+from neurocli.errors import (EXIT_BAD_INPUT, EXIT_INCONCLUSIVE, EXIT_INTERNAL, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM,
                              EXIT_TRAINING_FAILED, NeurocliError, exit_codes_help)
 
 
@@ -95,8 +95,12 @@ def _root(
     """neurocli: see, check and trust the gradients of a ReLU neuron."""
 
 
+def exit_code_of_signal(signum: int) -> int:
+    return {signal.SIGTERM: EXIT_SIGTERM, signal.SIGHUP: EXIT_SIGHUP}.get(signum, EXIT_SIGINT)
+
+
 class _Signals:
-    """SIGINT/SIGTERM: ask the trainer to stop after the current step; a second signal exits at once.
+    """SIGINT, SIGTERM, SIGHUP: ask the trainer to stop after the current step; a second signal exits at once.
 
     Installed before the data is read, so a signal that arrives before training starts still
     ends in a checkpoint at epoch 0 rather than a half-made run directory.
@@ -115,13 +119,13 @@ class _Signals:
     def _handler(self, signum, frame):
         if self.received is not None:
             # Every file is written atomically (temporary file, then rename): leaving now corrupts nothing.
-            os._exit(EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM)
+            os._exit(exit_code_of_signal(signum))
         self.received = signum
         if self.trainer is not None:
             self.trainer.request_stop()
 
     def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._old[sig] = signal.signal(sig, self._handler)
         return self
 
@@ -220,7 +224,7 @@ def _exit_for(summary: dict, run, signals: _Signals) -> None:
     if stopped == StopReason.INTERRUPTED:
         print(f"interrupted after epoch {summary['epochs']}: checkpoint saved in {run.run_dir}; continue with: "
               f"neurocli train {run.run_dir / 'config.yaml'} --resume {run.run_dir}", file=sys.stderr)
-        raise typer.Exit(EXIT_SIGTERM if signals.received == signal.SIGTERM else EXIT_SIGINT)
+        raise typer.Exit(exit_code_of_signal(signals.received or signal.SIGINT))
     if stopped in (StopReason.DIVERGED, StopReason.DEAD_NEURON):
         print(f"error: {summary['message']}", file=sys.stderr)
         raise typer.Exit(EXIT_TRAINING_FAILED)

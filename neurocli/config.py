@@ -71,6 +71,7 @@ class TrainingConfig(_Schema):
 
 class OutputConfig(_Schema):
     dir: str = "runs/run"
+    checkpoint_interval: float = Field(30.0, gt=0.0, description="seconds of training between checkpoints")
 
     @field_validator("dir")
     @classmethod

@@ -8,6 +8,8 @@ file: the old version stays until the new one is complete.
 from __future__ import annotations
 
 import csv
+import fcntl
+import hashlib
 import io
 import json
 import math
@@ -101,6 +103,43 @@ def read_history(path: Path) -> list[dict]:
         raise ModelFileError("history file not found: the run cannot be resumed without it", path=path) from exc
     except (OSError, ValueError) as exc:
         raise ModelFileError(f"history file is damaged: {exc}", path=path) from exc
+
+
+def history_sha256(text: str, epochs: int) -> str:
+    """SHA-256 of the header and the first ``epochs`` rows of a history.csv text: what a
+    checkpoint of that many epochs was saved beside."""
+    lines = text.splitlines(keepends=True)[:1 + epochs] if epochs else []
+    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
+
+
+RUN_FILES = ("model.json", "history.csv", "config.yaml", "checkpoint.json")
+
+
+def remove_leftovers(directory: Path) -> None:
+    """Temporary files of writes that a kill cut short (the files they would replace are intact)."""
+    for name in RUN_FILES:
+        for tmp in Path(directory).glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def lock_run_dir(directory: Path):
+    """Hold the run directory for this process; a second process asking for it is refused.
+
+    Returns the open lock file (the lock lasts as long as it stays open: the kernel drops it
+    when the process ends, however it ends).
+    """
+    path = Path(directory) / ".lock"
+    try:
+        fh = open(path, "a+")
+    except OSError as exc:
+        raise OutputError(f"cannot lock the run directory: {exc.strerror or exc}", path=directory) from exc
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise OutputError("the run directory is in use by another neurocli train; wait for it to end or stop it",
+                          path=directory) from None
+    return fh
 
 
 def create_run_dir(requested: Path) -> Path:

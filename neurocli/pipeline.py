@@ -108,8 +108,16 @@ class TrainRun:
     """One training run, fresh or resumed, writing into its run directory.
 
     ``run(on_epoch)`` calls ``on_epoch(record)`` after every epoch and returns the summary
-    dict (the ``--json`` summary). Files are written atomically at the end, and also when
-    interrupted, so the run can be resumed with ``--resume``.
+    dict (the ``--json`` summary). The run's files are saved at the start, every
+    ``output.checkpoint_interval`` seconds of training, when interrupted and at the end, so
+    a run killed at any moment can be resumed with ``--resume`` from its last save.
+
+    Why a save is never half a save: each file is replaced atomically, in the order
+    history.csv, config.yaml, model.json, checkpoint.json. The checkpoint is written last and
+    is what the run is: it names its epoch and the SHA-256 of the history's rows up to it. A
+    kill before it leaves the previous checkpoint, beside a history that may run ahead of it
+    (history only grows, row by row the same), and a resume keeps the rows the checkpoint
+    names. The directory is locked while a run holds it.
     """
 
     def __init__(self, inputs: Inputs, run_dir: Path, state: TrainState | None = None, data_sha: str | None = None):
@@ -125,6 +133,12 @@ class TrainRun:
         self.data_sha = data_sha or inputs.data_sha256 or file_sha256(inputs.loaded.data_path)
         self.resolved = inputs.loaded.resolved()
         self.train_s = 0.0
+        self.saved_progress = False  # a save after the first epoch, or the last one
+        self._lock = nio.lock_run_dir(run_dir)
+        nio.remove_leftovers(run_dir)
+        self._interval = inputs.loaded.config.output.checkpoint_interval
+        self._last_save = time.monotonic()
+        self.trainer.at_epoch_end = self._checkpoint_when_due
 
     @classmethod
     def start(cls, inputs: Inputs) -> "TrainRun":
@@ -149,7 +163,8 @@ class TrainRun:
         except KeyboardInterrupt:  # an interrupt is not a failure: the folder stays, as a stop at a step leaves it
             raise
         except BaseException:
-            if self.fresh and not (self.run_dir / "checkpoint.json").exists():
+            if self.fresh and not self.saved_progress:
+                self._lock.close()
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             raise
 
@@ -161,6 +176,9 @@ class TrainRun:
         if not Path(run_dir).is_dir():
             raise ModelFileError("is a file, not a run directory (give the folder that holds checkpoint.json)",
                                  path=run_dir)
+        if not ckpt_path.exists():
+            raise ModelFileError("no checkpoint: the run was stopped before its first save; start it again",
+                                 path=ckpt_path)
         ckpt = nio.read_json_file(ckpt_path, "checkpoint")
         if ckpt.get("format") != nio.CHECKPOINT_FORMAT:
             raise ModelFileError(f"incompatible checkpoint format {ckpt.get('format')!r} (this neurocli writes "
@@ -179,14 +197,11 @@ class TrainRun:
         if ckpt.get("data_sha256") != sha:
             raise ConfigError("the data file changed since the run started; cannot resume it bit-identically",
                               path=inputs.loaded.data_path)
-        history = nio.read_history(Path(run_dir) / "history.csv")
+        history = _history_of(Path(run_dir), ckpt, ckpt_path)
         try:
             state = TrainState.from_dict(ckpt["state"], history)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"checkpoint is damaged: {exc}", path=ckpt_path) from exc
-        if len(history) != state.epoch:
-            raise ModelFileError(f"history.csv has {len(history)} epochs but the checkpoint {state.epoch}",
-                                 path=Path(run_dir) / "history.csv")
         stopped = ckpt.get("stopped")
         if stopped not in (StopReason.INTERRUPTED, StopReason.COMPLETED):
             raise ModelFileError(
@@ -202,7 +217,19 @@ class TrainRun:
         nio.check_writable(Path(run_dir))
         return cls(inputs, Path(run_dir), state=state, data_sha=sha)
 
+    def _checkpoint_when_due(self) -> None:
+        if time.monotonic() - self._last_save >= self._interval:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Save the run as it stands, resumable (between epochs, or before the first)."""
+        summary = self.summary()
+        summary["stopped"] = StopReason.INTERRUPTED
+        self.save(summary)
+
     def run(self, on_epoch: Callable | None = None) -> dict:
+        if self.fresh:
+            self.checkpoint()  # a run killed before its first periodic save resumes from epoch 0
         t0 = time.perf_counter()
         try:
             for rec in self.trainer.run():
@@ -211,8 +238,11 @@ class TrainRun:
         except KeyboardInterrupt:  # a second Ctrl-C lands here only if the handler re-raised
             self.trainer.stopped = StopReason.INTERRUPTED
         self.train_s += time.perf_counter() - t0
-        summary = self.summary()
-        self.save(summary)
+        try:
+            summary = self.summary()
+            self.save(summary)
+        finally:
+            self._lock.close()  # the run is over: another process may resume it now
         return summary
 
     def summary(self) -> dict:
@@ -265,16 +295,37 @@ class TrainRun:
             "config": self.resolved,
             "versions": nio.package_versions(),
         }
-        nio.write_json(d / "model.json", model)
-        nio.atomic_write_text(d / "history.csv", nio.history_csv(st.history))
+        history = nio.history_csv(st.history)
+        nio.atomic_write_text(d / "history.csv", history)
         nio.write_config(d / "config.yaml", self.resolved)
-        nio.write_json(d / "checkpoint.json", {
+        nio.write_json(d / "model.json", model)
+        nio.write_json(d / "checkpoint.json", {  # last: the save is complete once this is in place
             "format": nio.CHECKPOINT_FORMAT,
             "stopped": summary["stopped"],
             "config_fingerprint": config_fingerprint(self.resolved),
             "data_sha256": self.data_sha,
+            "history_sha256": nio.history_sha256(history, st.epoch),
             "state": self.trainer.state.to_dict(),
         }, indent=None)
+        self._last_save = time.monotonic()
+        self.saved_progress = self.saved_progress or st.epoch > 0 or summary["stopped"] != StopReason.INTERRUPTED
+
+
+def _history_of(run_dir: Path, ckpt: dict, ckpt_path: Path) -> list[dict]:
+    """The history rows the checkpoint was saved with: history.csv may run ahead of it (a kill
+    between the two writes), never behind, and its first rows must be the ones it names."""
+    path = run_dir / "history.csv"
+    history = nio.read_history(path)
+    epoch = ckpt.get("state", {}).get("epoch") if isinstance(ckpt.get("state"), dict) else None
+    if not isinstance(epoch, int) or epoch < 0:
+        raise ModelFileError("checkpoint is damaged: state.epoch is not a count of epochs", path=ckpt_path)
+    if "history_sha256" not in ckpt:  # a checkpoint from before the rule: the two must agree exactly
+        if len(history) != epoch:
+            raise ModelFileError(f"history.csv has {len(history)} epochs but the checkpoint {epoch}", path=path)
+        return history
+    if len(history) < epoch or nio.history_sha256(path.read_text(encoding="utf-8"), epoch) != ckpt["history_sha256"]:
+        raise ModelFileError(f"history.csv does not hold the {epoch} epochs the checkpoint was saved with", path=path)
+    return history[:epoch]
 
 
 @dataclass

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -173,6 +173,9 @@ class Trainer:
                                   epochs=cfg.epochs, lr=float(self.lr))
         self.engine = engine
         self.full_batch = engine.batch_size == engine.n_samples
+        # called after every epoch once its record is kept and the stopping rules have seen it:
+        # the state then is the one a resume continues from
+        self.at_epoch_end: Callable[[], None] | None = None
 
     def request_stop(self) -> None:
         self._stop_requested = True
@@ -217,6 +220,8 @@ class Trainer:
                 return
             if cfg.early_stopping is not None and self._early_stop(record, at_w, at_b):
                 return
+            if self.at_epoch_end is not None and st.epoch < cfg.epochs:
+                self.at_epoch_end()
         self._stop(StopReason.COMPLETED)
 
     def _stop(self, reason: StopReason, message: str | None = None) -> None:

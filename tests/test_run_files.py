@@ -1,0 +1,161 @@
+"""A run directory a kill cannot break: the process killed at every write of several saves,
+and by a real SIGKILL, leaves a run that --resume continues to the very numbers of a run
+never interrupted; SIGHUP stops like SIGTERM; two runs never hold one directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from neurocli import io as nio
+from neurocli import pipeline
+from neurocli.errors import ModelFileError, OutputError
+from tests.conftest import QUICKSTART
+
+# mini-batch, a save after every epoch (an interval of a nanosecond)
+SHORT = ["training.epochs=6", "training.batch_size=64", "training.early_stopping=null", "output.checkpoint_interval=1e-9"]
+
+
+class Killed(BaseException):
+    """What a kill does to the save it cuts short: nothing after it runs."""
+
+
+def inputs(out_dir: Path, extra=()):
+    return pipeline.load_inputs(QUICKSTART, [*SHORT, f"output.dir={out_dir}", *extra])
+
+
+def finished(run_dir: Path) -> tuple:
+    m = json.loads((run_dir / "model.json").read_text())
+    return (m["weights_standardized"], m["bias_standardized"], m["epochs"], (run_dir / "history.csv").read_text())
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight") / "run"
+    run = pipeline.TrainRun.start(inputs(out))
+    run.run()
+    return finished(run.run_dir)
+
+
+def writes_of_a_run(tmp_path) -> int:
+    count = [0]
+    real = nio.atomic_write_text
+
+    def counting(path, text):
+        count[0] += 1
+        real(path, text)
+    nio.atomic_write_text, saved = counting, nio.atomic_write_text
+    try:
+        pipeline.TrainRun.start(inputs(tmp_path / "count")).run()
+    finally:
+        nio.atomic_write_text = saved
+    return count[0]
+
+
+def test_a_kill_at_any_write_leaves_a_run_that_resumes_to_the_same_numbers(tmp_path, straight, monkeypatch):
+    total = writes_of_a_run(tmp_path)
+    assert total == 4 * 7  # four files a save: the start, after epochs 1 to 5, the end (after epoch 6)
+    real = nio.atomic_write_text
+    for kill_at in range(1, total + 1):
+        calls = [0]
+
+        def dying(path, text):
+            calls[0] += 1
+            if calls[0] == kill_at:  # half a temporary file, then nothing more
+                Path(path).with_name(f".{Path(path).name}.cut.tmp").write_text(text[: len(text) // 2])
+                raise Killed
+            real(path, text)
+        monkeypatch.setattr(nio, "atomic_write_text", dying)
+        out = tmp_path / f"k{kill_at}"
+        run = pipeline.TrainRun.start(inputs(out))
+        with pytest.raises(Killed):
+            run.run()
+        run._lock.close()  # the process is gone: so is its lock
+        monkeypatch.setattr(nio, "atomic_write_text", real)
+        if kill_at <= 4:  # inside the first save: no checkpoint yet, and resume says so
+            with pytest.raises(ModelFileError, match="stopped before its first save"):
+                pipeline.TrainRun.resume(inputs(out), out)
+            continue
+        resumed = pipeline.TrainRun.resume(inputs(out), out)
+        resumed.run()
+        assert finished(out) == straight, kill_at
+        assert not list(out.glob(".*.tmp")), kill_at  # the cut writes' leftovers are gone
+
+
+def test_sigkill_mid_training_loses_at_most_the_interval(tmp_path):
+    # a real kill: the last periodic save is complete, and the resumed run ends where an
+    # uninterrupted one does
+    args = ["--set", "training.epochs=3000", "--set", "training.batch_size=16", "--set", "training.early_stopping=null",
+            "--set", "output.checkpoint_interval=0.05"]
+    env = dict(os.environ, NO_COLOR="1")
+    cmd = [sys.executable, "-m", "neurocli", "train", str(QUICKSTART), "-q", *args]
+    proc = subprocess.Popen([*cmd, "--set", "output.dir=runs/killed"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "runs/killed/checkpoint.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ckpt.exists() and json.loads(ckpt.read_text())["state"]["epoch"] >= 20:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    saved_at = json.loads(ckpt.read_text())["state"]["epoch"]
+    assert 20 <= saved_at < 3000
+    resumed = subprocess.run([sys.executable, "-m", "neurocli", "train", "runs/killed/config.yaml", "--resume",
+                              "runs/killed", "-q"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    plain = subprocess.run([*cmd, "--set", "output.dir=runs/plain"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert plain.returncode == 0, plain.stderr
+    assert finished(tmp_path / "runs/killed") == finished(tmp_path / "runs/plain")
+
+
+def test_sighup_stops_like_sigterm_with_a_checkpoint(tmp_path):
+    env = dict(os.environ, NO_COLOR="1")
+    proc = subprocess.Popen([sys.executable, "-m", "neurocli", "train", str(QUICKSTART), "--json", "--set",
+                             "training.epochs=40000", "--set", "training.early_stopping=null", "--set",
+                             "training.log_every=500", "--set", "output.dir=runs/hup"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.readline()
+    proc.stdout.readline()
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 129, err
+    assert "checkpoint saved in runs/hup" in err and "Traceback" not in err
+    ckpt = json.loads((tmp_path / "runs/hup/checkpoint.json").read_text())
+    assert ckpt["stopped"] == "interrupted" and ckpt["state"]["epoch"] > 0
+
+
+def test_a_second_run_of_the_same_directory_is_refused(tmp_path):
+    first = pipeline.TrainRun.start(inputs(tmp_path / "held", ["training.epochs=1"]))
+    first.checkpoint()
+    with pytest.raises(OutputError, match="in use by another neurocli train"):
+        pipeline.TrainRun.resume(inputs(tmp_path / "held", ["training.epochs=2"]), first.run_dir)
+    first._lock.close()
+    pipeline.TrainRun.resume(inputs(tmp_path / "held", ["training.epochs=2"]), first.run_dir).run()
+
+
+def test_a_history_ahead_of_its_checkpoint_is_cut_to_it_and_a_changed_one_refused(tmp_path, straight):
+    run = pipeline.TrainRun.start(inputs(tmp_path / "ahead"))
+    run.run()
+    d = run.run_dir
+    ckpt = json.loads((d / "checkpoint.json").read_text())
+    # the checkpoint of epoch 3 beside the history of all 6 (a kill between the two writes)
+    history = (d / "history.csv").read_text()
+    lines = history.splitlines(keepends=True)
+    ckpt["stopped"], ckpt["state"]["epoch"] = "interrupted", 3
+    ckpt["history_sha256"] = nio.history_sha256(history, 3)
+    (d / "checkpoint.json").write_text(json.dumps(ckpt))
+    kept = pipeline._history_of(d, ckpt, d / "checkpoint.json")
+    assert len(kept) == 3 and nio.history_csv(kept) == "".join(lines[:4])
+    (d / "history.csv").write_text("".join(lines[:2]) + lines[2].replace(lines[2].split(",")[1], "1.5", 1) + "".join(lines[3:]))
+    with pytest.raises(ModelFileError, match="does not hold the 3 epochs"):
+        pipeline._history_of(d, ckpt, d / "checkpoint.json")
