@@ -15,14 +15,14 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import List, Literal, Optional
+from typing import Callable, List, Literal, Optional
 
 import typer
 from rich.console import Console
 
 from neurocli import __version__
-from neurocli.errors import (EXIT_BAD_INPUT, EXIT_INCONCLUSIVE, EXIT_INTERNAL, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM,
-                             EXIT_TRAINING_FAILED, NeurocliError, exit_codes_help)
+from neurocli.errors import (EXIT_BAD_INPUT, EXIT_INCONCLUSIVE, EXIT_INTERNAL, EXIT_OUTPUT_LOST, EXIT_SIGHUP,
+                             EXIT_SIGINT, EXIT_SIGTERM, EXIT_TRAINING_FAILED, NeurocliError, exit_codes_help)
 
 
 class _Commands(typer.core.TyperGroup):
@@ -158,19 +158,38 @@ def train(
             _train_and_report(run, resume is not None, json_out, quiet, signals)
 
 
+class _Stdout:
+    """Standard output that may go away (its reader gone, a full disk): the run goes on without it."""
+
+    def __init__(self):
+        self.lost: str | None = None
+
+    def __call__(self, emit: Callable[[], None]) -> None:
+        if self.lost is not None:
+            return
+        try:
+            emit()
+            sys.stdout.flush()
+        except OSError as exc:
+            self.lost = exc.strerror or type(exc).__name__
+            devnull = os.open(os.devnull, os.O_WRONLY)  # what is still buffered must not fail at exit
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+
+
 def _train_and_report(run, resumed: bool, json_out: bool, quiet: bool, signals: _Signals) -> None:
     """The descent with its live view or log lines, the summary, and the exit code it implies."""
     from neurocli import render
 
-    out = Console(highlight=False)
+    out, stdout = Console(highlight=False), _Stdout()
     if not (json_out or quiet):
-        _print_start(out, run, resumed)
-    summary = _descend(run, out, json_out, quiet)
+        stdout(lambda: _print_start(out, run, resumed))
+    summary = _descend(run, out, stdout, json_out, quiet)
     if json_out:
-        print(render.summary_event(summary), flush=True)
+        stdout(lambda: print(render.summary_event(summary)))
     else:
-        out.print(render.summary_renderable(summary, [h["loss"] for h in run.state.history]))
-    _exit_for(summary, run, signals)
+        stdout(lambda: out.print(render.summary_renderable(summary, [h["loss"] for h in run.state.history])))
+    _exit_for(summary, run, signals, stdout.lost)
 
 
 def _print_start(out: Console, run, resumed: bool) -> None:
@@ -185,7 +204,7 @@ def _print_start(out: Console, run, resumed: bool) -> None:
               f"target: {table.target}; run directory: {run.run_dir}")
 
 
-def _descend(run, out: Console, json_out: bool, quiet: bool) -> dict:
+def _descend(run, out: Console, stdout: _Stdout, json_out: bool, quiet: bool) -> dict:
     """Run the descent, showing epochs as NDJSON, in a live view (on a terminal) or as log lines."""
     from neurocli import render
 
@@ -200,11 +219,11 @@ def _descend(run, out: Console, json_out: bool, quiet: bool) -> dict:
         logged = rec.epoch % log_every == 0 or rec.epoch == 1 or rec.epoch == total
         if json_out:
             if logged:
-                print(render.epoch_event(rec), flush=True)
+                stdout(lambda: print(render.epoch_event(rec)))
         elif live_mode:
             view.update(rec, losses)
         elif not quiet and logged:
-            print(render.epoch_line(rec, total), flush=True)
+            stdout(lambda: print(render.epoch_line(rec, total)))
 
     if not live_mode:
         return run.run(on_epoch)
@@ -217,10 +236,13 @@ def _descend(run, out: Console, json_out: bool, quiet: bool) -> dict:
     return summary
 
 
-def _exit_for(summary: dict, run, signals: _Signals) -> None:
+def _exit_for(summary: dict, run, signals: _Signals, stdout_lost: str | None) -> None:
     from neurocli.train import StopReason
 
     stopped = summary["stopped"]
+    if stdout_lost is not None:
+        print(f"error: standard output failed ({stdout_lost}); the run went on without it and was saved in "
+              f"{run.run_dir} (stopped: {stopped})", file=sys.stderr)
     if stopped == StopReason.INTERRUPTED:
         print(f"interrupted after epoch {summary['epochs']}: checkpoint saved in {run.run_dir}; continue with: "
               f"neurocli train {run.run_dir / 'config.yaml'} --resume {run.run_dir}", file=sys.stderr)
@@ -228,6 +250,8 @@ def _exit_for(summary: dict, run, signals: _Signals) -> None:
     if stopped in (StopReason.DIVERGED, StopReason.DEAD_NEURON):
         print(f"error: {summary['message']}", file=sys.stderr)
         raise typer.Exit(EXIT_TRAINING_FAILED)
+    if stdout_lost is not None:
+        raise typer.Exit(EXIT_OUTPUT_LOST)
 
 
 @app.command(epilog=exit_codes_help("predict"))

@@ -12,6 +12,7 @@ EXIT_TRAINING_FAILED = 1  # train: diverged or dead neuron; gradcheck: mismatch;
 EXIT_BAD_INPUT = 2
 EXIT_INCONCLUSIVE = 3  # gradcheck: nothing to compare (no active sample)
 EXIT_INTERNAL = 70  # a bug in neurocli, not the user's input
+EXIT_OUTPUT_LOST = 74  # train: standard output closed or full; the run still went on and was saved
 EXIT_SIGHUP = 129
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
@@ -35,6 +36,9 @@ EXIT_CODES: tuple[tuple[int, str, dict[str, str | None]], ...] = (
       "gradcheck": "inconclusive (no active sample: both gradients are zero and prove nothing; every sample "
                    "straddles the kink; or a step too small for float64 precision)"}),
     (EXIT_INTERNAL, "internal error (a bug: please report it)", {}),
+    (EXIT_OUTPUT_LOST, "train: standard output closed or full (the run went on without it and was saved)",
+     {"train": "standard output closed or full (the run went on without it and was saved)", "predict": None,
+      "gradcheck": None, "derive": None}),
     # only train handles SIGHUP, like SIGTERM (checkpoint, then 129); the other commands just end
     (EXIT_SIGHUP, "hung up (SIGHUP)", {"predict": None, "gradcheck": None, "derive": None}),
     (EXIT_SIGINT, "interrupted (Ctrl-C)", {}),

@@ -49,14 +49,14 @@ def test_every_help_ends_with_the_table_of_its_command(command):
 
 def test_the_table_names_every_exit_code_once():
     constants = sorted(v for k, v in vars(errors).items() if k.startswith("EXIT_") and isinstance(v, int))
-    assert [code for code, _, _ in errors.EXIT_CODES] == constants == [0, 1, 2, 3, 70, 129, 130, 143]
+    assert [code for code, _, _ in errors.EXIT_CODES] == constants == [0, 1, 2, 3, 70, 74, 129, 130, 143]
     assert [code for code, _ in errors.exit_codes()] == constants
     assert "70 internal error" in errors.exit_codes_help()
 
 
 def test_each_command_lists_the_codes_it_can_return():
     codes = {c: [code for code, _ in errors.exit_codes(c)] for c in errors.COMMANDS}
-    assert codes == {"train": [0, 1, 2, 70, 129, 130, 143], "predict": [0, 2, 70, 130],
+    assert codes == {"train": [0, 1, 2, 70, 74, 129, 130, 143], "predict": [0, 2, 70, 130],
                      "gradcheck": [0, 1, 2, 3, 70, 130], "derive": [0, 1, 2, 70, 130]}
     assert dict(errors.exit_codes("gradcheck"))[0].startswith("pass")
     with pytest.raises(ValueError):

@@ -159,3 +159,29 @@ def test_a_history_ahead_of_its_checkpoint_is_cut_to_it_and_a_changed_one_refuse
     (d / "history.csv").write_text("".join(lines[:2]) + lines[2].replace(lines[2].split(",")[1], "1.5", 1) + "".join(lines[3:]))
     with pytest.raises(ModelFileError, match="does not hold the 3 epochs"):
         pipeline._history_of(d, ckpt, d / "checkpoint.json")
+
+
+def test_a_reader_that_goes_away_leaves_a_finished_run_and_exit_74(tmp_path):
+    # `neurocli train ... --json | head -1`: the pipe closes after the first line
+    env = dict(os.environ, NO_COLOR="1")
+    proc = subprocess.Popen([sys.executable, "-m", "neurocli", "train", str(QUICKSTART), "--json", "--set",
+                             "output.dir=runs/pipe", "--set", "training.log_every=1"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert json.loads(proc.stdout.readline())["event"] == "epoch"
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert proc.returncode == 74, err
+    assert err.startswith("error: standard output failed") and "Traceback" not in err and len(err.splitlines()) == 1
+    ckpt = json.loads((tmp_path / "runs/pipe/checkpoint.json").read_text())
+    assert ckpt["stopped"] in ("completed", "early_stopping") and ckpt["state"]["epoch"] > 1
+    assert json.loads((tmp_path / "runs/pipe/model.json").read_text())["epochs"] == ckpt["state"]["epoch"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_a_full_standard_output_leaves_a_finished_run_and_exit_74(tmp_path):
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "neurocli", "train", str(QUICKSTART), "--set", "output.dir=runs/full"],
+                           cwd=tmp_path, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert r.returncode == 74 and "No space left on device" in r.stderr and "Traceback" not in r.stderr
+    assert json.loads((tmp_path / "runs/full/model.json").read_text())["stopped"] in ("completed", "early_stopping")
