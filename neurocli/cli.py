@@ -258,7 +258,7 @@ def _exit_for(summary: dict, run, signals: _Signals, stdout_lost: str | None) ->
 def predict(
     model: Path = typer.Argument(..., help="model.json from a training run."),
     data: Path = typer.Argument(..., help="CSV file with the model's feature columns."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the CSV here (atomically) instead of stdout."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the CSV here instead of stdout: atomically (through a symlink to its target), as a stream to a FIFO or device; never onto the input CSV or the model; - is stdout."),
     delimiter: str = typer.Option(",", "--delimiter", help="CSV delimiter of DATA."),
     debug: bool = DebugOption,
 ):
@@ -276,10 +276,8 @@ def predict(
         if n:
             print(f"note: {n} row{'s' if n > 1 else ''} of {data} {'have' if n > 1 else 'has'} an empty or NA "
                   f"feature; their {result.column} is left empty", file=sys.stderr)
-        if output is None:
-            sys.stdout.write(result.csv)
-        else:
-            nio.atomic_write_text(output, result.csv)
+        nio.write_output("-" if output is None else output, result.csv,
+                         protected={"input CSV": data, "model file": model})
 
 
 # --- gradcheck command (neurocli/problems.py, neurocli/gradcheck.py, neurocli/render/gradcheck.py) ---

@@ -15,6 +15,8 @@ import json
 import math
 import os
 import platform
+import stat
+import sys
 import tempfile
 from pathlib import Path
 
@@ -50,6 +52,32 @@ def atomic_write_text(path: Path, text: str) -> None:
             os.close(fd)
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_output(path: Path, text: str, protected: dict[str, Path]) -> None:
+    """Write a command's result to ``path``, the user's ``-o``, destroying nothing it does not own.
+
+    ``-`` is standard output. A symlink is written through, atomically, to its target (the
+    link stays). A FIFO or a device is written as a stream, never replaced. A path that is one
+    of ``protected`` (kind -> path, e.g. the input CSV) is refused.
+    """
+    if str(path) == "-":
+        sys.stdout.write(text)
+        return
+    target = Path(os.path.realpath(path))
+    for kind, other in protected.items():
+        if target.exists() and Path(other).exists() and os.path.samefile(target, other):
+            raise OutputError(f"is the {kind}; refusing to overwrite it: choose another -o", path=path)
+    if target.is_dir():
+        raise OutputError("is a directory; give a file name for -o", path=path)
+    if target.exists() and not stat.S_ISREG(target.stat().st_mode):
+        try:
+            with open(target, "w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise OutputError(f"cannot write: {exc.strerror or exc}", path=path) from exc
+        return
+    atomic_write_text(target, text)
 
 
 def _umask() -> int:

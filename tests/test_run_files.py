@@ -185,3 +185,67 @@ def test_a_full_standard_output_leaves_a_finished_run_and_exit_74(tmp_path):
                            cwd=tmp_path, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
     assert r.returncode == 74 and "No space left on device" in r.stderr and "Traceback" not in r.stderr
     assert json.loads((tmp_path / "runs/full/model.json").read_text())["stopped"] in ("completed", "early_stopping")
+
+
+# ---- predict -o destroys nothing it does not own ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def model_and_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("predict")
+    run = pipeline.TrainRun.start(inputs(d / "run", ["training.epochs=2"]))
+    run.run()
+    data = d / "in.csv"
+    data.write_text("bill_length_mm,bill_depth_mm,flipper_length_mm\n39.1,18.7,181\n")
+    return run.run_dir / "model.json", data
+
+
+def predict(model, data, *extra, cwd):
+    return subprocess.run([sys.executable, "-m", "neurocli", "predict", str(model), str(data), *extra], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_predict_writes_through_a_symlink_to_its_target(tmp_path, model_and_data):
+    model, data = model_and_data
+    target, link = tmp_path / "target.csv", tmp_path / "link.csv"
+    target.write_text("old\n")
+    link.symlink_to(target)
+    r = predict(model, data, "-o", str(link), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_text().startswith("bill_length_mm,bill_depth_mm,flipper_length_mm,prediction\n")
+
+
+def test_predict_streams_into_a_fifo_and_leaves_it_a_fifo(tmp_path, model_and_data):
+    import stat
+    import threading
+
+    model, data = model_and_data
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo).read()))
+    reader.start()
+    r = predict(model, data, "-o", str(fifo), cwd=tmp_path)
+    reader.join(timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and got[0].splitlines()[0].endswith(",prediction")
+
+
+@pytest.mark.parametrize("which", ["input CSV", "model file"])
+def test_predict_refuses_to_overwrite_its_own_inputs(tmp_path, model_and_data, which):
+    model, data = model_and_data
+    victim = data if which == "input CSV" else model
+    before = victim.read_bytes()
+    link = tmp_path / "sneaky"
+    link.symlink_to(victim)
+    for out in (victim, link):
+        r = predict(model, data, "-o", str(out), cwd=tmp_path)
+        assert r.returncode == 2 and f"is the {which}; refusing to overwrite it" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert victim.read_bytes() == before
+
+
+def test_predict_dash_is_standard_output(tmp_path, model_and_data):
+    model, data = model_and_data
+    r = predict(model, data, "-o", "-", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.splitlines()[0].endswith(",prediction") and not (tmp_path / "-").exists()
