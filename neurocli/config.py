@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from neurocli.errors import ConfigError
+from neurocli.errors import ConfigError, check_regular_file
 
 # A config is a handful of keys; anything that expands to more nodes is an alias bomb.
 MAX_YAML_NODES = 10_000
@@ -309,6 +309,9 @@ def _union_message(keys: tuple, given: Any) -> str:
     return f"{dotted} has an invalid value {given!r}"
 
 
+CONFIG_MAX_BYTES = 16 << 20  # a config with a weight list for a million features is about 25 MB less
+
+
 def load_config(path: Path, overrides: list[str] | None = None) -> LoadedConfig:
     """Read, safe-load and validate a config file, applying ``--set`` overrides."""
     path = Path(path)
@@ -316,6 +319,7 @@ def load_config(path: Path, overrides: list[str] | None = None) -> LoadedConfig:
         raise ConfigError("config file not found", path=path)
     if path.is_dir():
         raise ConfigError("is a directory, not a config file", path=path)
+    check_regular_file(path, "config", CONFIG_MAX_BYTES, ConfigError)
     try:
         raw = path.read_bytes()
     except OSError as exc:

@@ -24,10 +24,12 @@ import numpy as np
 import yaml
 
 from neurocli import __version__
-from neurocli.errors import ModelFileError, OutputError
+from neurocli.errors import ModelFileError, OutputError, check_regular_file
 
 MODEL_FORMAT = "neurocli.model/1"
 CHECKPOINT_FORMAT = "neurocli.checkpoint/2"  # 2: each epoch shuffles from its own stream
+JSON_MAX_BYTES = 256 << 20  # model.json, checkpoint.json: about 2 million features' worth
+HISTORY_MAX_BYTES = 1 << 30  # history.csv: about 5 million epochs
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -124,6 +126,8 @@ def read_history(path: Path) -> list[dict]:
         except ValueError:
             return float(value)
 
+    if Path(path).exists():
+        check_regular_file(path, "history", HISTORY_MAX_BYTES, ModelFileError)
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
@@ -226,6 +230,7 @@ def read_json_file(path: Path, kind: str) -> dict:
         raise ModelFileError(f"{kind} file not found", path=path)
     if path.is_dir():
         raise ModelFileError(f"is a directory, not a {kind} file", path=path)
+    check_regular_file(path, kind, JSON_MAX_BYTES, ModelFileError)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

@@ -292,3 +292,56 @@ def test_atomic_write_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
         nio.atomic_write_text(target, "new\n" * 1000)
     assert target.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json"]
+
+
+# ---- special files where a whole file is read ----------------------------------------------
+
+SPECIAL = ["fifo", "device"]
+READERS = [  # (what is replaced, the command line, the kind of file the error names)
+    ("c.yaml", ["train", "c.yaml"], "config"), ("c.yaml", ["gradcheck", "c.yaml"], "config"),
+    ("c.yaml", ["derive", "c.yaml"], "config"),
+    ("m.json", ["predict", "m.json", "d.csv"], "model"), ("m.json", ["gradcheck", "c.yaml", "--model", "m.json"], "model"),
+    ("m.json", ["derive", "c.yaml", "--model", "m.json"], "model"),
+]
+
+
+@pytest.mark.parametrize("special", SPECIAL)
+@pytest.mark.parametrize("replaced, args, kind", READERS, ids=[" ".join(r[1][:1] + [r[0]]) for r in READERS])
+def test_a_fifo_or_device_where_a_file_is_read_ends_at_once(special, replaced, args, kind, in_tmp):
+    _trained_model(in_tmp)
+    path = in_tmp / replaced
+    path.unlink(missing_ok=True)
+    if special == "fifo":
+        os.mkfifo(path)  # opening it would wait for a writer forever
+    else:
+        path.symlink_to("/dev/zero")  # reading it would never end
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip() == f"error: {replaced}: is not a regular file (a FIFO, socket or device); give the {kind} file itself"
+
+
+def test_a_fifo_as_the_checkpoint_or_history_of_a_resume_ends_at_once(in_tmp):
+    write(in_tmp / "c.yaml", cfg("training: {epochs: 2}\noutput: {dir: r}\n"))
+    write(in_tmp / "d.csv", GOOD_CSV)
+    assert runner.invoke(app, ["train", "c.yaml", "-q"]).exit_code == 0
+    for name in ("history.csv", "checkpoint.json"):
+        saved = (in_tmp / "r" / name).read_bytes()
+        (in_tmp / "r" / name).unlink()
+        os.mkfifo(in_tmp / "r" / name)
+        r = runner.invoke(app, ["train", "r/config.yaml", "--resume", "r", "--set", "training.epochs=3"])
+        assert r.exit_code == 2 and "is not a regular file" in r.stderr and name in r.stderr, (name, r.output)
+        (in_tmp / "r" / name).unlink()
+        (in_tmp / "r" / name).write_bytes(saved)
+
+
+def test_a_config_or_model_far_larger_than_any_neurocli_writes_is_refused_unread(in_tmp, monkeypatch):
+    from neurocli import config as config_module
+    from neurocli import io as nio
+
+    write(in_tmp / "m.json", _trained_model(in_tmp).read_text())
+    monkeypatch.setattr(config_module, "CONFIG_MAX_BYTES", 10)
+    r = runner.invoke(app, ["train", "c.yaml"])
+    assert r.exit_code == 2 and "larger than a config file can be" in r.stderr
+    monkeypatch.setattr(nio, "JSON_MAX_BYTES", 10)
+    r = runner.invoke(app, ["predict", "m.json", "d.csv"])
+    assert r.exit_code == 2 and "m.json: is " in r.stderr and "bytes, larger than a model file can be" in r.stderr
