@@ -49,6 +49,7 @@ app = typer.Typer(
     epilog=exit_codes_help(),
 )
 
+MAX_ERROR_CHARS = 400
 DebugOption = typer.Option(False, "--debug", help="Show the full traceback on errors.")
 
 
@@ -60,7 +61,10 @@ def handle_errors(debug: bool):
     except NeurocliError as exc:
         if debug:
             traceback.print_exc()
-        print(f"error: {exc.located()}", file=sys.stderr)
+        line = exc.located()
+        if len(line) > MAX_ERROR_CHARS:  # a value echoed in full could fill the screen
+            line = line[:MAX_ERROR_CHARS - 3] + "..."
+        print(f"error: {line}", file=sys.stderr)
         raise typer.Exit(exc.exit_code)
     except MemoryError:
         if debug:

@@ -20,6 +20,7 @@ from neurocli.errors import ConfigError, check_regular_file
 
 # A config is a handful of keys; anything that expands to more nodes is an alias bomb.
 MAX_YAML_NODES = 10_000
+MAX_YAML_DEPTH = 50  # a config is three levels deep; this leaves room and keeps far from the recursion limit
 
 
 class _Schema(BaseModel):
@@ -121,11 +122,11 @@ def _located_error(path, locations, overrides, keys, message) -> ConfigError:
     plain = tuple(k for k in keys if k != "<key>")
     for key, text in overrides.items():  # a --set at, under or above the key is to blame
         if plain and (key[:len(plain)] == plain or plain[:len(key)] == key):
-            return ConfigError(f"{message}", where=f"--set {text}")
+            return ConfigError(f"{message}", where=f"--set {shown(text)}")
     for n in range(len(keys), -1, -1):
         prefix = tuple(keys[:n])
         if prefix in overrides:
-            return ConfigError(f"{message}", where=f"--set {overrides[prefix]}")
+            return ConfigError(f"{message}", where=f"--set {shown(overrides[prefix])}")
         if prefix in locations:
             line, col = locations[prefix]
             return ConfigError(message, path=path, where=f"line {line}, column {col}")
@@ -133,6 +134,9 @@ def _located_error(path, locations, overrides, keys, message) -> ConfigError:
 
 
 def _walk_nodes(node: yaml.Node, keys: tuple, locations: dict, path, budget: list[int]) -> None:
+    if len(keys) > MAX_YAML_DEPTH:
+        raise ConfigError(f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep; a config needs three",
+                          path=path, where=f"line {node.start_mark.line + 1}, column {node.start_mark.column + 1}")
     budget[0] += 1
     if budget[0] > MAX_YAML_NODES:
         raise ConfigError(
@@ -191,6 +195,9 @@ def parse_yaml(text: str, path: Path | None) -> tuple[Any, dict]:
         raise ConfigError(f"YAML error: {problem}", path=path, where=where) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"YAML error: {exc}", path=path) from exc
+    except RecursionError:
+        raise ConfigError(f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep; a config needs three",
+                          path=path) from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):
@@ -205,15 +212,12 @@ def parse_yaml(text: str, path: Path | None) -> tuple[Any, dict]:
 
 def _apply_override(data: dict, item: str) -> tuple[tuple[str, ...], str]:
     if "=" not in item:
-        raise ConfigError("expected KEY=VALUE, e.g. training.epochs=50", where=f"--set {item}")
+        raise ConfigError("expected KEY=VALUE, e.g. training.epochs=50", where=f"--set {shown(item)}")
     dotted, raw = item.split("=", 1)
     keys = tuple(k for k in dotted.strip().split("."))
     if not all(keys):
-        raise ConfigError(f"{dotted!r} is not a dotted key like training.epochs", where=f"--set {item}")
-    try:
-        value = yaml.load(raw, Loader=_Loader) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
+        raise ConfigError(f"{dotted!r} is not a dotted key like training.epochs", where=f"--set {shown(item)}")
+    value = _override_value(raw, item)
     node = data
     for key in keys[:-1]:
         child = node.get(key)
@@ -223,6 +227,33 @@ def _apply_override(data: dict, item: str) -> tuple[tuple[str, ...], str]:
         node = child
     node[keys[-1]] = value
     return keys, item
+
+
+def _override_value(raw: str, item: str):
+    """A --set value, read as YAML under the file's limits (nodes, depth); text if not YAML."""
+    if not raw.strip():
+        return None
+    loader = _Loader(raw)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _walk_nodes(node, (), {}, None, [0])
+        return loader.construct_document(node)
+    except yaml.YAMLError:
+        return raw
+    except RecursionError:
+        raise ConfigError(f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep; a config needs three",
+                          where=f"--set {shown(item)}") from None
+    except ConfigError as exc:
+        raise ConfigError(exc.message, where=f"--set {shown(item)}") from None
+    finally:
+        loader.dispose()
+
+
+def shown(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters for an error line."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _schema_fields(keys: tuple) -> list[str]:

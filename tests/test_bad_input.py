@@ -28,6 +28,9 @@ def cfg(extra: str = "", data: str | None = None) -> str:
 # (id, config text, csv bytes, expected fragments of the error line: the place and the reason)
 CONFIG_CASES = [
     ("yaml-syntax", "data: [\n", GOOD_CSV, ["c.yaml", "line 2", "YAML error"]),
+    ("yaml-nested-deep", "data: " + "[" * 60 + "]" * 60 + "\n", GOOD_CSV, ["c.yaml", "nested more than 50 levels"]),
+    ("yaml-nested-past-recursion", "data: " + "[" * 5000 + "]" * 5000 + "\n", GOOD_CSV,
+     ["c.yaml", "nested more than 50 levels"]),
     ("yaml-empty", "", GOOD_CSV, ["c.yaml", "empty"]),
     ("yaml-not-mapping", "- a\n- b\n", GOOD_CSV, ["c.yaml", "line 1", "mapping"]),
     ("unknown-key", cfg("training: {learning_rat: 0.1}\n"), GOOD_CSV, ["c.yaml", "line 2", "did you mean 'training.learning_rate'"]),
@@ -345,3 +348,25 @@ def test_a_config_or_model_far_larger_than_any_neurocli_writes_is_refused_unread
     monkeypatch.setattr(nio, "JSON_MAX_BYTES", 10)
     r = runner.invoke(app, ["predict", "m.json", "d.csv"])
     assert r.exit_code == 2 and "m.json: is " in r.stderr and "bytes, larger than a model file can be" in r.stderr
+
+
+def _alias_bomb(levels: int) -> str:
+    text = "{a0: &a0 [x, x, x, x, x, x, x, x, x]"
+    for i in range(1, levels):
+        text += f", a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]"
+    return text + "}"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("value, reason", [
+    (_alias_bomb(9), "expands to more than 10000 nodes"),  # 9^9 nodes if expanded
+    ("[" * 5000 + "]" * 5000, "nested more than 50 levels"),
+    ("x" * 100_000, "model.weights_init"),  # a huge value echoed back: the line stays short
+])
+def test_set_values_meet_the_files_limits_in_one_short_line(command, value, reason, in_tmp):
+    write(in_tmp / "c.yaml", cfg())
+    write(in_tmp / "d.csv", GOOD_CSV)
+    r = runner.invoke(app, [command, "c.yaml", "--set", f"model.weights_init={value}"])
+    assert r.exit_code == 2, r.output
+    line = r.stderr.strip()
+    assert len(line.splitlines()) == 1 and len(line) <= 410 and reason in line and "--set model.weights_init=" in line
