@@ -258,12 +258,22 @@ def _exit_for(summary: dict, run, signals: _Signals, stdout_lost: str | None) ->
         raise typer.Exit(EXIT_OUTPUT_LOST)
 
 
+def _delimiter(value: str) -> str:
+    from neurocli.config import delimiter_error, parse_delimiter
+
+    problem = delimiter_error(parse_delimiter(value))
+    if problem:
+        raise typer.BadParameter(problem)
+    return parse_delimiter(value)
+
+
 @app.command(epilog=exit_codes_help("predict"))
 def predict(
     model: Path = typer.Argument(..., help="model.json from a training run."),
     data: Path = typer.Argument(..., help="CSV file with the model's feature columns."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the CSV here instead of stdout: atomically (through a symlink to its target), as a stream to a FIFO or device; never onto the input CSV or the model; - is stdout."),
-    delimiter: str = typer.Option(",", "--delimiter", help="CSV delimiter of DATA."),
+    delimiter: str = typer.Option(",", "--delimiter", callback=_delimiter,
+                                  help="CSV delimiter of DATA: one character; \\t is a tab."),
     debug: bool = DebugOption,
 ):
     """Apply a trained model to a CSV: the input rows plus a `prediction` column.
@@ -293,7 +303,10 @@ JACOBIAN_MODES = {"auto": "auto", "full": "full", "fast": "projection"}
 def _relative_step(value: Optional[float]) -> Optional[float]:
     if value is not None and not (math.isfinite(value) and 0 < value < 1):
         raise typer.BadParameter(f"must be in (0, 1), got {value}")
+    if value is not None and value < 1e-15:  # below float64 precision the step rounds to nothing
+        raise typer.BadParameter(f"must be at least 1e-15 (a smaller step is lost in float64 rounding), got {value}")
     return value
+
 
 
 def _finite(value: float) -> float:

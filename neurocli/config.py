@@ -27,6 +27,20 @@ class _Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
+def parse_delimiter(text: str) -> str:
+    """A delimiter as users type it: ``\\t`` (backslash, t) is a tab."""
+    return "\t" if text == "\\t" else text
+
+
+def delimiter_error(delimiter: str) -> str | None:
+    """Why ``delimiter`` cannot separate CSV fields, or None."""
+    if len(delimiter) != 1:
+        return f"must be one character (\\t for a tab), got {delimiter!r}"
+    if delimiter in "\r\n\"":
+        return f"cannot be a line break or the quote character, got {delimiter!r}"
+    return None
+
+
 class DataConfig(_Schema):
     path: str = Field(description="CSV file, relative to the config file's folder")
     target: str = Field(description="column to predict")
@@ -34,7 +48,17 @@ class DataConfig(_Schema):
     standardize: bool = Field(True, description="z-score the features (stats from the training split)")
     missing: Literal["error", "drop"] = Field("error", description="what to do with empty/NA cells")
     validation_fraction: float = Field(0.0, ge=0.0, lt=1.0)
-    delimiter: str = Field(",", min_length=1, max_length=1)
+    delimiter: str = Field(",", description="one character; \\t (backslash, t) is a tab")
+
+    @field_validator("delimiter", mode="before")
+    @classmethod
+    def _one_character(cls, value):
+        if isinstance(value, str):
+            value = parse_delimiter(value)
+            problem = delimiter_error(value)
+            if problem:
+                raise ValueError(f"data.delimiter {problem}")
+        return value
 
     @field_validator("features")
     @classmethod

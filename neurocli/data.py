@@ -106,8 +106,8 @@ def read_header(path: Path, delimiter: str) -> list[str]:
             if other != delimiter and other in names[0]:
                 shown = {"\t": "\\t"}.get(other, other)
                 raise DataError(
-                    f"the header has one column {names[0][:60]!r}, which looks {shown!r}-delimited; "
-                    f"set data.delimiter: {shown!r} in the config",
+                    f"the header has one column {names[0][:60]!r}, which looks '{shown}'-delimited; "
+                    f"set data.delimiter: '{shown}' in the config",
                     path=path, where="line 1",
                 )
     seen: dict[str, int] = {}

@@ -370,3 +370,34 @@ def test_set_values_meet_the_files_limits_in_one_short_line(command, value, reas
     assert r.exit_code == 2, r.output
     line = r.stderr.strip()
     assert len(line.splitlines()) == 1 and len(line) <= 410 and reason in line and "--set model.weights_init=" in line
+
+
+@pytest.mark.parametrize("delimiter, reason", [
+    ("", "must be one character"), (";;", "must be one character"), ("\n", "cannot be a line break"),
+    ("\r", "cannot be a line break"), ('"', "the quote character"),
+])
+def test_a_delimiter_that_cannot_separate_fields_is_refused_everywhere(delimiter, reason, in_tmp):
+    model = _trained_model(in_tmp)
+    r = runner.invoke(app, ["predict", str(model), "d.csv", "--delimiter", delimiter])
+    assert r.exit_code == 2 and reason in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.output
+    for command in COMMANDS:
+        import json  # a JSON string is a double-quoted YAML string, escapes and all
+
+        r = runner.invoke(app, [command, "c.yaml", "--set", f"data.delimiter={json.dumps(delimiter)}"])
+        assert r.exit_code == 2 and reason in r.stderr and "data.delimiter" in r.stderr, (command, r.output)
+
+
+def test_backslash_t_is_a_tab_as_users_type_it(in_tmp):
+    model = _trained_model(in_tmp)
+    write(in_tmp / "t.csv", GOOD_CSV.replace(",", "\t"))
+    r = runner.invoke(app, ["predict", str(model), "t.csv"])
+    assert r.exit_code == 2 and "set data.delimiter: '\\t'" in r.stderr  # the hint, as it must be typed
+    r = runner.invoke(app, ["predict", str(model), "t.csv", "--delimiter", "\\t"])
+    assert r.exit_code == 0 and r.stdout.splitlines()[0] == "x1,x2,y,prediction"
+    write(in_tmp / "ct.yaml", "data: {path: t.csv, target: y, delimiter: '\\t'}\ntraining: {epochs: 2}\n")
+    assert runner.invoke(app, ["train", "ct.yaml", "-q"]).exit_code == 0
+
+
+def test_a_relative_step_below_float64_precision_is_refused(in_tmp):
+    r = runner.invoke(app, ["gradcheck", "--eps", "1e-300"])
+    assert r.exit_code == 2 and "at least 1e-15" in r.stderr and len(r.stderr.strip().splitlines()) == 1
