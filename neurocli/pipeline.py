@@ -72,8 +72,22 @@ def load_inputs(config_path: Path, overrides: list[str] | None = None, loaded: L
     if bs is not None and bs > n_train:
         raise loaded.error(("training", "batch_size"),
                            f"training.batch_size is {bs} but the training split has only {n_train} rows")
+    _check_representable(loaded, cfg)
     w0, b0 = initial_parameters(cfg.model, n_features, prepared.y_train, cfg.seed, cfg.training.dtype)
     return Inputs(loaded, prepared, w0, b0, time.perf_counter() - t0, data_sha256)
+
+
+def _check_representable(loaded: LoadedConfig, cfg) -> None:
+    """Initial parameters given as numbers must fit the training dtype (float32 ends near 3.4e38)."""
+    largest = float(np.finfo(cfg.training.dtype).max)
+    wi, bi = cfg.model.weights_init, cfg.model.bias_init
+    for i, v in enumerate(wi if isinstance(wi, list) else []):
+        if not abs(v) <= largest:
+            raise loaded.error(("model", "weights_init", i), f"model.weights_init[{i}] = {v:g} does not fit "
+                               f"training.dtype {cfg.training.dtype} (at most {largest:.3g} in size)")
+    if not isinstance(bi, str) and not abs(bi) <= largest:
+        raise loaded.error(("model", "bias_init"), f"model.bias_init = {bi:g} does not fit training.dtype "
+                           f"{cfg.training.dtype} (at most {largest:.3g} in size)")
 
 
 def _changed_keys(run_config: Path, resolved: dict) -> list[str]:

@@ -28,6 +28,10 @@ def cfg(extra: str = "", data: str | None = None) -> str:
 # (id, config text, csv bytes, expected fragments of the error line: the place and the reason)
 CONFIG_CASES = [
     ("yaml-syntax", "data: [\n", GOOD_CSV, ["c.yaml", "line 2", "YAML error"]),
+    ("float32-weight-too-big", cfg("model: {weights_init: [1.0, 1.0e39]}\ntraining: {dtype: float32}\n"), GOOD_CSV,
+     ["c.yaml", "line 2", "model.weights_init[1] = 1e+39 does not fit training.dtype float32"]),
+    ("float32-bias-too-big", cfg("model: {bias_init: -1.0e39}\ntraining: {dtype: float32}\n"), GOOD_CSV,
+     ["c.yaml", "line 2", "model.bias_init = -1e+39 does not fit training.dtype float32"]),
     ("yaml-nested-deep", "data: " + "[" * 60 + "]" * 60 + "\n", GOOD_CSV, ["c.yaml", "nested more than 50 levels"]),
     ("yaml-nested-past-recursion", "data: " + "[" * 5000 + "]" * 5000 + "\n", GOOD_CSV,
      ["c.yaml", "nested more than 50 levels"]),
