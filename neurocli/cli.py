@@ -261,10 +261,11 @@ def _exit_for(summary: dict, run, signals: _Signals, stdout_lost: str | None) ->
 def _delimiter(value: str) -> str:
     from neurocli.config import delimiter_error, parse_delimiter
 
-    problem = delimiter_error(parse_delimiter(value))
+    delimiter = parse_delimiter(value)
+    problem = delimiter_error(delimiter)
     if problem:
         raise typer.BadParameter(problem)
-    return parse_delimiter(value)
+    return delimiter
 
 
 @app.command(epilog=exit_codes_help("predict"))
@@ -306,7 +307,6 @@ def _relative_step(value: Optional[float]) -> Optional[float]:
     if value is not None and value < 1e-15:  # below float64 precision the step rounds to nothing
         raise typer.BadParameter(f"must be at least 1e-15 (a smaller step is lost in float64 rounding), got {value}")
     return value
-
 
 
 def _finite(value: float) -> float:

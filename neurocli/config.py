@@ -16,7 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from neurocli.errors import ConfigError, check_regular_file
+from neurocli.errors import ConfigError
+from neurocli.io import check_regular_file
 
 # A config is a handful of keys; anything that expands to more nodes is an alias bomb.
 MAX_YAML_NODES = 10_000
@@ -157,10 +158,14 @@ def _located_error(path, locations, overrides, keys, message) -> ConfigError:
     return ConfigError(message, path=path, where=f"key {dotted}" if dotted else None)
 
 
+def _too_deep(path=None, where: str | None = None) -> ConfigError:
+    return ConfigError(f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep; a config needs three",
+                       path=path, where=where)
+
+
 def _walk_nodes(node: yaml.Node, keys: tuple, locations: dict, path, budget: list[int]) -> None:
     if len(keys) > MAX_YAML_DEPTH:
-        raise ConfigError(f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep; a config needs three",
-                          path=path, where=f"line {node.start_mark.line + 1}, column {node.start_mark.column + 1}")
+        raise _too_deep(path, f"line {node.start_mark.line + 1}, column {node.start_mark.column + 1}")
     budget[0] += 1
     if budget[0] > MAX_YAML_NODES:
         raise ConfigError(
@@ -219,9 +224,8 @@ def parse_yaml(text: str, path: Path | None) -> tuple[Any, dict]:
         raise ConfigError(f"YAML error: {problem}", path=path, where=where) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"YAML error: {exc}", path=path) from exc
-    except RecursionError:
-        raise ConfigError(f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep; a config needs three",
-                          path=path) from None
+    except RecursionError:  # deeper than the composer can go: the same error as the depth cap
+        raise _too_deep(path) from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):
@@ -267,8 +271,7 @@ def _override_value(raw: str, item: str):
     except yaml.YAMLError:
         return raw
     except RecursionError:
-        raise ConfigError(f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep; a config needs three",
-                          where=f"--set {shown(item)}") from None
+        raise _too_deep(where=f"--set {shown(item)}") from None
     except ConfigError as exc:
         raise ConfigError(exc.message, where=f"--set {shown(item)}") from None
     finally:
@@ -364,7 +367,7 @@ def _union_message(keys: tuple, given: Any) -> str:
     return f"{dotted} has an invalid value {given!r}"
 
 
-CONFIG_MAX_BYTES = 16 << 20  # a config with a weight list for a million features is about 25 MB less
+CONFIG_MAX_BYTES = 16 << 20  # room for a weights_init list of several hundred thousand numbers
 
 
 def load_config(path: Path, overrides: list[str] | None = None) -> LoadedConfig:

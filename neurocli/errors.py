@@ -102,18 +102,3 @@ class ModelFileError(NeurocliError):
 
 class OutputError(NeurocliError):
     """The run directory or an output file cannot be written."""
-
-
-def check_regular_file(path, kind: str, max_bytes: int, error: type[NeurocliError]) -> None:
-    """Refuse, before opening it, a file neurocli reads whole that is not a plain file (a FIFO
-    would block, a device never end) or is far larger than any such file neurocli writes."""
-    import os
-    import stat
-
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise error(f"is not a regular file (a FIFO, socket or device); give the {kind} file itself", path=path)
-    if st.st_size > max_bytes:
-        raise error(f"is {st.st_size:,} bytes, larger than a {kind} file can be "
-                    f"({max_bytes / 2**20:g} MiB at most)", path=path)
-

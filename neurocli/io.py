@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 
 from neurocli import __version__
-from neurocli.errors import ModelFileError, OutputError, check_regular_file
+from neurocli.errors import ModelFileError, NeurocliError, OutputError
 
 MODEL_FORMAT = "neurocli.model/1"
 CHECKPOINT_FORMAT = "neurocli.checkpoint/2"  # 2: each epoch shuffles from its own stream
@@ -54,6 +54,17 @@ def atomic_write_text(path: Path, text: str) -> None:
             os.close(fd)
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def check_regular_file(path, kind: str, max_bytes: int, error: type[NeurocliError]) -> None:
+    """Refuse, before opening it, a file neurocli reads whole that is not a plain file (a FIFO
+    would block, a device never end) or is far larger than any such file neurocli writes."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"is not a regular file (a FIFO, socket or device); give the {kind} file itself", path=path)
+    if st.st_size > max_bytes:
+        raise error(f"is {st.st_size:,} bytes, larger than a {kind} file can be "
+                    f"({max_bytes / 2**20:g} MiB at most)", path=path)
 
 
 def write_output(path: Path, text: str, protected: dict[str, Path]) -> None:
@@ -115,8 +126,8 @@ def history_csv(history: list[dict]) -> str:
     return buf.getvalue()
 
 
-def read_history(path: Path) -> list[dict]:
-    """history.csv back into records, exactly as written (floats were written with repr)."""
+def read_history_text(path: Path) -> tuple[str, list[dict]]:
+    """history.csv's text and its records, from one read, exactly as written (floats with repr)."""
 
     def parse(value: str):
         if value == "":
@@ -130,7 +141,8 @@ def read_history(path: Path) -> list[dict]:
         check_regular_file(path, "history", HISTORY_MAX_BYTES, ModelFileError)
     try:
         with open(path, newline="", encoding="utf-8") as fh:
-            return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+            text = fh.read()
+        return text, [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(text, newline=""))]
     except FileNotFoundError as exc:
         raise ModelFileError("history file not found: the run cannot be resumed without it", path=path) from exc
     except (OSError, ValueError) as exc:

@@ -329,7 +329,7 @@ def _history_of(run_dir: Path, ckpt: dict, ckpt_path: Path) -> list[dict]:
     """The history rows the checkpoint was saved with: history.csv may run ahead of it (a kill
     between the two writes), never behind, and its first rows must be the ones it names."""
     path = run_dir / "history.csv"
-    history = nio.read_history(path)
+    text, history = nio.read_history_text(path)
     epoch = ckpt.get("state", {}).get("epoch") if isinstance(ckpt.get("state"), dict) else None
     if not isinstance(epoch, int) or epoch < 0:
         raise ModelFileError("checkpoint is damaged: state.epoch is not a count of epochs", path=ckpt_path)
@@ -337,7 +337,7 @@ def _history_of(run_dir: Path, ckpt: dict, ckpt_path: Path) -> list[dict]:
         if len(history) != epoch:
             raise ModelFileError(f"history.csv has {len(history)} epochs but the checkpoint {epoch}", path=path)
         return history
-    if len(history) < epoch or nio.history_sha256(path.read_text(encoding="utf-8"), epoch) != ckpt["history_sha256"]:
+    if len(history) < epoch or nio.history_sha256(text, epoch) != ckpt["history_sha256"]:
         raise ModelFileError(f"history.csv does not hold the {epoch} epochs the checkpoint was saved with", path=path)
     return history[:epoch]
 
