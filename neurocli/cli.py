@@ -54,10 +54,28 @@ DebugOption = typer.Option(False, "--debug", help="Show the full traceback on er
 
 
 @contextlib.contextmanager
+def _one_line_warnings(debug: bool):
+    """numpy's floating-point warnings off (neurocli finds non-finite values itself and says what
+    they mean); any other warning in one line, not the source line it came from."""
+    import warnings
+
+    import numpy as np
+
+    if debug:
+        yield
+        return
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.showwarning = lambda message, category, *_, **__: print(
+            f"warning: {str(message).splitlines()[0] if str(message) else category.__name__}", file=sys.stderr)
+        yield
+
+
+@contextlib.contextmanager
 def handle_errors(debug: bool):
     """The one way out for errors: one located line on stderr, the documented exit code."""
     try:
-        yield
+        with _one_line_warnings(debug):
+            yield
     except NeurocliError as exc:
         if debug:
             traceback.print_exc()

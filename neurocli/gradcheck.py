@@ -472,9 +472,12 @@ def _inconclusive_reason(params: list[ParameterResult]) -> str:
 
 
 def _point_verdict(params: list[ParameterResult], jac: JacobianResult, deterministic: bool,
-                   n_active: int, n_samples: int) -> tuple[str, str]:
-    """(verdict, reason): "fail" if anything disagrees, "inconclusive" if nothing is active or a
-    parameter proves nothing, else "pass"."""
+                   n_active: int, n_samples: int, loss: float, z_max: float) -> tuple[str, str]:
+    """(verdict, reason): "inconclusive" if the loss overflows float64 there, "fail" if anything
+    disagrees, "inconclusive" if nothing is active or a parameter proves nothing, else "pass"."""
+    if not math.isfinite(loss) or any(math.isinf(v) for p in params for v in (p.analytic, p.numeric)):
+        return "inconclusive", (f"the loss overflows float64 at or beside these parameters (|z_i| up to "
+                                f"{z_max:.3g}): neither gradient can be measured there")
     failed = [p.name for p in params if p.status == "fail"]
     if failed or not jac.passed or not deterministic:
         return "fail", _failure_reason(failed, jac.passed, deterministic)
@@ -530,7 +533,9 @@ def check_point(X, y, w, b, grad_fn: GradFn | None = None, *, eps=None, rtol=DEF
     jac = _check_jacobian(X64, y64, theta, columns, rtol, atol, rounding.activation, rounding.ambiguous,
                           jacobian, seed, rel_eps)
     kink = _summarize_kink(params, columns)
-    verdict, reason = _point_verdict(params, jac, deterministic, n_active, n_samples)
+    loss = float(np.mean(rounding.residual ** 2)) if n_samples else 0.0
+    z_max = float(np.max(np.abs(rounding.z))) if n_samples else 0.0
+    verdict, reason = _point_verdict(params, jac, deterministic, n_active, n_samples, loss, z_max)
     sweep_rows = _sweep(X64, y64, theta, first) if sweep else None
     return PointReport(label=label, w=theta[:-1].copy(), b=float(theta[-1]), n_samples=n_samples, n_active=n_active,
                        parameters=params, jacobian=jac, kink=kink, deterministic=deterministic, verdict=verdict,

@@ -26,8 +26,6 @@ import yaml
 from neurocli import __version__
 from neurocli.errors import ModelFileError, NeurocliError, OutputError
 
-MODEL_FORMAT = "neurocli.model/1"
-CHECKPOINT_FORMAT = "neurocli.checkpoint/2"  # 2: each epoch shuffles from its own stream
 JSON_MAX_BYTES = 256 << 20  # model.json, checkpoint.json: about 2 million features' worth
 HISTORY_MAX_BYTES = 1 << 30  # history.csv: about 5 million epochs
 
@@ -256,49 +254,11 @@ def read_json_file(path: Path, kind: str) -> dict:
             f"not a valid {kind} file: {exc.msg} (truncated or not JSON?)",
             path=path, where=f"line {exc.lineno}, column {exc.colno}",
         ) from exc
+    except RecursionError:
+        raise ModelFileError(f"not a {kind} file: nested far deeper than any neurocli writes", path=path) from None
+    except ValueError:  # the one other ValueError json raises: an integer too long to convert
+        raise ModelFileError(f"not a {kind} file: a number of more than {sys.get_int_max_str_digits()} digits",
+                             path=path) from None
     if not isinstance(data, dict):
         raise ModelFileError(f"not a {kind} file: expected a JSON object", path=path, where="line 1, column 1")
-    return data
-
-
-def _finite_list(values, name: str, length: int) -> list[float]:
-    if not isinstance(values, list) or len(values) != length:
-        raise ValueError(f"{name} must be a list of {length} numbers, one per feature")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-        raise ValueError(f"{name} must hold finite numbers, got {values!r}")
-    return [float(v) for v in values]
-
-
-def load_model(path: Path) -> dict:
-    """Read and check a model.json: format, version, and the fields predict needs."""
-    data = read_json_file(path, "model")
-    fmt = data.get("format")
-    if fmt != MODEL_FORMAT:
-        raise ModelFileError(
-            f"incompatible model format {fmt!r}; this neurocli {__version__} reads {MODEL_FORMAT!r}", path=path
-        )
-    try:
-        names = data["features"]
-        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-            raise ValueError("features must be a non-empty list of column names")
-        _finite_list(data["weights_standardized"], "weights_standardized", len(names))
-        if not isinstance(data["bias_standardized"], (int, float)) or not math.isfinite(data["bias_standardized"]):
-            raise ValueError(f"bias_standardized must be a finite number, got {data['bias_standardized']!r}")
-        if "standardization" not in data:
-            raise ValueError("standardization is missing (null for a model trained on raw features)")
-        std = data["standardization"]
-        trained_standardized = (data.get("config") or {}).get("data", {}).get("standardize")
-        if std is None:
-            if trained_standardized:
-                raise ValueError("standardization is null but the model was trained with data.standardize: true")
-        else:
-            _finite_list(std.get("mean"), "standardization.mean", len(names))
-            scale = _finite_list(std.get("scale"), "standardization.scale", len(names))
-            if any(v <= 0 for v in scale):
-                raise ValueError("standardization.scale must be positive")
-        if data.get("dtype", "float64") not in ("float64", "float32"):
-            raise ValueError(f"dtype must be float64 or float32, got {data.get('dtype')!r}")
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        detail = f"{exc} is missing" if isinstance(exc, KeyError) else str(exc)
-        raise ModelFileError(f"model file is incomplete or damaged: {detail}", path=path) from exc
     return data

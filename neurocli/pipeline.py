@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from neurocli import io as nio
+from neurocli import savedfiles
 from neurocli.cache import read_table_cached
 from neurocli.config import LoadedConfig, load_config
 from neurocli.data import Prepared, Standardization, file_sha256, prepare, read_table
@@ -193,30 +194,26 @@ class TrainRun:
         if not ckpt_path.exists():
             raise ModelFileError("no checkpoint: the run was stopped before its first save; start it again",
                                  path=ckpt_path)
-        ckpt = nio.read_json_file(ckpt_path, "checkpoint")
-        if ckpt.get("format") != nio.CHECKPOINT_FORMAT:
-            raise ModelFileError(f"incompatible checkpoint format {ckpt.get('format')!r} (this neurocli writes "
-                                 f"{nio.CHECKPOINT_FORMAT!r}); start a new run, the folder is left as it is",
-                                 path=ckpt_path)
+        ckpt = savedfiles.load_checkpoint(ckpt_path)
         resolved = inputs.loaded.resolved()
-        if ckpt.get("config_fingerprint") != config_fingerprint(resolved):
+        if ckpt.config_fingerprint != config_fingerprint(resolved):
             changed = _changed_keys(Path(run_dir) / "config.yaml", resolved)
-            what = f" in {', '.join(changed)}" if changed else ""
+            if not changed:
+                raise ModelFileError("checkpoint is damaged or from another run: its config fingerprint is not "
+                                     "the one of the run's config.yaml", path=ckpt_path)
             raise ConfigError(
-                f"the config (with any --set) differs from the run's{what}; only training.epochs may change "
-                f"on resume: resume with {Path(run_dir) / 'config.yaml'} and no other --set",
+                f"the config (with any --set) differs from the run's in {', '.join(changed)}; only "
+                f"training.epochs may change on resume: resume with {Path(run_dir) / 'config.yaml'} and no other --set",
                 path=inputs.loaded.path,
             )
         sha = inputs.data_sha256 or file_sha256(inputs.loaded.data_path)
-        if ckpt.get("data_sha256") != sha:
-            raise ConfigError("the data file changed since the run started; cannot resume it bit-identically",
-                              path=inputs.loaded.data_path)
+        if ckpt.data_sha256 != sha:
+            raise ConfigError(f"the data file changed since the run started (its SHA-256 is not the one in "
+                              f"{ckpt_path.name}); cannot resume it bit-identically", path=inputs.loaded.data_path)
         history = _history_of(Path(run_dir), ckpt, ckpt_path)
-        try:
-            state = TrainState.from_dict(ckpt["state"], history)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"checkpoint is damaged: {exc}", path=ckpt_path) from exc
-        stopped = ckpt.get("stopped")
+        state = TrainState.from_dict(ckpt.state.model_dump(), history)
+        _check_state_fits(state, inputs, ckpt_path)
+        stopped = ckpt.stopped
         if stopped not in (StopReason.INTERRUPTED, StopReason.COMPLETED):
             raise ModelFileError(
                 f"nothing to resume: the run ended ({stopped}) after {state.epoch} epochs; start a new run",
@@ -242,22 +239,22 @@ class TrainRun:
         self.save(summary)
 
     def run(self, on_epoch: Callable | None = None) -> dict:
-        if self.fresh:
-            self.checkpoint()  # a run killed before its first periodic save resumes from epoch 0
-        t0 = time.perf_counter()
         try:
-            for rec in self.trainer.run():
-                if on_epoch is not None:
-                    on_epoch(rec)
-        except KeyboardInterrupt:  # a second Ctrl-C lands here only if the handler re-raised
-            self.trainer.stopped = StopReason.INTERRUPTED
-        self.train_s += time.perf_counter() - t0
-        try:
+            if self.fresh:
+                self.checkpoint()  # a run killed before its first periodic save resumes from epoch 0
+            t0 = time.perf_counter()
+            try:
+                for rec in self.trainer.run():
+                    if on_epoch is not None:
+                        on_epoch(rec)
+            except KeyboardInterrupt:  # a second Ctrl-C lands here only if the handler re-raised
+                self.trainer.stopped = StopReason.INTERRUPTED
+            self.train_s += time.perf_counter() - t0
             summary = self.summary()
             self.save(summary)
+            return summary
         finally:
-            self._lock.close()  # the run is over: another process may resume it now
-        return summary
+            self._lock.close()  # the run is over, however it ended: another process may resume it now
 
     def summary(self) -> dict:
         p, st = self.inputs.prepared, self.state
@@ -292,7 +289,7 @@ class TrainRun:
         cfg = self.inputs.loaded.config
         d = self.run_dir
         model = {
-            "format": nio.MODEL_FORMAT,
+            "format": savedfiles.MODEL_FORMAT,
             "features": list(p.feature_names),
             "target": p.table.target,
             "weights": summary["weights"],
@@ -314,7 +311,7 @@ class TrainRun:
         nio.write_config(d / "config.yaml", self.resolved)
         nio.write_json(d / "model.json", model)
         nio.write_json(d / "checkpoint.json", {  # last: the save is complete once this is in place
-            "format": nio.CHECKPOINT_FORMAT,
+            "format": savedfiles.CHECKPOINT_FORMAT,
             "stopped": summary["stopped"],
             "config_fingerprint": config_fingerprint(self.resolved),
             "data_sha256": self.data_sha,
@@ -325,21 +322,35 @@ class TrainRun:
         self.saved_progress = self.saved_progress or st.epoch > 0 or summary["stopped"] != StopReason.INTERRUPTED
 
 
-def _history_of(run_dir: Path, ckpt: dict, ckpt_path: Path) -> list[dict]:
+def _history_of(run_dir: Path, ckpt: savedfiles.Checkpoint, ckpt_path: Path) -> list[dict]:
     """The history rows the checkpoint was saved with: history.csv may run ahead of it (a kill
     between the two writes), never behind, and its first rows must be the ones it names."""
     path = run_dir / "history.csv"
     text, history = nio.read_history_text(path)
-    epoch = ckpt.get("state", {}).get("epoch") if isinstance(ckpt.get("state"), dict) else None
-    if not isinstance(epoch, int) or epoch < 0:
-        raise ModelFileError("checkpoint is damaged: state.epoch is not a count of epochs", path=ckpt_path)
-    if "history_sha256" not in ckpt:  # a checkpoint from before the rule: the two must agree exactly
-        if len(history) != epoch:
-            raise ModelFileError(f"history.csv has {len(history)} epochs but the checkpoint {epoch}", path=path)
-        return history
-    if len(history) < epoch or nio.history_sha256(text, epoch) != ckpt["history_sha256"]:
-        raise ModelFileError(f"history.csv does not hold the {epoch} epochs the checkpoint was saved with", path=path)
+    epoch = ckpt.state.epoch
+    if len(history) < epoch or nio.history_sha256(text, epoch) != ckpt.history_sha256:
+        raise ModelFileError(f"history.csv does not hold the {epoch} epochs {ckpt_path.name} was saved with",
+                             path=path)
     return history[:epoch]
+
+
+def _check_state_fits(state: TrainState, inputs: Inputs, ckpt_path: Path) -> None:
+    """What a checkpoint's schema cannot know: that its state fits this run's data and config."""
+    p, training = inputs.prepared, inputs.loaded.config.training
+    n, d = p.X_train.shape
+    batch_size = n if training.batch_size is None else min(training.batch_size, n)
+    n_batches = -(-n // batch_size)
+    problem = None
+    if state.w.shape != (d,):
+        problem = f"state.w holds {state.w.size} weights but the data has {d} features"
+    elif str(state.w.dtype) != training.dtype:
+        problem = f"state.dtype is {state.w.dtype} but the run trains in {training.dtype}"
+    elif state.batch >= n_batches or (state.batch and n_batches == 1):
+        problem = f"state.batch is {state.batch} but an epoch has {n_batches} batches"
+    elif state.batch and state.sums.rows != state.batch * batch_size:
+        problem = f"state.partial.rows is {state.sums.rows} but {state.batch} batches of {batch_size} were done"
+    if problem:
+        raise ModelFileError(f"checkpoint is damaged: {problem}", path=ckpt_path)
 
 
 @dataclass
@@ -351,13 +362,17 @@ class Prediction:
 
 def predict_csv(model_path: Path, data_path: Path, delimiter: str = ",") -> Prediction:
     """Apply a model.json to a CSV of its features: the saved standardization first, then the neuron."""
-    m = nio.load_model(model_path)
+    m = savedfiles.load_model(model_path)
     table = read_table(data_path, target=None, features=m["features"], missing="keep", delimiter=delimiter,
                        keep_frame=True)
     X = table.X
     if m.get("standardization"):
         X = Standardization.from_dict(m["standardization"]).apply(X)
     pred = neuron_predict(X, np.asarray(m["weights_standardized"], dtype=np.float64), float(m["bias_standardized"]))
+    overflowed = np.flatnonzero(np.isinf(pred))  # a missing feature gives NaN; only an overflow gives inf
+    if overflowed.size:
+        raise ModelFileError(f"the prediction for {data_path}, line {table.line_of(int(overflowed[0]))}, overflows "
+                             f"float64: the model's weights are far too large for this data", path=model_path)
     frame = table.frame.copy()
     name = "prediction" if "prediction" not in frame.columns else "prediction_neurocli"
     frame[name] = pred

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from neurocli import derive, gradcheck
-from neurocli import io as nio
+from neurocli import savedfiles
 from neurocli.data import Prepared
 from neurocli.errors import ConfigError, ModelFileError
 from neurocli.pipeline import load_inputs
@@ -74,7 +74,7 @@ def gradcheck_problem(config: Path | None = None, overrides: list[str] | None = 
 
     Without a config, a model is checked on the config.yaml next to it.
     """
-    m = nio.load_model(model) if model is not None else None
+    m = savedfiles.load_model(model) if model is not None else None
     if config is None and model is not None:
         config = config_beside(model)
     if config is None:
@@ -133,7 +133,7 @@ def _neuron_derivation(config: Path, overrides, model: Path | None, show_jacobia
         w, b = inputs.w0, inputs.b0
         parameters_from = f"the config's initial parameters (seed {inputs.loaded.config.seed})"
     else:
-        w, b = model_parameters(nio.load_model(model), model, p, np.float64)
+        w, b = model_parameters(savedfiles.load_model(model), model, p, np.float64)
         b, parameters_from = float(b), f"the trained model {model}"
     units = ("standardized features (z-scores, statistics of the training split); target in its own units"
              if p.standardization is not None else "the CSV's own units")

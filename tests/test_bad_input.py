@@ -201,7 +201,7 @@ MODEL_CASES = [
     ("other-version", lambda t: t.replace("neurocli.model/1", "neurocli.model/99"), ["m.json", "incompatible"]),
     ("absent-features", lambda t: t.replace('"x2"', '"x9"'), ["d.csv", "'x9' not in the file"]),
     ("no-standardization", lambda t: _edit(t, lambda m: m.pop("standardization")), ["m.json", "standardization"]),
-    ("zero-scale", lambda t: _edit(t, lambda m: m["standardization"].update(scale=[0.0, 1.0])), ["m.json", "positive"]),
+    ("zero-scale", lambda t: _edit(t, lambda m: m["standardization"].update(scale=[0.0, 1.0])), ["m.json", "standardization.scale[0]", "greater than 0"]),
     ("nan-weight", lambda t: _edit(t, lambda m: m["weights_standardized"].__setitem__(0, float("nan"))),
      ["m.json", "finite"]),
 ]
@@ -405,3 +405,16 @@ def test_backslash_t_is_a_tab_as_users_type_it(in_tmp):
 def test_a_relative_step_below_float64_precision_is_refused(in_tmp):
     r = runner.invoke(app, ["gradcheck", "--eps", "1e-300"])
     assert r.exit_code == 2 and "at least 1e-15" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_warning_reaches_the_user_as_one_line_and_numpy_overflow_not_at_all(capsys):
+    import warnings
+
+    import numpy as np
+
+    from neurocli.cli import handle_errors
+
+    with handle_errors(debug=False):
+        warnings.warn("the first line\nand a second one", UserWarning)
+        np.float64(1e300) * np.float64(1e300)  # overflow: neurocli checks for inf itself
+    assert capsys.readouterr().err == "warning: the first line\n"

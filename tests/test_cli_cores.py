@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from neurocli import cli, errors
-from neurocli import io as nio
+from neurocli import savedfiles
 from neurocli.cli import app
 from neurocli.derive import Derivation, VectorChainRule
 from neurocli.errors import ConfigError, ModelFileError, OutputError
@@ -134,7 +134,7 @@ def test_a_model_is_checked_at_its_trained_parameters_on_the_config_beside_it(in
 
 def test_the_one_model_check_names_what_differs(in_tmp):
     cfg, model = _tiny_run(in_tmp)
-    m = nio.load_model(model)
+    m = savedfiles.load_model(model)
     p = load_inputs(cfg).prepared
     w, b = model_parameters(m, model, p, np.float32)
     assert w.dtype == np.float32 and isinstance(b, np.float32)

@@ -612,3 +612,14 @@ def test_a_step_too_small_for_float64_names_the_parameters_and_keeps_its_numbers
         assert p.analytic == pytest.approx(exact, rel=1e-12) and p.passed in (None, True)
         assert p.abs_error == pytest.approx(abs(p.analytic - p.numeric), rel=1e-12)
         assert np.isfinite([p.numeric, p.rel_error, p.tolerance, p.roundoff]).all() and p.n_used == 4
+
+
+def test_a_point_where_the_loss_overflows_is_inconclusive_not_a_failure():
+    # w = 1e200 puts z_i near 1e200, so (a_i - y_i)^2 ~ 1e400 overflows float64: no difference
+    # of the loss exists there, and calling the gradients wrong would blame the wrong thing.
+    w = np.full(X_PLAIN.shape[1], 1e200)
+    point = gc.check(X_PLAIN, Y_PLAIN, w, 0.0).base
+    assert point.verdict == "inconclusive"
+    assert point.reason.startswith("the loss overflows float64 at or beside these parameters")
+    # 1e150 squares to 1e300, still finite: the comparison is made (and rounding decides it)
+    assert gc.check(X_PLAIN, Y_PLAIN, np.full(X_PLAIN.shape[1], 1e100), 0.0).base.reason.find("overflows") == -1

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from neurocli import savedfiles
 from neurocli import io as nio
 from neurocli import pipeline
 from neurocli.errors import ModelFileError, OutputError
@@ -154,6 +155,7 @@ def test_a_history_ahead_of_its_checkpoint_is_cut_to_it_and_a_changed_one_refuse
     ckpt["stopped"], ckpt["state"]["epoch"] = "interrupted", 3
     ckpt["history_sha256"] = nio.history_sha256(history, 3)
     (d / "checkpoint.json").write_text(json.dumps(ckpt))
+    ckpt = savedfiles.load_checkpoint(d / "checkpoint.json")
     kept = pipeline._history_of(d, ckpt, d / "checkpoint.json")
     assert len(kept) == 3 and nio.history_csv(kept) == "".join(lines[:4])
     (d / "history.csv").write_text("".join(lines[:2]) + lines[2].replace(lines[2].split(",")[1], "1.5", 1) + "".join(lines[3:]))
@@ -249,3 +251,16 @@ def test_predict_dash_is_standard_output(tmp_path, model_and_data):
     model, data = model_and_data
     r = predict(model, data, "-o", "-", cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.splitlines()[0].endswith(",prediction") and not (tmp_path / "-").exists()
+
+
+def test_a_run_that_fails_midway_lets_go_of_its_folder(tmp_path):
+    run = pipeline.TrainRun.start(inputs(tmp_path / "fails"))
+
+    def fail(record):
+        if record.epoch == 2:
+            raise RuntimeError("a renderer bug")
+
+    with pytest.raises(RuntimeError):
+        run.run(fail)
+    # the same process (a notebook, the Python API) can resume it: the lock went with the failure
+    pipeline.TrainRun.resume(inputs(tmp_path / "fails"), run.run_dir).run()
