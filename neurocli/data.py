@@ -158,6 +158,34 @@ def read_table(
     for full-batch training: its kernel reads X faster that way, see engines/memory.py).
     """
     path = Path(path)
+    before = _file_state(path)
+    try:
+        table = _read_table(path, target, features, missing, delimiter, keep_frame, layout)
+        if table.sha256 is None:  # hashed here, so that the check below covers the hash too
+            table.sha256 = file_sha256(path)
+    except DataError:
+        _refuse_if_changed(path, before)  # a cut line is the change's doing, not the file's
+        raise
+    _refuse_if_changed(path, before)
+    return table
+
+
+def _file_state(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _refuse_if_changed(path: Path, before: tuple | None) -> None:
+    """A file written, truncated or replaced while it was read gave rows of neither version."""
+    if before is not None and _file_state(path) != before:
+        raise DataError("the file changed while neurocli read it (its size, times or inode differ); "
+                        "read it again once nothing writes it, or train on a copy", path=path)
+
+
+def _read_table(path: Path, target, features, missing, delimiter, keep_frame, layout) -> Table:
     names = read_header(path, delimiter)
     if target is not None and target not in names:
         raise _missing_columns(path, [target], names, "target")

@@ -418,3 +418,38 @@ def test_a_warning_reaches_the_user_as_one_line_and_numpy_overflow_not_at_all(ca
         warnings.warn("the first line\nand a second one", UserWarning)
         np.float64(1e300) * np.float64(1e300)  # overflow: neurocli checks for inf itself
     assert capsys.readouterr().err == "warning: the first line\n"
+
+
+@pytest.mark.parametrize("reader, command", [("read_pieces", "train"), ("_parse_whole", "predict")])
+@pytest.mark.parametrize("change", ["truncated", "appended", "replaced"])
+def test_a_file_that_changes_while_it_is_read_is_refused(reader, command, change, in_tmp, monkeypatch):
+    import neurocli.data as data
+
+    rows = "".join(f"{i},{i % 7},{2 * i}\n" for i in range(1, 400))
+    write(in_tmp / "d.csv", "x1,x2,y\n" + rows)
+    write(in_tmp / "c.yaml", "data: {path: d.csv, target: y}\ntraining: {epochs: 2}\n")
+    args = ["train", "c.yaml"]
+    if command == "predict":
+        assert runner.invoke(app, ["train", "c.yaml", "-q", "--set", "output.dir=runs/m"]).exit_code == 0
+        args = ["predict", "runs/m/model.json", "d.csv", "-o", "out.csv"]
+    real = getattr(data, reader)
+
+    def changing_under_the_reader(path, *a, **k):
+        result = real(path, *a, **k)  # the reader got the old rows; now a writer acts
+        text = (in_tmp / "d.csv").read_text()
+        if change == "truncated":
+            (in_tmp / "d.csv").write_text(text[: len(text) // 2])
+        elif change == "appended":
+            with open(in_tmp / "d.csv", "a") as fh:
+                fh.write("1000,1,2000\n")
+        else:
+            write(in_tmp / "new.csv", text)
+            os.replace(in_tmp / "new.csv", in_tmp / "d.csv")
+        return result
+
+    monkeypatch.setattr(data, reader, changing_under_the_reader)
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2, r.output
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and "d.csv" in err and "changed while neurocli read it" in err
+    assert not (in_tmp / "out.csv").exists() and not (in_tmp / "runs/run").exists()
