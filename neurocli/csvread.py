@@ -9,6 +9,7 @@ whole when it returns None. The line-locating helpers both readers share live he
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import mmap
@@ -16,7 +17,7 @@ import os
 import re
 import warnings
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,12 +92,49 @@ def line_from_blanks(row: int, blanks: list[int]) -> int:
     return line
 
 
+def records(path: Path, delimiter: str = ",") -> Iterator[tuple[int, str]]:
+    """(line, text) of the header and of every data record, in order, blank lines skipped:
+    ``line`` is where the record starts, as an editor counts; ``text`` is the record exactly
+    as written, its line end included (a quoted field may span lines)."""
+    blank = set(_blank_bytes(delimiter).decode() + "\n")
+    raw: list[str] = []
+
+    def lines():
+        for line in fh:
+            raw.append(line)
+            yield line
+
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(lines(), delimiter=delimiter)
+        start = 1
+        for _ in reader:
+            text, line, start = "".join(raw), start, reader.line_num + 1
+            raw.clear()
+            if line == HEADER_LINE or not set(text) <= blank:
+                yield line, text
+
+
+def _has_quotes(path: Path, chunk_size: int = 1 << 20) -> bool:
+    with open(path, "rb") as fh:
+        return any(b'"' in chunk for chunk in iter(lambda: fh.read(chunk_size), b""))
+
+
+def row_lines(path: Path, delimiter: str = ",") -> Callable[[int], int]:
+    """The line, as an editor counts, of each 0-based data row: from one scan for blank lines,
+    or, where quoted fields may span lines, from one pass over the records."""
+    if _has_quotes(path):
+        starts = [line for line, _ in records(path, delimiter)][1:]
+        return lambda row: starts[row]
+    blanks = blank_lines(path, delimiter=delimiter)
+    return lambda row: line_from_blanks(row, blanks)
+
+
 def line_of_row(path: Path, row: int, delimiter: str = ",") -> int:
     """Line number, as an editor counts, of the 0-based data row ``row`` (blank lines skipped).
 
     Only used to report a place, so one scan of the file is fine here.
     """
-    return line_from_blanks(row, blank_lines(path, delimiter=delimiter))
+    return row_lines(path, delimiter)(row)
 
 
 def decode_error(path: Path, exc: UnicodeDecodeError) -> DataError:

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from neurocli.csvread import (
-    PieceError, blank_lines, decode_error, first_missing, frame_columns, ignore_restated_pandas_warnings,
-    line_from_blanks, line_of_row, missing_cell_error, no_data_rows_error, read_pieces,
+    PieceError, decode_error, first_missing, frame_columns, ignore_restated_pandas_warnings,
+    line_of_row, missing_cell_error, no_data_rows_error, read_pieces, records, row_lines,
 )
 from neurocli.errors import DataError
 
@@ -44,19 +44,20 @@ class Table:
     y: np.ndarray | None
     rows: np.ndarray
     n_dropped: int
-    frame: pd.DataFrame | None = None  # the whole file, kept only when asked (predict)
+    texts: list[str] | None = None  # the header and every data record as written, kept only when asked (predict)
     sha256: str | None = None  # of the whole file, when the reader hashed it on the way
     delimiter: str = ","
 
     def line_of(self, i: int) -> int:
         """The file line (1-based, header = line 1) of kept row ``i``.
 
-        The first call scans the file once for blank lines (which the parser skips); every
-        later call is a lookup, so a per-sample table on a million rows stays fast.
+        The first call scans the file once (for blank lines, which the parser skips, or for
+        records, when a quoted field may span lines); every later call is a lookup, so a
+        per-sample table on a million rows stays fast.
         """
-        if self.__dict__.get("_blank_lines") is None:
-            self.__dict__["_blank_lines"] = blank_lines(self.path, delimiter=self.delimiter)
-        return line_from_blanks(int(self.rows[i]), self.__dict__["_blank_lines"])
+        if self.__dict__.get("_row_lines") is None:
+            self.__dict__["_row_lines"] = row_lines(self.path, self.delimiter)
+        return self.__dict__["_row_lines"](int(self.rows[i]))
 
 
 def file_sha256(path: Path) -> str:
@@ -139,7 +140,7 @@ def read_table(
     features: list[str] | None,
     missing: str = "error",
     delimiter: str = ",",
-    keep_frame: bool = False,
+    keep_text: bool = False,
     layout: str = "C",
 ) -> Table:
     """Read the target and feature columns of a CSV into float64 arrays, validated.
@@ -151,8 +152,8 @@ def read_table(
     non-numeric cells, infinities, and empty/NA cells when ``missing == "error"``.
 
     Large files are read in pieces (:func:`neurocli.csvread.read_pieces`), which bounds memory
-    to about the size of the result and parses on every core; ``keep_frame`` (predict keeps
-    every column) and files with quoted fields are read whole.
+    to about the size of the result and parses on every core; files with quoted fields are
+    read whole. ``keep_text`` keeps every record's text as written (predict writes them back).
 
     ``layout``: "C" (row-major X, for mini-batches, which gather rows) or "F" (column-major,
     for full-batch training: its kernel reads X faster that way, see engines/memory.py).
@@ -160,7 +161,9 @@ def read_table(
     path = Path(path)
     before = _file_state(path)
     try:
-        table = _read_table(path, target, features, missing, delimiter, keep_frame, layout)
+        table = _read_table(path, target, features, missing, delimiter, layout)
+        if keep_text:
+            table.texts = [text for _, text in records(path, delimiter)]
         if table.sha256 is None:  # hashed here, so that the check below covers the hash too
             table.sha256 = file_sha256(path)
     except DataError:
@@ -185,7 +188,7 @@ def _refuse_if_changed(path: Path, before: tuple | None) -> None:
                         "read it again once nothing writes it, or train on a copy", path=path)
 
 
-def _read_table(path: Path, target, features, missing, delimiter, keep_frame, layout) -> Table:
+def _read_table(path: Path, target, features, missing, delimiter, layout) -> Table:
     names = read_header(path, delimiter)
     if target is not None and target not in names:
         raise _missing_columns(path, [target], names, "target")
@@ -195,17 +198,15 @@ def _read_table(path: Path, target, features, missing, delimiter, keep_frame, la
             raise DataError("no feature columns: the file has only the target column", path=path, where="line 1")
     elif any(c not in names for c in features):
         raise _missing_columns(path, features, names, "feature")
-    if not keep_frame:
-        read = read_pieces(path, names, features, target, missing, delimiter, layout)
-        if read is not None:
-            return Table(path=path, feature_names=list(features), target=target, X=read.X, y=read.y,
-                         rows=read.rows, n_dropped=read.n_dropped, sha256=read.sha256, delimiter=delimiter)
-    return _read_whole(path, len(names), features, target, missing, delimiter, keep_frame, layout)
+    read = read_pieces(path, names, features, target, missing, delimiter, layout)
+    if read is not None:
+        return Table(path=path, feature_names=list(features), target=target, X=read.X, y=read.y,
+                     rows=read.rows, n_dropped=read.n_dropped, sha256=read.sha256, delimiter=delimiter)
+    return _read_whole(path, len(names), features, target, missing, delimiter, layout)
 
 
-def _read_whole(path: Path, n_header: int, features, target, missing, delimiter, keep_frame,
-                layout: str = "C") -> Table:
-    """The whole file in one pandas call (predict keeps every column; quoted fields).
+def _read_whole(path: Path, n_header: int, features, target, missing, delimiter, layout: str = "C") -> Table:
+    """The whole file in one pandas call (quoted fields).
     ``n_header``: the number of header fields (:func:`read_header`)."""
     wanted = features + ([target] if target is not None else [])
     frame = _parse_whole(path, n_header, delimiter)
@@ -230,11 +231,9 @@ def _read_whole(path: Path, n_header: int, features, target, missing, delimiter,
         X, rows = np.asarray(X[keep], order=layout), rows[keep]
         if y is not None:
             y = y[keep]
-        if keep_frame:
-            frame = frame[keep]
     return Table(
         path=path, feature_names=list(features), target=target, X=X, y=y, rows=rows,
-        n_dropped=n_dropped, frame=frame if keep_frame else None, delimiter=delimiter,
+        n_dropped=n_dropped, delimiter=delimiter,
     )
 
 

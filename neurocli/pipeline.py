@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from neurocli import io as nio
 from neurocli import savedfiles
 from neurocli.cache import read_table_cached
 from neurocli.config import LoadedConfig, load_config
-from neurocli.data import Prepared, Standardization, file_sha256, prepare, read_table
+from neurocli.data import Prepared, Standardization, file_sha256, prepare, read_header, read_table
 from neurocli.errors import ConfigError, ModelFileError, NeurocliError
 from neurocli.neuron import predict as neuron_predict
 from neurocli.train import StopReason, Trainer, TrainState, evaluate, initial_parameters
@@ -364,7 +365,7 @@ def predict_csv(model_path: Path, data_path: Path, delimiter: str = ",") -> Pred
     """Apply a model.json to a CSV of its features: the saved standardization first, then the neuron."""
     m = savedfiles.load_model(model_path)
     table = read_table(data_path, target=None, features=m["features"], missing="keep", delimiter=delimiter,
-                       keep_frame=True)
+                       keep_text=True)
     X = table.X
     if m.get("standardization"):
         X = Standardization.from_dict(m["standardization"]).apply(X)
@@ -373,7 +374,15 @@ def predict_csv(model_path: Path, data_path: Path, delimiter: str = ",") -> Pred
     if overflowed.size:
         raise ModelFileError(f"the prediction for {data_path}, line {table.line_of(int(overflowed[0]))}, overflows "
                              f"float64: the model's weights are far too large for this data", path=model_path)
-    frame = table.frame.copy()
-    name = "prediction" if "prediction" not in frame.columns else "prediction_neurocli"
-    frame[name] = pred
-    return Prediction(frame.to_csv(index=False, lineterminator="\n"), name, int(np.isnan(pred).sum()))
+    name = "prediction" if "prediction" not in read_header(data_path, delimiter) else "prediction_neurocli"
+    cells = [name] + ["" if math.isnan(v) else repr(v) for v in pred.tolist()]
+    return Prediction(_with_last_field(table.texts, cells, delimiter), name, int(np.isnan(pred).sum()))
+
+
+def _with_last_field(texts: list[str], cells: list[str], delimiter: str) -> str:
+    """Records exactly as written (``007`` stays ``007``, ``NA`` stays ``NA``), each with one more field."""
+    out = []
+    for text, cell in zip(texts, cells, strict=True):
+        body = text.rstrip("\r\n")
+        out.append(f"{body}{delimiter}{cell}{text[len(body):] or chr(10)}")
+    return "".join(out)

@@ -397,7 +397,7 @@ def test_backslash_t_is_a_tab_as_users_type_it(in_tmp):
     r = runner.invoke(app, ["predict", str(model), "t.csv"])
     assert r.exit_code == 2 and "set data.delimiter: '\\t'" in r.stderr  # the hint, as it must be typed
     r = runner.invoke(app, ["predict", str(model), "t.csv", "--delimiter", "\\t"])
-    assert r.exit_code == 0 and r.stdout.splitlines()[0] == "x1,x2,y,prediction"
+    assert r.exit_code == 0 and r.stdout.splitlines()[0] == "x1\tx2\ty\tprediction"  # the file's own delimiter
     write(in_tmp / "ct.yaml", "data: {path: t.csv, target: y, delimiter: '\\t'}\ntraining: {epochs: 2}\n")
     assert runner.invoke(app, ["train", "ct.yaml", "-q"]).exit_code == 0
 
@@ -420,12 +420,16 @@ def test_a_warning_reaches_the_user_as_one_line_and_numpy_overflow_not_at_all(ca
     assert capsys.readouterr().err == "warning: the first line\n"
 
 
-@pytest.mark.parametrize("reader, command", [("read_pieces", "train"), ("_parse_whole", "predict")])
+@pytest.mark.parametrize("reader, command, quoted", [("read_pieces", "train", False),
+                                                     ("read_pieces", "predict", False),
+                                                     ("_parse_whole", "train", True)])
 @pytest.mark.parametrize("change", ["truncated", "appended", "replaced"])
-def test_a_file_that_changes_while_it_is_read_is_refused(reader, command, change, in_tmp, monkeypatch):
+def test_a_file_that_changes_while_it_is_read_is_refused(reader, command, quoted, change, in_tmp, monkeypatch):
     import neurocli.data as data
 
     rows = "".join(f"{i},{i % 7},{2 * i}\n" for i in range(1, 400))
+    if quoted:  # a quote anywhere: the file is read whole
+        rows = rows.replace("7,0,14", '7,"0",14')
     write(in_tmp / "d.csv", "x1,x2,y\n" + rows)
     write(in_tmp / "c.yaml", "data: {path: d.csv, target: y}\ntraining: {epochs: 2}\n")
     args = ["train", "c.yaml"]

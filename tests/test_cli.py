@@ -134,6 +134,43 @@ def test_predict_matches_the_model_by_hand(in_tmp):
     assert r.stdout.splitlines()[0].endswith(",prediction")
 
 
+def test_predict_keeps_every_record_exactly_as_written(in_tmp):
+    runner.invoke(app, ["train", str(QUICKSTART), "-q", "--set", "training.epochs=5"])
+    model_path = in_tmp / "runs/quickstart/model.json"
+    m = json.loads(model_path.read_text())
+    # leading zeros, a trailing zero, NA, a quoted field over two lines, a CRLF line, a blank
+    # line (not a record: dropped) and a last line without its line end
+    records = ['flipper_length_mm,bill_length_mm,bill_depth_mm,id\n', '0200,45.10,17,007\n',
+               '190,NA,18,"two\nlines"\r\n', '\n', '201,46,1.7e1,"x,y"']
+    write(in_tmp / "in.csv", "".join(records))
+    r = runner.invoke(app, ["predict", str(model_path), "in.csv", "-o", "out.csv"])
+    assert r.exit_code == 0, r.output
+    w, b = m["weights"], m["bias"]
+
+    def by_hand(flipper, length, depth):
+        return max(0.0, flipper * w["flipper_length_mm"] + length * w["bill_length_mm"] + depth * w["bill_depth_mm"] + b)
+
+    first, third = by_hand(200, 45.1, 17), by_hand(201, 46, 17)
+    out = (in_tmp / "out.csv").read_bytes().decode("utf-8")
+    parsed = list(csv.reader(io.StringIO(out, newline="")))
+    assert out.startswith('flipper_length_mm,bill_length_mm,bill_depth_mm,id,prediction\n0200,45.10,17,007,')
+    assert '\n190,NA,18,"two\nlines",\r\n201,46,1.7e1,"x,y",' in out and out.endswith("\n")
+    assert float(parsed[1][4]) == pytest.approx(first, rel=1e-12)
+    assert float(parsed[3][4]) == pytest.approx(third, rel=1e-12)
+    assert [len(row) for row in parsed] == [5, 5, 5, 5]
+
+
+def test_a_quoted_field_over_several_lines_does_not_shift_later_error_lines(in_tmp):
+    write(in_tmp / "q.csv", 'x1,x2,y\n1,"2",3\n"4\n\n",1,4\n\n2,abc,4\n5,6,7\n')
+    write(in_tmp / "q.yaml", "data: {path: q.csv, target: y}\n")
+    r = runner.invoke(app, ["train", "q.yaml"])
+    # line 1 header, 2 a row, 3-5 one record, 6 blank, 7 the bad cell
+    assert r.exit_code == 2 and "q.csv, line 7: column 'x2': 'abc'" in r.stderr, r.stderr
+    write(in_tmp / "q.csv", 'x1,x2,y\n1,"2",3\n"4\n\n",1,4\n\n2,3,4\n5,,7\n')
+    r = runner.invoke(app, ["train", "q.yaml"])
+    assert r.exit_code == 2 and "q.csv, line 8: column 'x2': empty or NA" in r.stderr, r.stderr
+
+
 def test_predict_bad_cells_and_missing_columns_exit_2(in_tmp):
     runner.invoke(app, ["train", str(QUICKSTART), "-q", "--set", "training.epochs=5"])
     model_path = str(in_tmp / "runs/quickstart/model.json")

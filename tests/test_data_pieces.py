@@ -55,7 +55,7 @@ def test_pieces_equal_a_whole_read(text, missing, piece, monkeypatch_module):
     assert _nan_equal(read(path, missing, piece, monkeypatch_module, layout="F"), pieces)  # column-major: same
     reference = None
     try:
-        t = data._read_whole(path, 3, ["x1", "x2"], "y", missing, ",", False)
+        t = data._read_whole(path, 3, ["x1", "x2"], "y", missing, ",")
         reference = ("ok", t.X.tolist(), t.y.tolist(), t.rows.tolist(), t.n_dropped)
     except DataError as exc:
         reference = ("error", str(exc))
