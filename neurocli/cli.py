@@ -236,19 +236,25 @@ def _descend(run, out: Console, stdout: _Stdout, json_out: bool, quiet: bool) ->
     live_mode = out.is_terminal and not json_out and not quiet
     losses: list[float] = [h["loss"] for h in run.state.history]
 
+    emitted: list[int] = []
+
     def on_epoch(rec):
         losses.append(rec.loss)
         logged = rec.epoch % log_every == 0 or rec.epoch == 1 or rec.epoch == total
         if json_out:
             if logged:
                 stdout(lambda: print(render.epoch_event(rec)))
+                emitted.append(rec.epoch)
         elif live_mode:
             view.update(rec, losses)
         elif not quiet and logged:
             stdout(lambda: print(render.epoch_line(rec, total)))
 
     if not live_mode:
-        return run.run(on_epoch)
+        summary = run.run(on_epoch)
+        if json_out:
+            _emit_last_and_best(run, stdout, emitted)
+        return summary
     with render.LiveView(out, total, start_epoch=run.state.epoch) as view:
         summary = run.run(on_epoch)
         if run.state.history:
@@ -256,6 +262,19 @@ def _descend(run, out: Console, stdout: _Stdout, json_out: bool, quiet: bool) ->
 
             view.update(EpochRecord(**run.state.history[-1]), losses, force=True)
     return summary
+
+
+def _emit_last_and_best(run, stdout: _Stdout, emitted: list[int]) -> None:
+    """The last epoch's record, whatever stopped the run, and the best one's when early stopping
+    restored its parameters (as a "best" event): what a script reading --json needs at the end."""
+    from neurocli import render
+    from neurocli.train import EpochRecord, StopReason
+
+    history, st = run.state.history, run.state
+    if history and history[-1]["epoch"] not in emitted:
+        stdout(lambda: print(render.epoch_event(EpochRecord(**history[-1]))))
+    if run.trainer.stopped == StopReason.EARLY_STOPPING and 0 < st.best_epoch <= len(history):
+        stdout(lambda: print(render.epoch_event(EpochRecord(**history[st.best_epoch - 1]), "best")))
 
 
 def _exit_for(summary: dict, run, signals: _Signals, stdout_lost: str | None) -> None:

@@ -160,7 +160,7 @@ class TrainRun:
     def start(cls, inputs: Inputs) -> "TrainRun":
         """A new run in a new run directory: output.dir, or output.dir-2, -3, ... if it exists."""
         try:
-            run_dir = nio.create_run_dir(Path(inputs.loaded.config.output.dir))
+            run_dir = nio.create_run_dir(Path(inputs.loaded.config.output.dir).expanduser())  # ~ as data.path
         except NeurocliError as exc:
             raise inputs.loaded.error(("output", "dir"), f"output.dir: {exc.located()}") from exc
         try:
@@ -220,6 +220,7 @@ class TrainRun:
                 f"nothing to resume: the run ended ({stopped}) after {state.epoch} epochs; start a new run",
                 path=ckpt_path,
             )
+        _check_epochs_reach(state, inputs.loaded)
         if stopped == StopReason.COMPLETED and state.epoch >= inputs.loaded.config.training.epochs:
             raise ModelFileError(
                 f"nothing to resume: the run completed all {state.epoch} epochs; to continue it, raise "
@@ -333,6 +334,16 @@ def _history_of(run_dir: Path, ckpt: savedfiles.Checkpoint, ckpt_path: Path) -> 
         raise ModelFileError(f"history.csv does not hold the {epoch} epochs {ckpt_path.name} was saved with",
                              path=path)
     return history[:epoch]
+
+
+def _check_epochs_reach(state: TrainState, loaded: LoadedConfig) -> None:
+    """A resumed run cannot end before where it already is (a model of part of an epoch is no model)."""
+    epochs = loaded.config.training.epochs
+    least = state.epoch + (1 if state.batch else 0)
+    if epochs < least:
+        at = f"epoch {state.epoch}" + (f" and {state.batch} batches into the next" if state.batch else "")
+        raise loaded.error(("training", "epochs"), f"training.epochs = {epochs} is below where the run already "
+                                                   f"is ({at}): give at least {least}")
 
 
 def _check_state_fits(state: TrainState, inputs: Inputs, ckpt_path: Path) -> None:

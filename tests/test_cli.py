@@ -47,6 +47,23 @@ def test_json_stdout_is_ndjson_only(in_tmp):
     assert events[-1]["epochs"] == 30 and events[-1]["stopped"] == "completed"
 
 
+def test_json_ends_with_the_last_epoch_and_the_restored_best_one(in_tmp):
+    # patience 3 on a learning rate that overshoots: early stopping at an epoch no log_every hits
+    args = ["train", str(QUICKSTART), "--json", "--set", "training.epochs=400", "--set", "training.log_every=1000",
+            "--set", "training.early_stopping={patience: 3}", "--set", "training.learning_rate=0.9"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    events = [json.loads(line) for line in r.stdout.strip().splitlines()]
+    summary, best, last = events[-1], events[-2], events[-3]
+    assert summary["stopped"] == "early_stopping" and summary["epochs"] < 400
+    history = list(csv.DictReader(open(in_tmp / "runs/quickstart/history.csv")))
+    assert last["event"] == "epoch" and last["epoch"] == summary["epochs"] == len(history)
+    assert best["event"] == "best" and best["epoch"] == summary["epochs"] - 3
+    assert f"(epoch {best['epoch']})" in summary["message"]
+    assert repr(best["val_loss"]) == history[best["epoch"] - 1]["val_loss"]
+    assert [e["epoch"] for e in events[:-2]] == [1, summary["epochs"]]  # epoch 1 and the last, once each
+
+
 def test_weights_in_original_units_reproduce_the_standardized_model(in_tmp):
     r = runner.invoke(app, ["train", str(QUICKSTART), "--json", "--set", "training.epochs=50"])
     s = json.loads(r.stdout.strip().splitlines()[-1])

@@ -17,7 +17,7 @@ import pytest
 from neurocli import savedfiles
 from neurocli import io as nio
 from neurocli import pipeline
-from neurocli.errors import ModelFileError, OutputError
+from neurocli.errors import ConfigError, ModelFileError, OutputError
 from tests.conftest import QUICKSTART
 
 # mini-batch, a save after every epoch (an interval of a nanosecond)
@@ -264,3 +264,42 @@ def test_a_run_that_fails_midway_lets_go_of_its_folder(tmp_path):
         run.run(fail)
     # the same process (a notebook, the Python API) can resume it: the lock went with the failure
     pipeline.TrainRun.resume(inputs(tmp_path / "fails"), run.run_dir).run()
+
+
+def test_output_dir_expands_the_home_folder_like_data_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    run = pipeline.TrainRun.start(pipeline.load_inputs(QUICKSTART, [*SHORT, "output.dir=~/runs/tilde"]))
+    assert run.run_dir == tmp_path / "home/runs/tilde"
+    run.run()
+    assert (tmp_path / "home/runs/tilde/model.json").exists()
+
+
+@pytest.mark.parametrize("batch_size", ["null", "64"])
+def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path, batch_size):
+    extra = [f"training.batch_size={batch_size}"]
+    run = pipeline.TrainRun.start(inputs(tmp_path / "r", extra))
+
+    class AfterChecks:  # a stop request that arrives at its third check: inside epoch 5 for mini-batch
+        checks = 0
+
+        def __bool__(self):
+            self.checks += 1
+            return self.checks >= 3
+
+    def stop_after_epoch_4(record):
+        if record.epoch == 4:  # full batch stops before epoch 5
+            run.trainer._stop_requested = AfterChecks() if batch_size == "64" else True
+
+    run.run(stop_after_epoch_4)
+    st = run.state
+    assert st.epoch == 4 and (st.batch > 0) == (batch_size == "64")
+    least = 5 if st.batch else 4
+
+    def resume(epochs):
+        return pipeline.TrainRun.resume(inputs(tmp_path / "r", [*extra, f"training.epochs={epochs}"]), run.run_dir)
+
+    with pytest.raises(ConfigError, match=f"training.epochs = {least - 1} is below where the run already is "
+                                          f".*: give at least {least}"):
+        resume(least - 1)
+    assert resume(least).run()["epochs"] == least  # where it is (or the epoch it is inside): it ends there

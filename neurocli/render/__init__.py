@@ -74,8 +74,9 @@ def epoch_line(rec, total: int) -> str:
     return "  ".join(parts)
 
 
-def epoch_event(rec) -> str:
-    return json.dumps({"event": "epoch", **json_safe(rec.as_dict())}, allow_nan=False)
+def epoch_event(rec, event: str = "epoch") -> str:
+    """One epoch's record as NDJSON; ``event`` is "best" for the epoch early stopping restored."""
+    return json.dumps({"event": event, **json_safe(rec.as_dict())}, allow_nan=False)
 
 
 def summary_event(summary: dict) -> str:
