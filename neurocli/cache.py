@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from neurocli.data import Table, file_sha256, is_column_major, read_table
+from neurocli.errors import OutputError
 
 CACHE_FORMAT = 2
 EDGE_BYTES = 1 << 20
@@ -153,32 +154,53 @@ def _store(root: Path, entry: Path, prefix: str, table: Table, sha: str, facts: 
         pass
 
 
+def _entries(root: Path, *, leftovers: bool = False) -> list[Path]:
+    """The cache's entry folders (and, with ``leftovers``, interrupted writes), or an error
+    naming the folder when it cannot be listed."""
+    if not root.is_dir():
+        return []
+    try:
+        return [d for d in sorted(root.iterdir()) if d.is_dir() and
+                (_ENTRY_NAME.fullmatch(d.name) or (leftovers and d.name.startswith(".tmp-")))]
+    except OSError as exc:
+        raise OutputError(f"cannot read the cache folder: {exc.strerror or exc}", path=root) from None
+
+
+def _size(d: Path) -> int:
+    try:
+        return sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+    except OSError:  # an entry we cannot look into counts as empty; clear says if it stays
+        return 0
+
+
 def info() -> dict:
     """What the cache holds: its folder, and per entry the data file, rows and bytes."""
     root = cache_dir()
     entries = []
-    for d in sorted(root.iterdir()) if root.is_dir() else []:
-        if not (d.is_dir() and _ENTRY_NAME.fullmatch(d.name)):
-            continue
-        size = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
+    for d in _entries(root):
         try:
             meta = json.loads((d / "meta.json").read_text())
-            entries.append({"file": meta["facts"]["path"], "rows": meta["n_rows"], "bytes": size,
+            entries.append({"file": meta["facts"]["path"], "rows": meta["n_rows"], "bytes": _size(d),
                             "options": meta["facts"]["options"], "created": meta["created"]})
-        except (OSError, ValueError, KeyError):
-            entries.append({"file": None, "rows": None, "bytes": size, "options": None, "created": None})
+        except (OSError, ValueError, KeyError, TypeError):
+            entries.append({"file": None, "rows": None, "bytes": _size(d), "options": None, "created": None})
     return {"dir": str(root), "enabled": enabled(), "entries": entries,
             "bytes": sum(e["bytes"] for e in entries)}
 
 
 def clear() -> int:
-    """Delete every entry (and leftovers of interrupted writes); returns the bytes freed."""
-    root = cache_dir()
-    freed = 0
-    if not root.is_dir():
-        return 0
-    for d in root.iterdir():
-        if d.is_dir() and (d.name.startswith(".tmp-") or _ENTRY_NAME.fullmatch(d.name)):
-            freed += sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
-            shutil.rmtree(d, ignore_errors=True)
+    """Delete every entry (and leftovers of interrupted writes); returns the bytes freed.
+    An entry that cannot be deleted is an error naming it (the others are gone)."""
+    freed, failed = 0, []
+    for d in _entries(cache_dir(), leftovers=True):
+        size = _size(d)
+        try:
+            shutil.rmtree(d)
+            freed += size
+        except OSError as exc:
+            failed.append((d, exc))
+    if failed:
+        d, exc = failed[0]
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise OutputError(f"cannot delete this cache entry{more}: {exc.strerror or exc}", path=d)
     return freed

@@ -142,3 +142,32 @@ def test_cache_info_and_clear_commands(tmp_path, cache_root):
     assert r.exit_code == 0 and "cleared" in r.output
     assert [d.name for d in cache_root.iterdir()] == ["keep-me"]
     assert runner.invoke(app, ["cache", "--help"]).exit_code == 0
+
+
+def test_an_unreadable_cache_folder_is_one_line_for_info_and_clear(tmp_path, cache_root, monkeypatch):
+    from pathlib import Path
+
+    f = csv(tmp_path / "d.csv", [(1, 2, 3), (4, 5, 6)])
+    cache.read_table_cached(f, **OPTS)
+    runner = CliRunner()
+    real_iterdir = Path.iterdir
+
+    def denied(self):  # what a folder without read permission does (root reads anything)
+        if self == cache_root:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    for command in ("info", "clear"):
+        r = runner.invoke(app, ["cache", command])
+        assert r.exit_code == 2, r.output
+        assert r.stderr == f"error: {cache_root}: cannot read the cache folder: Permission denied\n"
+    monkeypatch.setattr(Path, "iterdir", real_iterdir)
+
+    def undeletable(path, *a, **k):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(cache.shutil, "rmtree", undeletable)
+    r = runner.invoke(app, ["cache", "clear"])
+    assert r.exit_code == 2 and "cannot delete this cache entry: Permission denied" in r.stderr
+    assert len(r.stderr.splitlines()) == 1 and "Traceback" not in r.output
