@@ -1,3 +1,3 @@
-from neurocli.cli import main
+from neurocli.entry import main
 
 main()

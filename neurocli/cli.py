@@ -73,6 +73,9 @@ def _one_line_warnings(debug: bool):
 @contextlib.contextmanager
 def handle_errors(debug: bool):
     """The one way out for errors: one located line on stderr, the documented exit code."""
+    entry = sys.modules.get("neurocli.entry")  # loaded by the console script, not by a program using neurocli
+    if entry is not None:
+        entry.hand_over()  # a Ctrl-C from here on is this command's KeyboardInterrupt
     try:
         with _one_line_warnings(debug):
             yield

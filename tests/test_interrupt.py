@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from neurocli.errors import EXIT_SIGINT
 from tests.conftest import QUICKSTART
 
 pytestmark = pytest.mark.slow
@@ -106,3 +107,21 @@ def test_double_sigint_exits_at_once_without_corrupt_files(tmp_path):
     for f in (tmp_path / "runs/x").iterdir():
         if f.suffix == ".json":
             json.loads(f.read_text())  # whatever was written is whole
+
+
+def test_a_ctrl_c_while_the_cli_loads_exits_130_in_one_line():
+    # the console script's first line of neurocli code takes SIGINT; a signal then, while the
+    # CLI's modules load, is one line and 130, not a KeyboardInterrupt traceback
+    code = ("import os, signal, time\nimport neurocli.entry\nos.kill(os.getpid(), signal.SIGINT)\n"
+            "time.sleep(0.5)\nimport neurocli.cli\nprint('survived')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == EXIT_SIGINT and r.stderr == "error: interrupted; nothing was written\n" and not r.stdout
+
+
+def test_once_a_command_runs_a_ctrl_c_is_its_own():
+    # after the hand-over the command's own handling applies: the message and 130 of handle_errors
+    code = ("import os, signal, sys\nimport neurocli.entry\nfrom neurocli.cli import handle_errors\n"
+            "import typer\ntry:\n    with handle_errors(False):\n        os.kill(os.getpid(), signal.SIGINT)\n"
+            "except typer.Exit as e:\n    sys.exit(e.exit_code + 1)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == EXIT_SIGINT + 1 and r.stderr == "error: interrupted; nothing was written\n"
