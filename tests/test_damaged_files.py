@@ -154,3 +154,66 @@ def test_every_damaged_checkpoint_field_is_a_located_error_or_resumes(run):
         path.write_text(good)
         seen += 1
     assert seen > 200
+
+
+WRITTEN_CASES = {  # every way a run can end, and data at the edges of float64
+    "completed": ("x1,x2,y\n1,2,3\n2,1,4\n3,5,6\n4,3,9\n5,8,10\n6,2,12\n", ""),
+    "early-stopping": (CSV, "training: {epochs: 200, learning_rate: 0.9, early_stopping: {patience: 2}}\n"),
+    "diverged": ("x,y\n1e100,3e100\n2e100,6e100\n1.5e100,4.5e100\n",
+                 "data: {standardize: false}\nmodel: {weights_init: [1.0], bias_init: 0}\n"
+                 "training: {epochs: 50, learning_rate: 1.0}\n"),
+    "dead-neuron": (CSV, "model: {bias_init: -1.0e6}\n"),
+    "float32": (CSV, "training: {dtype: float32, batch_size: 4}\n"),
+    "huge-target": ("x1,x2,y\n1,2,3e150\n2,1,4e150\n3,5,6e150\n4,3,9e150\n5,8,1e151\n6,2,1.2e151\n",
+                    "training: {epochs: 20}\n"),
+}
+
+
+@pytest.mark.parametrize("case", WRITTEN_CASES, ids=list(WRITTEN_CASES))
+def test_every_file_a_run_writes_reads_back(case, in_tmp):
+    from neurocli import io as nio
+    from neurocli import savedfiles
+
+    data, extra = WRITTEN_CASES[case]
+    write(in_tmp / "d.csv", data)
+    config = "data: {path: d.csv, target: y}\n" + extra
+    if extra.startswith("data:"):  # one data section
+        config = extra.replace("data: {", "data: {path: d.csv, target: y, ", 1)
+    write(in_tmp / "c.yaml", config + "output: {dir: runs/w}\n")
+    r = runner.invoke(app, ["train", "c.yaml", "-q"])
+    assert r.exit_code in (EXIT_OK, EXIT_TRAINING_FAILED), r.output
+    run = in_tmp / "runs/w"
+    savedfiles.load_model(run / "model.json")
+    ckpt = savedfiles.load_checkpoint(run / "checkpoint.json")
+    _, history = nio.read_history_text(run / "history.csv")
+    assert len(history) >= ckpt.state.epoch
+    r = runner.invoke(app, ["predict", str(run / "model.json"), "d.csv", "-o", "p.csv"])
+    assert r.exit_code in (EXIT_OK, 2) and "Traceback" not in r.output, r.output
+
+
+HISTORY_DAMAGE = {
+    "renamed-column": lambda t: t.replace("val_loss", "validation_loss", 1),
+    "changed-value": lambda t: t.replace(t.splitlines()[2].split(",")[1], "1.5", 1),
+    "row-missing": lambda t: "".join(t.splitlines(keepends=True)[:-1]),
+    "header-only": lambda t: t.splitlines(keepends=True)[0],
+    "empty": lambda t: "",
+    "garbage-row": lambda t: t.replace("\n", "\nnot,a,row\n", 1),
+    "not-utf8": lambda t: t.encode().replace(b"1", b"\xff", 1),
+    "a-row-added": lambda t: t + t.splitlines(keepends=True)[-1],  # a history ahead of its checkpoint
+}
+
+
+@pytest.mark.parametrize("damage", HISTORY_DAMAGE, ids=list(HISTORY_DAMAGE))
+def test_a_damaged_history_is_refused_in_one_line_naming_it(damage, run):
+    path = run / "history.csv"
+    damaged = HISTORY_DAMAGE[damage](path.read_text())
+    path.write_bytes(damaged if isinstance(damaged, bytes) else damaged.encode())
+    before = _snapshot(run)
+    r = runner.invoke(app, ["train", str(run / "config.yaml"), "--resume", str(run), "-q",
+                            "--set", "training.epochs=5"])
+    if damage == "a-row-added":  # a kill between the history's and the checkpoint's writes: resumable
+        assert r.exit_code == 0, r.output
+        return
+    assert r.exit_code == 2, r.output
+    assert r.stderr.count("\n") == 1 and "history.csv" in r.stderr and "Traceback" not in r.output
+    assert _snapshot(run) == before
