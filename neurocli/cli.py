@@ -212,6 +212,8 @@ def _train_and_report(run, resumed: bool, json_out: bool, quiet: bool, signals: 
     summary = _descend(run, out, stdout, json_out, quiet)
     if json_out:
         stdout(lambda: print(render.summary_event(summary)))
+        if summary["warning"]:  # for the human beside the script (the summary panel shows it otherwise)
+            print(f"warning: {summary['warning']}", file=sys.stderr)
     else:
         stdout(lambda: out.print(render.summary_renderable(summary, [h["loss"] for h in run.state.history])))
     _exit_for(summary, run, signals, stdout.lost)

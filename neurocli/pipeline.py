@@ -145,7 +145,8 @@ class TrainRun:
         self.state = state or TrainState(w=inputs.w0.copy(), b=inputs.b0)
         self.trainer = Trainer(p.X_train, p.y_train, p.X_val, p.y_val, cfg.training, cfg.seed, self.state,
                                standardized=p.standardization is not None,
-                               bias_from_target_mean=cfg.model.bias_init == "target_mean")
+                               bias_from_target_mean=cfg.model.bias_init == "target_mean",
+                               feature_names=list(p.feature_names))
         self.data_sha = data_sha or inputs.data_sha256 or file_sha256(inputs.loaded.data_path)
         self.resolved = inputs.loaded.resolved()
         self.train_s = 0.0
@@ -274,6 +275,7 @@ class TrainRun:
             "epochs": st.epoch,
             "stopped": self.trainer.stopped,
             "message": self.trainer.message,
+            "warning": self.trainer.warning,
             "weights": dict(zip(p.feature_names, map(float, w_orig))),
             "bias": float(b_orig),
             "weights_standardized": [float(v) for v in w_std],

@@ -20,8 +20,15 @@ import numpy as np
 
 from neurocli import neuron
 from neurocli.config import TrainingConfig
+from neurocli.diagnoses import Advice
 from neurocli.engines import Engine, EpochSums
 from neurocli.engines.memory import MemoryEngine
+
+# A run stops as diverged when an epoch's loss exceeds this many times the larger of its first
+# epoch's loss and the loss of predicting 0 (a dead neuron's, mean(y^2)): its predictions are
+# then off by 100 times the target's own size, a blow-up no descent comes back from. Legitimate
+# runs stay within a few times their start (noisy early mini-batch epochs included).
+LOSS_GROWTH_LIMIT = 1e4
 
 
 class StopReason(StrEnum):
@@ -154,15 +161,22 @@ class Trainer:
     """
 
     def __init__(self, X, y, X_val, y_val, cfg: TrainingConfig, seed: int, state: TrainState, *,
-                 standardized: bool = False, bias_from_target_mean: bool = False, engine: Engine | None = None):
+                 standardized: bool = False, bias_from_target_mean: bool = False, engine: Engine | None = None,
+                 feature_names: list[str] | None = None):
         """X, y : the training set as arrays, run by the in-memory engine; or ``engine``, any
-        :class:`neurocli.engines.Engine` over the training set (then X and y are not used)."""
+        :class:`neurocli.engines.Engine` over the training set (then X and y are not used: the
+        messages measure no feature sizes and a completed run gets no R^2 warning).
+        ``feature_names`` : to name a feature in a message (else "feature 1", ...)."""
         self.X_val, self.y_val = X_val, y_val
         self.cfg, self.seed, self.state = cfg, seed, state
-        self.standardized = standardized  # only to word the advice in messages
-        self.bias_from_target_mean = bias_from_target_mean
+        self.advice = Advice(cfg, standardized=standardized, bias_from_target_mean=bias_from_target_mean,
+                             X=X if engine is None else None, feature_names=feature_names)
         self.stopped: StopReason | None = None
         self.message: str | None = None
+        # a succeeded run that ended far worse than predicting the mean says so here (and in message)
+        self.warning: str | None = None
+        self._X, self._y = (X, y) if engine is None else (None, None)
+        self._zero_loss: float | None = None
         self._stop_requested = False
         self.dtype = X.dtype if engine is None else engine.dtype
         self.lr = self.dtype.type(cfg.learning_rate)
@@ -218,6 +232,9 @@ class Trainer:
             if record.active_fraction == 0.0:
                 self._stop(StopReason.DEAD_NEURON, self._dead_message(f"at epoch {st.epoch}"))
                 return
+            if self._blown_up(record.loss):
+                self._stop(StopReason.DIVERGED, self._growth_message(record.loss))
+                return
             if cfg.early_stopping is not None and self._early_stop(record, at_w, at_b):
                 return
             if self.at_epoch_end is not None and st.epoch < cfg.epochs:
@@ -225,7 +242,12 @@ class Trainer:
         self._stop(StopReason.COMPLETED)
 
     def _stop(self, reason: StopReason, message: str | None = None) -> None:
+        """Record why the run stopped; a succeeded run far worse than the mean gets its warning."""
         self.stopped, self.message = reason, message
+        if reason.succeeded:
+            self.warning = self._fit_warning()
+            if self.warning is not None:
+                self.message = f"{message}; warning: {self.warning}" if message else f"warning: {self.warning}"
 
     def _full_batch_step(self) -> bool:
         """The epoch's one descent step on all rows; False (and stopped) if it diverged."""
@@ -257,23 +279,43 @@ class Trainer:
         return True
 
     def _dead_message(self, when: str) -> str:
-        if self.bias_from_target_mean:
-            fix = ("the bias starts at the target's mean, so the target is mostly <= 0 here or the initial "
-                   "weights push every sample below 0; a ReLU cannot output negative values: give "
-                   "model.bias_init a positive number or check the target's sign")
-        else:
-            fix = ("start with a positive bias (model.bias_init: target_mean) or random weights "
-                   "(model.weights_init: normal)")
-        later = ("" if when == "at the start" else
-                 f"; a step pushed every sample below the kink, so also lower training.learning_rate "
-                 f"(now {self.cfg.learning_rate:g})")
-        return (f"dead neuron {when}: no training sample has w.x + b > 0, so every gradient is exactly zero "
-                f"and descent cannot move (ReLU'(z) = 0 for z <= 0); {fix}{later}")
+        return self.advice.dead(when, float(self.state.b), [h["loss"] for h in self.state.history])
 
     def _diverged_message(self) -> str:
-        return (f"training diverged at epoch {self.state.epoch + 1}: the loss or a parameter became non-finite "
-                f"(kept the last finite parameters); try a smaller training.learning_rate "
-                f"(now {self.cfg.learning_rate:g})" + ("" if self.standardized else " or data.standardize: true"))
+        return self.advice.diverged(self.state.epoch + 1)
+
+    def _growth_message(self, loss: float) -> str:
+        return self.advice.grew(self.state.epoch, loss, float(self.state.history[0]["loss"]),
+                                self._zero_output_loss(), LOSS_GROWTH_LIMIT)
+
+    def _blown_up(self, loss: float) -> bool:
+        """Whether ``loss`` is over :data:`LOSS_GROWTH_LIMIT` times both the first epoch's loss
+        and :meth:`_zero_output_loss` (compared with the first alone before: a normal run never
+        pays for the second)."""
+        first = float(self.state.history[0]["loss"])
+        if not loss > LOSS_GROWTH_LIMIT * first:
+            return False
+        reference = max(first, self._zero_output_loss())
+        return reference > 0 and loss > LOSS_GROWTH_LIMIT * reference
+
+    def _zero_output_loss(self) -> float:
+        """The loss of predicting 0 everywhere (a dead neuron's): the target's mean square,
+        from one pass of the engine at w = 0, b = 0; computed once, when first needed."""
+        if self._zero_loss is None:
+            with np.errstate(over="ignore", invalid="ignore"):
+                self._zero_loss = self.engine.loss_and_gradient(np.zeros_like(self.state.w), self.dtype.type(0)).loss
+        return self._zero_loss
+
+    def _fit_warning(self) -> str | None:
+        """For a run that ended far worse than predicting the mean: what it is and what to change
+        (:meth:`Advice.poor_fit`); None otherwise, or without the training set as arrays."""
+        st = self.state
+        if self._y is None or not st.history:
+            return None
+        var = float(np.var(self._y, dtype=np.float64))
+        if not (var > 0 and st.history[-1]["loss"] > var):  # the last epoch beat the mean: no pass over X
+            return None
+        return self.advice.poor_fit(self.stopped, evaluate(self._X, self._y, st.w, st.b), float(st.history[0]["loss"]))
 
     def _record(self, at_w, at_b) -> EpochRecord:
         """The epoch's metrics; validation (and the recorded bias) at parameters ``at_w, at_b``."""
@@ -304,9 +346,9 @@ class Trainer:
         st.wait += 1
         if st.wait >= es.patience:
             which = "validation" if record.val_loss is not None else "training"
+            st.w, st.b = st.best_w.copy(), st.best_b  # first: a warning is about the parameters kept
             self._stop(StopReason.EARLY_STOPPING,
                        f"early stopping: no improvement of {which} loss by more than {es.min_delta:g} for "
                        f"{es.patience} epochs; restored the best parameters (epoch {st.best_epoch})")
-            st.w, st.b = st.best_w.copy(), st.best_b
             return True
         return False
