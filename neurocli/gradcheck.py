@@ -489,6 +489,7 @@ def _point_verdict(params: list[ParameterResult], jac: JacobianResult, determini
     return "pass", f"all {len(params)} gradients agree with central differences ({n_active} of {n_samples} samples active)"
 
 
+@np.errstate(over="ignore", invalid="ignore")  # an overflow ends in the verdict (inconclusive), not a warning
 def check_point(X, y, w, b, grad_fn: GradFn | None = None, *, eps=None, rtol=DEFAULT_RTOL,
                 atol=DEFAULT_ATOL, names=None, label="given parameters", jacobian="auto", sweep=False,
                 seed=0) -> PointReport:
@@ -607,6 +608,7 @@ def _sweep(X64, y64, theta, analytic) -> list[SweepRow]:
     return rows
 
 
+@np.errstate(over="ignore", invalid="ignore")  # an overflow ends in the verdict (inconclusive), not a warning
 def random_points(X: np.ndarray, w: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, float]]:
     """K seeded parameter points at the scale of w, each with a mix of active and inactive samples.
 
@@ -624,6 +626,7 @@ def random_points(X: np.ndarray, w: np.ndarray, k: int, seed: int) -> list[tuple
     return out
 
 
+@np.errstate(over="ignore", invalid="ignore")  # an overflow ends in the verdict (inconclusive), not a warning
 def check(X, y, w, b, grad_fn: GradFn | None = None, *, eps=None, rtol=DEFAULT_RTOL,
           atol=DEFAULT_ATOL, names=None, points=0, seed=0, jacobian="auto", sweep=False,
           label="given parameters") -> GradcheckReport:
