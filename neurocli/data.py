@@ -23,6 +23,7 @@ from neurocli.csvread import (
     PieceError, decode_error, first_missing, frame_columns, ignore_restated_pandas_warnings,
     line_of_row, missing_cell_error, no_data_rows_error, read_pieces, records, row_lines,
 )
+from neurocli import rowrules
 from neurocli.errors import DataError
 
 ignore_restated_pandas_warnings(__name__)
@@ -322,13 +323,11 @@ class Prepared:
         return self.table.line_of(int(self.train_rows[i]))
 
 
-def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Validation split drawn from the seed (its own stream, independent of training)."""
-    n_val = int(round(fraction * n))
-    if n_val == 0:
-        return np.arange(n), np.arange(0)
-    perm = np.random.default_rng([seed, 1]).permutation(n)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+def split_indices(rows: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the training and validation rows among ``rows`` (the kept rows' indices
+    among the file's data rows), each in file order, by :func:`neurocli.rowrules.validation_mask`."""
+    val = rowrules.validation_mask(seed, rows, fraction)
+    return np.flatnonzero(~val), np.flatnonzero(val)
 
 
 def move_rows_first(X: np.ndarray, first: np.ndarray, rest: np.ndarray, block: int = 1 << 16) -> None:
@@ -379,18 +378,6 @@ def to_float32_in_place(X: np.ndarray, block: int = 1 << 16) -> np.ndarray:
     return np.lib.stride_tricks.as_strided(first, shape=(n, d), strides=(4, X.strides[1]))
 
 
-def column_stats(X: np.ndarray, block: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and (population) standard deviation of each column, two passes in row blocks,
-    so no temporary the size of X is made."""
-    n = X.shape[0]
-    mean = X.mean(axis=0, dtype=np.float64)
-    ss = np.zeros(X.shape[1], dtype=np.float64)
-    for start in range(0, n, block):
-        dev = X[start:start + block] - mean
-        ss += np.einsum("ij,ij->j", dev, dev)
-    return mean, np.sqrt(ss / n)
-
-
 def magnitude_limit(n_rows: int, dtype) -> float:
     """Largest |value| whose square, summed over n_rows, stays finite in ``dtype``."""
     return math.sqrt(float(np.finfo(dtype).max) / max(1, n_rows)) / 4
@@ -407,7 +394,7 @@ def prepare(table: Table, *, validation_fraction: float, standardize: bool, seed
     that the config can fix (too few rows for the split).
     """
     n = table.X.shape[0]
-    train_idx, val_idx = split_indices(n, validation_fraction, seed)
+    train_idx, val_idx = split_indices(table.rows, validation_fraction, seed)
     _check_enough_rows(table, len(train_idx), len(val_idx), validation_fraction, locate)
     _check_magnitudes(table, standardize, dtype)
     X = table.X
@@ -473,7 +460,7 @@ def _check_magnitudes(table: Table, standardize: bool, dtype: str) -> None:
 
 def _standardize_in_place(X: np.ndarray, n_train: int, feature_names: list[str], path: Path) -> Standardization:
     """z-score X with the statistics of its first ``n_train`` rows (the training split)."""
-    mean, scale = column_stats(X[:n_train])
+    mean, scale = rowrules.column_stats(X[:n_train])
     for j, s in enumerate(scale):
         if not np.isfinite(s) or s == 0 or s <= 1e-12 * max(1.0, abs(mean[j])):
             raise DataError(

@@ -22,8 +22,10 @@ from neurocli.config import Config
 from neurocli.errors import ModelFileError
 from neurocli.train import StopReason
 
-MODEL_FORMAT = "neurocli.model/1"
-CHECKPOINT_FORMAT = "neurocli.checkpoint/2"  # 2: each epoch shuffles from its own stream
+MODEL_FORMAT = "neurocli.model/2"  # 2: the split and statistics of any engine (same fields as 1)
+READABLE_MODEL_FORMATS = ("neurocli.model/1", MODEL_FORMAT)  # a model/1 predicts just as well
+# 2: each epoch shuffles from its own stream; 3: the split by row hash, the shuffle in two levels
+CHECKPOINT_FORMAT = "neurocli.checkpoint/3"
 
 Real = Annotated[float, Field(allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
@@ -51,7 +53,7 @@ class ModelFile(_Open):
     """What predict, gradcheck and derive need, required; what a run also records, checked when
     present (a model written by hand needs only the first five fields)."""
 
-    format: Literal[MODEL_FORMAT]
+    format: Literal[READABLE_MODEL_FORMATS]
     features: Annotated[list[str], Field(min_length=1)]
     weights_standardized: list[Real]
     bias_standardized: Real
@@ -151,9 +153,9 @@ def _message(err: dict) -> str:
 
 
 def _validated(schema: type[BaseModel], data: dict, path: Path, kind: str):
-    if kind == "model" and data.get("format") != MODEL_FORMAT:
+    if kind == "model" and data.get("format") not in READABLE_MODEL_FORMATS:
         raise ModelFileError(f"incompatible model format {data.get('format')!r}; this neurocli {__version__} "
-                             f"reads {MODEL_FORMAT!r}", path=path)
+                             f"reads {' and '.join(map(repr, READABLE_MODEL_FORMATS))}", path=path)
     if kind == "checkpoint" and data.get("format") != CHECKPOINT_FORMAT:
         raise ModelFileError(f"incompatible checkpoint format {data.get('format')!r} (this neurocli writes "
                              f"{CHECKPOINT_FORMAT!r}); start a new run, the folder is left as it is", path=path)

@@ -198,7 +198,7 @@ def _trained_model(root: Path) -> Path:
 MODEL_CASES = [
     ("not-json", lambda t: "hello\n", ["m.json", "line 1", "not a valid model file"]),
     ("truncated", lambda t: t[: len(t) // 2], ["m.json", "line", "truncated"]),
-    ("other-version", lambda t: t.replace("neurocli.model/1", "neurocli.model/99"), ["m.json", "incompatible"]),
+    ("other-version", lambda t: t.replace("neurocli.model/2", "neurocli.model/99"), ["m.json", "incompatible"]),
     ("absent-features", lambda t: t.replace('"x2"', '"x9"'), ["d.csv", "'x9' not in the file"]),
     ("no-standardization", lambda t: _edit(t, lambda m: m.pop("standardization")), ["m.json", "standardization"]),
     ("zero-scale", lambda t: _edit(t, lambda m: m["standardization"].update(scale=[0.0, 1.0])), ["m.json", "standardization.scale[0]", "greater than 0"]),

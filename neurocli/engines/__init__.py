@@ -24,7 +24,7 @@ whichever worker computed which block and when.
 The mini-batch rule
 -------------------
 Batch j of an epoch holds rows ``order[j B:(j+1) B]`` (the rows in file order without a
-shuffle; the last batch may be shorter, k rows). Its step is
+shuffle, else :func:`epoch_order`; the last batch may be shorter, k rows). Its step is
 ``w + dtype(-lr 2/k) X_b^T g`` and ``b - lr (2/k) sum g`` (in float64 the bias in Python
 floats; in float32 each operation rounded to float32), with the sums of
 :func:`neurocli.engines.memory.fused_block` on the batch. Each batch's squared and absolute
@@ -97,11 +97,26 @@ def combine(grad_parts: np.ndarray, sums: np.ndarray, n_samples: int) -> LossGra
     )
 
 
-def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-    """The shuffle of epoch ``epoch`` (0-based): a permutation of ``range(n)`` drawn from a
-    stream of its own, ``(seed, epoch)``, so it can be drawn ahead, and a run resumed inside
-    an epoch redraws it from the epoch's number alone."""
-    return np.random.default_rng([seed, 3, epoch]).permutation(n)
+# Rows per block of the mini-batch shuffle's first level (see :func:`epoch_order`).
+SHUFFLE_BLOCK_ROWS = 1 << 16
+
+
+def epoch_order(seed: int, epoch: int, n: int, block: int = SHUFFLE_BLOCK_ROWS) -> np.ndarray:
+    """The shuffle of epoch ``epoch`` (0-based) over ``n`` training rows, in two levels: the
+    blocks of ``block`` consecutive rows in an order drawn from ``(seed, 4, epoch)``, then the
+    rows of each block k in an order drawn from ``(seed, 3, epoch, k)``. It can be drawn ahead;
+    a run resumed inside an epoch redraws it from the epoch's number alone; and an engine
+    that holds the data in parts draws a block's rows when it reaches that block. (numpy's
+    seed sequences ignore trailing zeros: block 0's stream is ``(seed, 3, epoch)``, so data
+    of one block is shuffled as by a plain permutation of that stream.)"""
+    blocks = np.random.default_rng([seed, 4, epoch]).permutation(-(-n // block))
+    return np.concatenate([block_order(seed, epoch, int(k), n, block) for k in blocks] or [np.arange(0)])
+
+
+def block_order(seed: int, epoch: int, k: int, n: int, block: int = SHUFFLE_BLOCK_ROWS) -> np.ndarray:
+    """The rows of shuffle block ``k`` in the order epoch ``epoch`` visits them."""
+    start = k * block
+    return start + np.random.default_rng([seed, 3, epoch, k]).permutation(min(block, n - start))
 
 
 @dataclass
