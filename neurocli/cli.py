@@ -254,11 +254,16 @@ def _descend(run, out: Console, stdout: _Stdout, json_out: bool, quiet: bool) ->
             view.update(rec, losses)
         elif not quiet and logged:
             stdout(lambda: print(render.epoch_line(rec, total)))
+            emitted.append(rec.epoch)
 
     if not live_mode:
         summary = run.run(on_epoch)
         if json_out:
             _emit_last_and_best(run, stdout, emitted)
+        elif not quiet and run.state.history and run.state.history[-1]["epoch"] not in emitted:
+            from neurocli.train import EpochRecord  # the epoch the run stopped at, whatever stopped it
+
+            stdout(lambda: print(render.epoch_line(EpochRecord(**run.state.history[-1]), total)))
         return summary
     with render.LiveView(out, total, start_epoch=run.state.epoch) as view:
         summary = run.run(on_epoch)

@@ -155,13 +155,13 @@ def no_data_rows_error(path: Path) -> DataError:
     return DataError("the file has a header but no data rows", path=path, where="line 2")
 
 
-def missing_cell_error(path: Path, column: str, n_rows: int, line: int) -> DataError:
-    """The DataError for the first empty/NA cell (in ``column``, at ``line``) when
+def missing_cell_error(path: Path, column: str, n_rows: int, where: str) -> DataError:
+    """The DataError for the first empty/NA cell (in ``column``, at ``where``: "line 7") when
     data.missing is "error"; ``n_rows``: the rows that have one."""
     return DataError(
         f"column {column!r}: empty or NA cell ({n_rows} row{'s have' if n_rows > 1 else ' has'} one); "
         f"set data.missing: drop to skip such rows",
-        path=path, where=f"line {line}",
+        path=path, where=where,
     )
 
 
@@ -422,7 +422,8 @@ class _PieceCollector:
             raise no_data_rows_error(self.path)
         if self.missing == "error" and self.first_missing is not None:
             row, column = self.first_missing
-            raise missing_cell_error(self.path, column, self.n_missing, line_of_row(self.path, row, self.delimiter))
+            raise missing_cell_error(self.path, column, self.n_missing,
+                                     f"line {line_of_row(self.path, row, self.delimiter)}")
 
 
 def _parse_in_order(file: _FileAtOffsets, start: int, sha, names: list[str], wanted: list[str],

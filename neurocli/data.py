@@ -15,6 +15,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,7 @@ from neurocli.csvread import (
     PieceError, decode_error, first_missing, frame_columns, ignore_restated_pandas_warnings,
     line_of_row, missing_cell_error, no_data_rows_error, read_pieces, records, row_lines,
 )
-from neurocli import rowrules
+from neurocli import parquetread, rowrules
 from neurocli.errors import DataError
 
 ignore_restated_pandas_warnings(__name__)
@@ -125,12 +126,12 @@ def read_header(path: Path, delimiter: str) -> list[str]:
     return names
 
 
-def _missing_columns(path: Path, wanted: list[str], names: list[str], role: str) -> DataError:
+def _missing_columns(path: Path, wanted: list[str], names: list[str], role: str, header: str = "line 1") -> DataError:
     absent = [c for c in wanted if c not in names]
     return DataError(
         f"{role} column{'s' if len(absent) > 1 else ''} {', '.join(map(repr, absent))} not in the file; "
         f"it has: {', '.join(names)}",
-        path=path, where="line 1",
+        path=path, where=header,
     )
 
 
@@ -163,7 +164,7 @@ def read_table(
     before = _file_state(path)
     try:
         table = _read_table(path, target, features, missing, delimiter, layout)
-        if keep_text:
+        if keep_text and not parquetread.is_parquet(path):
             table.texts = [text for _, text in records(path, delimiter)]
         if table.sha256 is None:  # hashed here, so that the check below covers the hash too
             table.sha256 = file_sha256(path)
@@ -190,15 +191,13 @@ def _refuse_if_changed(path: Path, before: tuple | None) -> None:
 
 
 def _read_table(path: Path, target, features, missing, delimiter, layout) -> Table:
+    if parquetread.is_parquet(path):
+        _check_file(path)
+        features = _chosen_columns(path, parquetread.columns(path), target, features, "row 1")
+        frame = parquetread.frame(path, features + ([target] if target is not None else []))
+        return _table_from_frame(path, frame, features, target, missing, layout, lambda row: f"row {row + 1}")
     names = read_header(path, delimiter)
-    if target is not None and target not in names:
-        raise _missing_columns(path, [target], names, "target")
-    if features is None:
-        features = [c for c in names if c != target]
-        if not features:
-            raise DataError("no feature columns: the file has only the target column", path=path, where="line 1")
-    elif any(c not in names for c in features):
-        raise _missing_columns(path, features, names, "feature")
+    features = _chosen_columns(path, names, target, features, "line 1")
     read = read_pieces(path, names, features, target, missing, delimiter, layout)
     if read is not None:
         return Table(path=path, feature_names=list(features), target=target, X=read.X, y=read.y,
@@ -209,13 +208,39 @@ def _read_table(path: Path, target, features, missing, delimiter, layout) -> Tab
 def _read_whole(path: Path, n_header: int, features, target, missing, delimiter, layout: str = "C") -> Table:
     """The whole file in one pandas call (quoted fields).
     ``n_header``: the number of header fields (:func:`read_header`)."""
-    wanted = features + ([target] if target is not None else [])
     frame = _parse_whole(path, n_header, delimiter)
+    table = _table_from_frame(path, frame, features, target, missing, layout,
+                              lambda row: f"line {line_of_row(path, row, delimiter)}")
+    table.delimiter = delimiter
+    return table
+
+
+def _chosen_columns(path: Path, names: list[str], target, features, header: str) -> list[str]:
+    """The feature columns (every column but the target when not given), each checked to be there."""
+    if len(set(names)) != len(names):
+        twice = next(c for c in names if names.count(c) > 1)
+        raise DataError(f"column name {twice!r} appears twice; names must be unique", path=path, where=header)
+    if target is not None and target not in names:
+        raise _missing_columns(path, [target], names, "target", header)
+    if features is None:
+        features = [c for c in names if c != target]
+        if not features:
+            raise DataError("no feature columns: the file has only the target column", path=path, where=header)
+    elif any(c not in names for c in features):
+        raise _missing_columns(path, features, names, "feature", header)
+    return list(features)
+
+
+def _table_from_frame(path: Path, frame: pd.DataFrame, features, target, missing, layout,
+                      where: Callable[[int], str]) -> Table:
+    """The wanted columns of a parsed frame as a validated Table; ``where(row)`` names the
+    place of 0-based data row ``row`` in an error ("line 7", "row 6")."""
+    wanted = features + ([target] if target is not None else [])
     rows = np.arange(len(frame))
     try:
         columns, nan_columns = frame_columns(frame, wanted)
     except PieceError as exc:
-        raise DataError(exc.message, path=path, where=f"line {line_of_row(path, exc.row, delimiter)}") from None
+        raise DataError(exc.message, path=path, where=where(exc.row)) from None
     X = np.empty((len(frame), len(features)), dtype=np.float64, order=layout)
     for j in range(len(features)):
         X[:, j] = columns[j]
@@ -225,17 +250,13 @@ def _read_whole(path: Path, n_header: int, features, target, missing, delimiter,
     n_dropped = 0
     if na is not None:
         if missing == "error":
-            raise missing_cell_error(path, wanted[first_column], int(na.sum()),
-                                     line_of_row(path, first_row, delimiter))
+            raise missing_cell_error(path, wanted[first_column], int(na.sum()), where(first_row))
         keep = ~na
         n_dropped = int((~keep).sum())
         X, rows = np.asarray(X[keep], order=layout), rows[keep]
         if y is not None:
             y = y[keep]
-    return Table(
-        path=path, feature_names=list(features), target=target, X=X, y=y, rows=rows,
-        n_dropped=n_dropped, delimiter=delimiter,
-    )
+    return Table(path=path, feature_names=list(features), target=target, X=X, y=y, rows=rows, n_dropped=n_dropped)
 
 
 def _parse_whole(path: Path, n_header: int, delimiter: str) -> pd.DataFrame:

@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 from neurocli import io as nio
-from neurocli import savedfiles
+from neurocli import parquetread, savedfiles
 from neurocli.cache import read_table_cached
 from neurocli.config import LoadedConfig, load_config
 from neurocli.data import Prepared, Standardization, file_sha256, prepare, read_header, read_table
@@ -387,9 +387,15 @@ def predict_csv(model_path: Path, data_path: Path, delimiter: str = ",") -> Pred
     if overflowed.size:
         raise ModelFileError(f"the prediction for {data_path}, line {table.line_of(int(overflowed[0]))}, overflows "
                              f"float64: the model's weights are far too large for this data", path=model_path)
+    n_missing = int(np.isnan(pred).sum())
+    if table.texts is None:  # Parquet: its columns as CSV, the prediction added
+        frame = parquetread.frame(data_path, parquetread.columns(data_path))
+        name = "prediction" if "prediction" not in frame.columns else "prediction_neurocli"
+        frame[name] = pred
+        return Prediction(frame.to_csv(index=False, lineterminator="\n"), name, n_missing)
     name = "prediction" if "prediction" not in read_header(data_path, delimiter) else "prediction_neurocli"
     cells = [name] + ["" if math.isnan(v) else repr(v) for v in pred.tolist()]
-    return Prediction(_with_last_field(table.texts, cells, delimiter), name, int(np.isnan(pred).sum()))
+    return Prediction(_with_last_field(table.texts, cells, delimiter), name, n_missing)
 
 
 def _with_last_field(texts: list[str], cells: list[str], delimiter: str) -> str:

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from neurocli import derive, gradcheck
-from neurocli import savedfiles
+from neurocli import parquetread, savedfiles
 from neurocli.data import Prepared
 from neurocli.errors import ConfigError, ModelFileError
 from neurocli.pipeline import load_inputs
@@ -90,7 +90,7 @@ def gradcheck_problem(config: Path | None = None, overrides: list[str] | None = 
         label = f"trained parameters ({model})"
     source = f"{config}, training split{', standardized' if p.standardization is not None else ''}, "
     return GradcheckProblem(p.X_train, p.y_train, w, b, list(p.feature_names), label, source,
-                            p.line_of_train_sample, inputs.loaded.config.seed)
+                            _line_of(p), inputs.loaded.config.seed)
 
 
 def derivation(config: Path | None = None, overrides: list[str] | None = None, *, model: Path | None = None,
@@ -142,4 +142,9 @@ def _neuron_derivation(config: Path, overrides, model: Path | None, show_jacobia
     if not show_jacobians:
         return derive.derive_neuron(**common)
     return derive.derive_neuron(**common, X=p.X_train, y=p.y_train, w=w, b=b, sample=sample,
-                                line_of=p.line_of_train_sample, parameters_from=parameters_from)
+                                line_of=_line_of(p), parameters_from=parameters_from)
+
+
+def _line_of(p: Prepared) -> Callable[[int], int] | None:
+    """The file line of each training sample, for reports; None for a Parquet file (no lines)."""
+    return None if parquetread.is_parquet(p.table.path) else p.line_of_train_sample

@@ -64,6 +64,14 @@ def test_json_ends_with_the_last_epoch_and_the_restored_best_one(in_tmp):
     assert [e["epoch"] for e in events[:-2]] == [1, summary["epochs"]]  # epoch 1 and the last, once each
 
 
+def test_plain_lines_end_with_the_epoch_the_run_stopped_at(in_tmp):
+    r = runner.invoke(app, ["train", str(QUICKSTART), "--set", "training.log_every=1000"])
+    assert r.exit_code == 0, r.output
+    epochs = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("epoch ")]
+    history = (in_tmp / "runs/quickstart/history.csv").read_text().splitlines()
+    assert epochs == ["1/500", f"{len(history) - 1}/500"]  # the first, then the last (early stopping)
+
+
 def test_weights_in_original_units_reproduce_the_standardized_model(in_tmp):
     r = runner.invoke(app, ["train", str(QUICKSTART), "--json", "--set", "training.epochs=50"])
     s = json.loads(r.stdout.strip().splitlines()[-1])
