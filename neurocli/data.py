@@ -32,11 +32,12 @@ ignore_restated_pandas_warnings(__name__)
 
 @dataclass
 class Table:
-    """The columns neurocli uses, as read from one CSV file.
+    """The columns neurocli uses, as read from one CSV or Parquet file (or the files of a data set).
 
     X : ndarray of shape (n_rows, n_features), float64, raw units
     y : ndarray of shape (n_rows,), float64, or None when there is no target (predict)
-    rows : ndarray of shape (n_rows,), 0-based index of each kept row among the file's data rows
+    rows : ndarray of shape (n_rows,), 0-based index of each kept row among the data rows
+    (of the file, or of all the data set's files in order)
     """
 
     path: Path
@@ -49,6 +50,8 @@ class Table:
     texts: list[str] | None = None  # the header and every data record as written, kept only when asked (predict)
     sha256: str | None = None  # of the whole file, when the reader hashed it on the way
     delimiter: str = ","
+    # a data set of several files: (file, global index of its first data row), in order
+    parts: list[tuple[Path, int]] | None = None
 
     def line_of(self, i: int) -> int:
         """The file line (1-based, header = line 1) of kept row ``i``.

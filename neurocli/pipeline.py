@@ -19,11 +19,10 @@ import numpy as np
 import yaml
 
 from neurocli import io as nio
-from neurocli import parquetread, savedfiles
-from neurocli.cache import read_table_cached
+from neurocli import parquetread, savedfiles, sources
 from neurocli.config import LoadedConfig, load_config
 from neurocli.data import Prepared, Standardization, file_sha256, prepare, read_header, read_table
-from neurocli.errors import ConfigError, ModelFileError, NeurocliError
+from neurocli.errors import ConfigError, DataError, ModelFileError, NeurocliError
 from neurocli.neuron import predict as neuron_predict
 from neurocli.train import StopReason, Trainer, TrainState, evaluate, initial_parameters
 
@@ -44,16 +43,9 @@ def load_inputs(config_path: Path, overrides: list[str] | None = None, loaded: L
     loaded = loaded or load_config(config_path, overrides)
     cfg = loaded.config
     data_path = loaded.data_path
-    if not data_path.exists():
-        raise loaded.error(("data", "path"), f"data.path: data file {str(data_path)!r} not found "
-                                             f"(a relative path is taken from the config file's folder)")
-    if data_path.is_dir():
-        raise loaded.error(("data", "path"), f"data.path: {str(data_path)!r} is a directory, not a CSV file")
-    if not data_path.is_file():
-        raise loaded.error(("data", "path"), f"data.path: {str(data_path)!r} is not a regular file (a pipe "
-                                             f"or a device?); give a CSV file")
-    table, data_sha256 = read_table_cached(
-        loaded.data_path, target=cfg.data.target, features=cfg.data.features,
+    files = _data_files(loaded)
+    table, data_sha256 = sources.read_data_set(
+        data_path, files, target=cfg.data.target, features=cfg.data.features,
         missing=cfg.data.missing, delimiter=cfg.data.delimiter,
         # full batch: column-major X, which its kernel reads faster; mini-batches gather rows
         layout="F" if cfg.training.batch_size is None else "C",
@@ -77,6 +69,22 @@ def load_inputs(config_path: Path, overrides: list[str] | None = None, loaded: L
     _check_representable(loaded, cfg)
     w0, b0 = initial_parameters(cfg.model, n_features, prepared.y_train, cfg.seed, cfg.training.dtype)
     return Inputs(loaded, prepared, w0, b0, time.perf_counter() - t0, data_sha256)
+
+
+def _data_files(loaded: LoadedConfig) -> list[Path]:
+    """data.path's files (:func:`neurocli.sources.data_files`), its problems located at data.path."""
+    data_path = loaded.data_path
+    if not sources.is_pattern(data_path):
+        if not data_path.exists():
+            raise loaded.error(("data", "path"), f"data.path: data file {str(data_path)!r} not found "
+                                                 f"(a relative path is taken from the config file's folder)")
+        if not (data_path.is_file() or data_path.is_dir()):
+            raise loaded.error(("data", "path"), f"data.path: {str(data_path)!r} is not a regular file (a pipe "
+                                                 f"or a device?); give a CSV or Parquet file, or a folder of them")
+    try:
+        return sources.data_files(data_path)
+    except DataError as exc:
+        raise loaded.error(("data", "path"), f"data.path: {exc.located()}") from None
 
 
 def _check_representable(loaded: LoadedConfig, cfg) -> None:

@@ -146,5 +146,6 @@ def _neuron_derivation(config: Path, overrides, model: Path | None, show_jacobia
 
 
 def _line_of(p: Prepared) -> Callable[[int], int] | None:
-    """The file line of each training sample, for reports; None for a Parquet file (no lines)."""
-    return None if parquetread.is_parquet(p.table.path) else p.line_of_train_sample
+    """The file line of each training sample, for reports; None for a Parquet file (no lines)
+    or a data set of several files."""
+    return None if p.table.parts or parquetread.is_parquet(p.table.path) else p.line_of_train_sample

@@ -65,7 +65,7 @@ CONFIG_CASES = [
     ("val-fraction-rounds-to-zero", cfg("", "data: {path: d.csv, target: y, validation_fraction: 0.01}\n"), GOOD_CSV,
      ["c.yaml", "line 1", "0 validation"]),
     ("data-missing", cfg("", "data: {path: nothere.csv, target: y}\n"), None, ["nothere.csv", "not found", "data.path"]),
-    ("data-is-dir", cfg("", "data: {path: ., target: y}\n"), None, ["directory"]),
+    ("data-is-dir", cfg("", "data: {path: ., target: y}\n"), None, ["c.yaml", "line 1", "holds no CSV or Parquet file"]),
 ]
 
 FILE_CASES = [

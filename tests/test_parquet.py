@@ -108,3 +108,53 @@ def test_without_pyarrow_the_error_names_the_install_command(in_tmp, monkeypatch
     r = runner.invoke(app, ["train", "c.yaml"])
     assert r.exit_code == 2
     assert r.stderr == 'error: d.parquet: reading Parquet needs pyarrow, an optional extra: pip install "neurocli[parquet]"\n'
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_a_data_set_cut_into_files_trains_to_the_bits_of_one_file(kind, in_tmp):
+    frame = pd.read_csv(PENGUINS)
+    (in_tmp / "penguins.csv").write_bytes(PENGUINS.read_bytes())
+    (in_tmp / "parts").mkdir()
+    cuts = [0, 1, 50, 51, 200, len(frame) - 1, len(frame)]  # uneven parts, a one-row part, a one-row last part
+    for i, (a, b) in enumerate(zip(cuts, cuts[1:])):
+        part = frame.iloc[a:b]
+        if kind == "csv":
+            part.to_csv(in_tmp / f"parts/p{i:02d}.csv", index=False)
+        else:
+            part.to_parquet(in_tmp / f"parts/p{i:02d}.parquet", index=False)
+    runs = {}
+    for data in ("penguins.csv", "parts", f"parts/p*.{kind}"):
+        config = write(in_tmp / "c.yaml", QUICKSTART.read_text().replace("path: ../data/penguins.csv", f"path: '{data}'"))
+        r = runner.invoke(app, ["train", str(config), "-q", "--set", "output.dir=runs/r", "--set", "training.epochs=30",
+                                "--set", "training.batch_size=8"])
+        assert r.exit_code == 0, (data, r.output)
+        runs[data] = _run_files(in_tmp, sorted((in_tmp / "runs").iterdir())[-1].relative_to(in_tmp))
+    assert runs["penguins.csv"] == runs["parts"] == runs[f"parts/p*.{kind}"]
+
+
+def test_a_bad_cell_in_the_fifth_file_names_that_file_and_its_line(in_tmp):
+    (in_tmp / "d").mkdir()
+    for i in range(6):
+        rows = "".join(f"{i * 10 + j},{j},{2 * j}\n" for j in range(5))
+        if i == 4:
+            rows = rows.replace("42,2,4", "42,oops,4")
+        write(in_tmp / f"d/part{i}.csv", "x1,x2,y\n" + rows)
+    write(in_tmp / "c.yaml", "data: {path: d, target: y}\n")
+    r = runner.invoke(app, ["train", "c.yaml"])
+    assert r.exit_code == 2 and r.stderr.startswith("error: d/part4.csv, line 4: column 'x2': 'oops'"), r.stderr
+
+
+def test_files_with_other_columns_or_formats_are_refused_naming_the_file(in_tmp):
+    (in_tmp / "d").mkdir()
+    write(in_tmp / "d/a.csv", "x1,x2,y\n1,2,3\n2,1,4\n")
+    write(in_tmp / "d/b.csv", "x1,x3,y\n1,2,3\n2,1,4\n")
+    write(in_tmp / "c.yaml", "data: {path: d, target: y}\n")
+    r = runner.invoke(app, ["train", "c.yaml"])
+    assert r.exit_code == 2 and "d/b.csv, line 1: its columns (x1, x3, y) are not those of a.csv" in r.stderr
+    pd.DataFrame(GOOD).to_parquet(in_tmp / "d/b.parquet", index=False)
+    (in_tmp / "d/b.csv").unlink()
+    r = runner.invoke(app, ["train", "c.yaml"])
+    assert r.exit_code == 2 and "b.parquet: a Parquet file among CSV files" in r.stderr, r.stderr
+    write(in_tmp / "g.yaml", "data: {path: 'nothing/*.csv', target: y}\n")
+    r = runner.invoke(app, ["train", "g.yaml"])
+    assert r.exit_code == 2 and "no file matches this pattern" in r.stderr and "g.yaml, line 1" in r.stderr
