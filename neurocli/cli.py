@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, List, Literal, Optional
 
 import typer
+from typer._click import exceptions as click_errors  # the click typer runs on (vendored)
 from rich.console import Console
 
 from neurocli import __version__
@@ -26,16 +27,80 @@ from neurocli.errors import (EXIT_BAD_INPUT, EXIT_INCONCLUSIVE, EXIT_INTERNAL, E
 
 
 class _Commands(typer.core.TyperGroup):
-    """A bad option value is reported like every other bad input: one line on stderr, exit 2."""
+    """A usage error (an unknown option, a bad or missing value) is reported like every other
+    bad input: one line on stderr, exit 2; standard output that fails, in one line, exit 74."""
 
-    def invoke(self, ctx):
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        if sys.stdout is not None and not isinstance(sys.stdout, _WatchedStdout):
+            sys.stdout = _WatchedStdout(sys.stdout)
         try:
-            return super().invoke(ctx)
-        except typer.BadParameter as exc:
-            if type(exc) is not typer.BadParameter:  # a missing argument keeps the usage text
-                raise
-            print(f"error: {exc.format_message()}", file=sys.stderr)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
+            code = super().main(*args, standalone_mode=False, **kwargs)
+            if sys.stdout is not None:
+                sys.stdout.flush()  # here, not at exit: a failure is then this command's to report
+            code = code if isinstance(code, int) else 0
+            lost = _stdout_lost()
+            if lost is not None and code == 0:  # (a command that failed has said so; train says it itself)
+                print(f"error: standard output failed ({lost})", file=sys.stderr)
+                code = EXIT_OUTPUT_LOST
+        except click_errors.NoArgsIsHelpError as exc:  # `neurocli` alone: the help, as asked
+            exc.show()
+            sys.exit(0)
+        except click_errors.UsageError as exc:
+            where = f"; see {exc.ctx.command_path} --help" if exc.ctx is not None else ""
+            print(f"error: {_one_line(exc.format_message()).rstrip('.')}{where}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+        except click_errors.ClickException as exc:
+            print(f"error: {_one_line(exc.format_message())}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            print("error: interrupted; nothing was written", file=sys.stderr)
+            sys.exit(EXIT_SIGINT)
+        sys.exit(code)
+
+
+def _one_line(text: str) -> str:
+    """``text`` as one line: line breaks (in a file name, say) shown as \\n."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+class _WatchedStdout:
+    """Standard output that, when it fails (a reader gone, a full disk), notes why in
+    :attr:`failed` and sends the rest nowhere: the command goes on, and says at its end."""
+
+    def __init__(self, stream):
+        self._stream, self.failed = stream, None
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            self._fail(exc)
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        self.failed = self.failed or exc.strerror or type(exc).__name__
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _stdout_lost() -> str | None:
+    """Why standard output failed (closed from the start, a reader gone, a full disk), or None."""
+    if sys.stdout is None:
+        return "closed"
+    return sys.stdout.failed if isinstance(sys.stdout, _WatchedStdout) else None
 
 
 app = typer.Typer(
@@ -82,7 +147,7 @@ def handle_errors(debug: bool):
     except NeurocliError as exc:
         if debug:
             traceback.print_exc()
-        line = exc.located()
+        line = _one_line(exc.located())
         if len(line) > MAX_ERROR_CHARS:  # a value echoed in full could fill the screen
             line = line[:MAX_ERROR_CHARS - 3] + "..."
         print(f"error: {line}", file=sys.stderr)
@@ -100,6 +165,9 @@ def handle_errors(debug: bool):
     except (typer.Exit, typer.Abort):
         raise
     except Exception as exc:  # a bug in neurocli: still one line, the traceback on request
+        if sys.stdout is None and isinstance(exc, AttributeError):  # no standard output at all (fd 1 closed)
+            print("error: standard output failed (closed)", file=sys.stderr)
+            raise typer.Exit(EXIT_OUTPUT_LOST) from None
         if debug:
             traceback.print_exc()
         print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback "
@@ -133,17 +201,21 @@ class _Signals:
 
     def __init__(self):
         self.trainer = None
+        self.run_dir = None
         self.received: int | None = None
         self._old = {}
 
-    def attach(self, trainer) -> None:
-        self.trainer = trainer
+    def attach(self, trainer, run_dir=None) -> None:
+        self.trainer, self.run_dir = trainer, run_dir
         if self.received is not None:
             trainer.request_stop()
 
     def _handler(self, signum, frame):
         if self.received is not None:
             # Every file is written atomically (temporary file, then rename): leaving now corrupts nothing.
+            where = (f"; the run's last save is in {self.run_dir}; continue with: neurocli train "
+                     f"{self.run_dir / 'config.yaml'} --resume {self.run_dir}") if self.run_dir else ""
+            os.write(2, f"error: interrupted again: stopped at once{where}\n".encode())
             os._exit(exit_code_of_signal(signum))
         self.received = signum
         if self.trainer is not None:
@@ -178,7 +250,7 @@ def train(
     with handle_errors(debug), _Signals() as signals:
         inputs = load_inputs(config, set_)
         run = TrainRun.start(inputs) if resume is None else TrainRun.resume(inputs, resume)
-        signals.attach(run.trainer)
+        signals.attach(run.trainer, run.run_dir)
         with run.discarded_unless_saved():
             _train_and_report(run, resume is not None, json_out, quiet, signals)
 
@@ -195,11 +267,10 @@ class _Stdout:
         try:
             emit()
             sys.stdout.flush()
-        except OSError as exc:
-            self.lost = exc.strerror or type(exc).__name__
-            devnull = os.open(os.devnull, os.O_WRONLY)  # what is still buffered must not fail at exit
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
+        except AttributeError:  # no standard output at all (fd 1 closed)
+            if sys.stdout is not None:
+                raise
+        self.lost = _stdout_lost()
 
 
 def _train_and_report(run, resumed: bool, json_out: bool, quiet: bool, signals: _Signals) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +38,8 @@ def delimiter_error(delimiter: str) -> str | None:
     """Why ``delimiter`` cannot separate CSV fields, or None."""
     if len(delimiter) != 1:
         return f"must be one character (\\t for a tab), got {delimiter!r}"
+    if not delimiter.isascii():
+        return f"must be a one-byte (ASCII) character such as , ; | or \\t, got {delimiter!r}"
     if delimiter in "\r\n\"":
         return f"cannot be a line break or the quote character, got {delimiter!r}"
     return None
@@ -126,10 +129,18 @@ class LoadedConfig:
 
     @property
     def data_path(self) -> Path:
-        p = Path(self.config.data.path).expanduser()
+        p = self.expanded(("data", "path"), self.config.data.path)
         if not p.is_absolute() and self.path is not None:
             p = self.path.parent / p
         return p
+
+    def expanded(self, keys: tuple[str, ...], value: str) -> Path:
+        """The path of the config key ``keys`` with ``~`` (or ``~user``) expanded."""
+        try:
+            return Path(value).expanduser()
+        except RuntimeError:  # ~user of no user, or no home folder
+            raise self.error(keys, f"{'.'.join(keys)}: cannot expand {value.split('/')[0]!r}: no such user or "
+                                   f"home folder") from None
 
     def error(self, keys: tuple[str, ...], message: str) -> ConfigError:
         """A ConfigError located at the value of ``keys`` (or its nearest written parent)."""
@@ -174,6 +185,10 @@ def _walk_nodes(node: yaml.Node, keys: tuple, locations: dict, path, budget: lis
             where=f"line {node.start_mark.line + 1}, column {node.start_mark.column + 1}",
         )
     locations.setdefault(keys, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.ScalarNode) and len(node.value) > sys.get_int_max_str_digits() and \
+            node.value.lstrip("+-").replace("_", "").isdigit():  # Python would refuse to read it
+        raise ConfigError(f"a number of {len(node.value)} digits; no setting takes one that long", path=path,
+                          where=f"line {node.start_mark.line + 1}, column {node.start_mark.column + 1}")
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:

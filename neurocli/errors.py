@@ -36,9 +36,10 @@ EXIT_CODES: tuple[tuple[int, str, dict[str, str | None]], ...] = (
       "gradcheck": "inconclusive (no active sample: both gradients are zero and prove nothing; every sample "
                    "straddles the kink; or a step too small for float64 precision)"}),
     (EXIT_INTERNAL, "internal error (a bug: please report it)", {}),
-    (EXIT_OUTPUT_LOST, "train: standard output closed or full (the run went on without it and was saved)",
-     {"train": "standard output closed or full (the run went on without it and was saved)", "predict": None,
-      "gradcheck": None, "derive": None}),
+    (EXIT_OUTPUT_LOST, "standard output closed or full (train: the run went on without it and was saved)",
+     {"train": "standard output closed or full (the run went on without it and was saved)",
+      "predict": "standard output closed or full (use -o to write a file)",
+      "gradcheck": "standard output closed or full", "derive": "standard output closed or full"}),
     # only train handles SIGHUP, like SIGTERM (checkpoint, then 129); the other commands just end
     (EXIT_SIGHUP, "hung up (SIGHUP)", {"predict": None, "gradcheck": None, "derive": None}),
     (EXIT_SIGINT, "interrupted (Ctrl-C)", {}),

@@ -140,7 +140,15 @@ def read_history_text(path: Path) -> tuple[str, list[dict]]:
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             text = fh.read()
-        return text, [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(text, newline=""))]
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = []
+        for row in reader:
+            if None in row or None in row.values():  # more fields than the header, or fewer
+                fields = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or [])
+                raise ModelFileError(f"history file is damaged: line {reader.line_num} has {fields} fields but "
+                                     f"the header has {len(reader.fieldnames)}", path=path)
+            rows.append({k: parse(v) for k, v in row.items()})
+        return text, rows
     except FileNotFoundError as exc:
         raise ModelFileError("history file not found: the run cannot be resumed without it", path=path) from exc
     except (OSError, ValueError) as exc:

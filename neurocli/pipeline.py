@@ -168,8 +168,9 @@ class TrainRun:
     @classmethod
     def start(cls, inputs: Inputs) -> "TrainRun":
         """A new run in a new run directory: output.dir, or output.dir-2, -3, ... if it exists."""
+        requested = inputs.loaded.expanded(("output", "dir"), inputs.loaded.config.output.dir)
         try:
-            run_dir = nio.create_run_dir(Path(inputs.loaded.config.output.dir).expanduser())  # ~ as data.path
+            run_dir = nio.create_run_dir(requested)
         except NeurocliError as exc:
             raise inputs.loaded.error(("output", "dir"), f"output.dir: {exc.located()}") from exc
         try:

@@ -200,6 +200,9 @@ HISTORY_DAMAGE = {
     "garbage-row": lambda t: t.replace("\n", "\nnot,a,row\n", 1),
     "not-utf8": lambda t: t.encode().replace(b"1", b"\xff", 1),
     "a-row-added": lambda t: t + t.splitlines(keepends=True)[-1],  # a history ahead of its checkpoint
+    "short-row": lambda t: t.replace(t.splitlines()[2], t.splitlines()[2].rsplit(",", 2)[0], 1),
+    "long-row": lambda t: t.replace(t.splitlines()[2], t.splitlines()[2] + ",7,8", 1),
+    "cut-mid-row": lambda t: t[: len(t) - 30],
 }
 
 

@@ -303,3 +303,23 @@ def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path, batch_size):
                                           f".*: give at least {least}"):
         resume(least - 1)
     assert resume(least).run()["epochs"] == least  # where it is (or the epoch it is inside): it ends there
+
+
+@pytest.mark.parametrize("args", [["gradcheck"], ["derive"], ["--help"], ["cache", "info"], ["predict", "MODEL", "DATA"]],
+                         ids=lambda a: a[0])
+@pytest.mark.parametrize("stdout", ["reader-gone", "disk-full"])
+def test_every_command_whose_stdout_fails_says_so_in_one_line_and_exits_74(args, stdout, tmp_path, model_and_data):
+    model, data = model_and_data
+    args = [str(model) if a == "MODEL" else str(data) if a == "DATA" else a for a in args]
+    if stdout == "reader-gone":
+        read_end, target = os.pipe()
+        os.close(read_end)
+    else:
+        if not os.path.exists("/dev/full"):
+            pytest.skip("no /dev/full here")
+        target = os.open("/dev/full", os.O_WRONLY)
+    r = subprocess.run([sys.executable, "-m", "neurocli", *args], stdout=target, stderr=subprocess.PIPE, text=True,
+                       timeout=120, cwd=tmp_path)
+    os.close(target)
+    assert r.returncode == 74, r.stderr
+    assert r.stderr.startswith("error: standard output failed (") and r.stderr.count("\n") == 1, r.stderr
