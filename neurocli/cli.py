@@ -441,7 +441,8 @@ def gradcheck(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key, as for train (repeatable)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Check at the trained parameters of this model.json "
                                          "(CONFIG defaults to the config.yaml next to it)."),
-    points: int = typer.Option(0, "--points", min=0, help="Also check at this many seeded random parameter points."),
+    points: int = typer.Option(0, "--points", min=0, max=10_000,
+                               help="Also check at this many seeded random parameter points (at most 10000)."),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Seed for --points and Jacobian projections "
                                        "[default: the config's seed, or 0]."),
     eps: Optional[float] = typer.Option(None, "--eps", callback=_relative_step, help="Relative step: h_j = eps * "
@@ -504,7 +505,7 @@ def derive(
     sample: int = typer.Option(0, "--sample", help="0-based row of the training data after preprocessing (shown with its CSV line)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Evaluate at a trained model.json instead of the config's initial parameters."),
     example: Optional[Literal["vector-chain-rule"]] = typer.Option(None, "--example", help="A worked example instead of the neuron: vector-chain-rule (section 4.5.3)."),
-    x: float = typer.Option(2.0, "--x", help="The point x for --example vector-chain-rule (x != 0)."),
+    x: float = typer.Option(2.0, "--x", help="The point x for --example vector-chain-rule (0.01 <= |x| <= 200)."),
     format_: DeriveFormat = typer.Option("text", "--format", help="text, markdown, latex or json."),
     debug: bool = DebugOption,
 ):

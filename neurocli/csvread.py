@@ -92,10 +92,11 @@ def line_from_blanks(row: int, blanks: list[int]) -> int:
     return line
 
 
-def records(path: Path, delimiter: str = ",") -> Iterator[tuple[int, str]]:
-    """(line, text) of the header and of every data record, in order, blank lines skipped:
-    ``line`` is where the record starts, as an editor counts; ``text`` is the record exactly
-    as written, its line end included (a quoted field may span lines)."""
+def records(path: Path, delimiter: str = ",", keep_blank: bool = False) -> Iterator[tuple[int, str, int]]:
+    """(line, text, fields) of the header and of every data record, in order, blank lines
+    skipped: ``line`` is where the record starts, as an editor counts; ``text`` is the record
+    exactly as written, its line end included (a quoted field may span lines); ``fields`` is
+    how many fields it has. ``keep_blank``: blank lines too, each a record of its own."""
     blank = set(_blank_bytes(delimiter).decode() + "\n")
     raw: list[str] = []
 
@@ -107,11 +108,11 @@ def records(path: Path, delimiter: str = ",") -> Iterator[tuple[int, str]]:
     with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(lines(), delimiter=delimiter)
         start = 1
-        for _ in reader:
+        for fields in reader:
             text, line, start = "".join(raw), start, reader.line_num + 1
             raw.clear()
-            if line == HEADER_LINE or not set(text) <= blank:
-                yield line, text
+            if keep_blank or line == HEADER_LINE or not set(text) <= blank:
+                yield line, text, len(fields)
 
 
 def _has_quotes(path: Path, chunk_size: int = 1 << 20) -> bool:
@@ -123,7 +124,7 @@ def row_lines(path: Path, delimiter: str = ",") -> Callable[[int], int]:
     """The line, as an editor counts, of each 0-based data row: from one scan for blank lines,
     or, where quoted fields may span lines, from one pass over the records."""
     if _has_quotes(path):
-        starts = [line for line, _ in records(path, delimiter)][1:]
+        starts = [line for line, _, _ in records(path, delimiter)][1:]
         return lambda row: starts[row]
     blanks = blank_lines(path, delimiter=delimiter)
     return lambda row: line_from_blanks(row, blanks)

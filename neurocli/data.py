@@ -10,6 +10,8 @@ Preprocessing (missing rows, validation split, standardization, dtype) happens o
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import hashlib
 import math
 import re
@@ -168,7 +170,7 @@ def read_table(
     try:
         table = _read_table(path, target, features, missing, delimiter, layout)
         if keep_text and not parquetread.is_parquet(path):
-            table.texts = [text for _, text in records(path, delimiter)]
+            table.texts = _record_texts(path, delimiter)
         if table.sha256 is None:  # hashed here, so that the check below covers the hash too
             table.sha256 = file_sha256(path)
     except DataError:
@@ -176,6 +178,18 @@ def read_table(
         raise
     _refuse_if_changed(path, before)
     return table
+
+
+def _record_texts(path: Path, delimiter: str) -> list[str]:
+    """The header and every record as written; a record with fewer fields than the header is
+    refused (a field added at its end would land in another column)."""
+    texts, header_fields = [], None
+    for line, text, fields in records(path, delimiter):
+        header_fields = fields if header_fields is None else header_fields
+        if fields < header_fields:
+            raise DataError(f"{fields} fields but the header has {header_fields}", path=path, where=f"line {line}")
+        texts.append(text)
+    return texts
 
 
 def _file_state(path: Path) -> tuple | None:
@@ -276,26 +290,38 @@ def _parse_whole(path: Path, n_header: int, delimiter: str) -> pd.DataFrame:
     except UnicodeDecodeError as exc:
         raise decode_error(path, exc) from exc
     except pd.errors.ParserError as exc:
-        raise _parser_error(path, exc) from exc
+        raise _parser_error(path, exc, delimiter) from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     if len(frame) == 0:
         raise no_data_rows_error(path)
     return frame
 
 
-def _parser_error(path: Path, exc: pd.errors.ParserError) -> DataError:
-    """pandas' ParserError on the whole file as a DataError at the line it names."""
+def _parser_error(path: Path, exc: pd.errors.ParserError, delimiter: str) -> DataError:
+    """pandas' ParserError on the whole file as a DataError at the line it names. pandas
+    counts records (a quoted field over three lines is one), so its number is mapped to the
+    line the record starts on."""
     msg = str(exc).strip().rstrip(".")
     fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", msg)
     if fields:
         return DataError(f"{fields.group(3)} fields but the header has {fields.group(1)}", path=path,
-                         where=f"line {fields.group(2)}")
+                         where=f"line {_record_line(path, int(fields.group(2)) - 1, delimiter)}")
     m = re.search(r"line (\d+)", msg)
     quote = re.search(r"EOF inside string starting at row (\d+)", msg)
-    if quote:  # pandas counts lines from the header (row 0), blank ones included
+    if quote:
         return DataError("a quoted field is never closed (a '\"' without its pair)", path=path,
-                         where=f"line {int(quote.group(1)) + 1}")
+                         where=f"line {_record_line(path, int(quote.group(1)), delimiter)}")
     return DataError(f"malformed CSV: {msg}", path=path, where=f"line {m.group(1)}" if m else None)
+
+
+def _record_line(path: Path, index: int, delimiter: str) -> int:
+    """The line where record ``index`` starts, counting records as pandas does in its errors
+    (0-based, the header is 0, a blank line is a record); ``index + 1`` when there is none."""
+    with contextlib.suppress(csv.Error, UnicodeDecodeError, OSError):
+        for i, (line, _, _) in enumerate(records(path, delimiter, keep_blank=True)):
+            if i == index:
+                return line
+    return index + 1
 
 
 @dataclass

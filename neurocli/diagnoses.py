@@ -42,10 +42,12 @@ class Advice:
     scale (None when an engine holds the data elsewhere: no feature is then named)."""
 
     def __init__(self, cfg: TrainingConfig, *, standardized: bool, bias_from_target_mean: bool,
-                 X: np.ndarray | None = None, feature_names: list[str] | None = None):
+                 X: np.ndarray | None = None, feature_names: list[str] | None = None,
+                 target_mean: float | None = None):
         self.cfg = cfg
         self.standardized = standardized
         self.bias_from_target_mean = bias_from_target_mean
+        self.target_mean = target_mean  # of the training target, when known
         self._X, self._names = X, feature_names
         self._unscaled: tuple[str, float] | None = None
         self._measured = False
@@ -79,10 +81,13 @@ class Advice:
                     f"{self._lr} overshoot and one pushed every sample below the kink: set data.standardize: true "
                     f"or lower training.learning_rate")
         rose = max(losses) / losses[0] if losses and losses[0] > 0 else 0.0
+        also = "" if self.standardized else " or set data.standardize: true"
         if rose > LOSS_ROSE:
-            also = "" if self.standardized else " or set data.standardize: true"
             return (f"likely cause: a step too large: the loss rose to {rose:.3g} times its first epoch's, then a "
                     f"step pushed every sample below the kink: lower {self._lr}{also}")
+        if self.target_mean is not None and self.target_mean > 0:  # alive at the start on a positive target
+            return (f"likely cause: a step too large: the target is positive (mean {self.target_mean:.3g}) and the "
+                    f"neuron was alive, until a step pushed every sample below the kink: lower {self._lr}{also}")
         return f"{self._bias_fix()}; a step pushed every sample below the kink, so also lower {self._lr}"
 
     def _bias_fix(self) -> str:
@@ -126,6 +131,13 @@ class Advice:
             fix = f"its loss fell but not far enough: raise training.epochs (now {self.cfg.epochs}) or {self._lr}"
         return (f"the run {verb} but R^2 on the training data is {fit['r2']:.3g}, far worse than predicting "
                 f"the mean (R^2 = 0); {fix}")
+
+    def no_progress(self, rose: float) -> str:
+        """The warning for early stopping that kept epoch 1's parameters: no later epoch improved
+        on them, and the training loss rose to ``rose`` times epoch 1's."""
+        also = "" if self.standardized else " or set data.standardize: true"
+        return (f"early stopping kept epoch 1's parameters: no later epoch improved on them while the loss rose "
+                f"to {rose:.3g} times its first epoch's; the steps overshoot: lower {self._lr}{also}")
 
     def _unscaled_feature(self) -> tuple[str, float] | None:
         """(name, size) of the largest feature when the run is not standardized and that

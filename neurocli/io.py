@@ -76,6 +76,8 @@ def write_output(path: Path, text: str, protected: dict[str, Path]) -> None:
         sys.stdout.write(text)
         return
     target = Path(os.path.realpath(path))
+    if target.is_symlink():  # realpath stops on a loop of links
+        raise OutputError("is a loop of symlinks; it leads to no file to write", path=path)
     for kind, other in protected.items():
         if target.exists() and Path(other).exists() and os.path.samefile(target, other):
             raise OutputError(f"is the {kind}; refusing to overwrite it: choose another -o", path=path)

@@ -68,6 +68,11 @@ class GradcheckProblem:
                                seed=self.seed if seed is None else seed, **options)
 
 
+# where the worked example's three-way check holds at its tolerance (finite differences of
+# ln(x²) and sin(3x) lose precision near 0 and for large |x|)
+EXAMPLE_X_RANGE = (0.01, 200.0)
+
+
 def gradcheck_problem(config: Path | None = None, overrides: list[str] | None = None,
                       model: Path | None = None) -> GradcheckProblem:
     """A config's training split at its initial parameters (or at ``model``'s); the built-in problem without one.
@@ -108,8 +113,10 @@ def derivation(config: Path | None = None, overrides: list[str] | None = None, *
             raise ConfigError(f"must be one of {', '.join(WORKED_EXAMPLES)}, got {example!r}", where="--example")
         if config is not None or model is not None:
             raise ConfigError("--example works on its own: give no CONFIG and no --model", where="--example")
-        if not (x != 0 and abs(x) < 1e150):
-            raise ConfigError(f"must be a finite number other than 0 (ln(x²) needs x² > 0), got {x}", where="--x")
+        if not (EXAMPLE_X_RANGE[0] <= abs(x) <= EXAMPLE_X_RANGE[1]):  # NaN fails too
+            raise ConfigError(f"must be a number with {EXAMPLE_X_RANGE[0]:g} <= |x| <= {EXAMPLE_X_RANGE[1]:g} (ln(x²) "
+                              f"needs x² > 0; beyond that range the finite-difference check of the example loses "
+                              f"its precision), got {x}", where="--x")
         return derive.derive_vector_chain_rule(x)
     if config is None:
         n = len(derive.EXAMPLE_X)

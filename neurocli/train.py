@@ -170,7 +170,9 @@ class Trainer:
         self.X_val, self.y_val = X_val, y_val
         self.cfg, self.seed, self.state = cfg, seed, state
         self.advice = Advice(cfg, standardized=standardized, bias_from_target_mean=bias_from_target_mean,
-                             X=X if engine is None else None, feature_names=feature_names)
+                             X=X if engine is None else None, feature_names=feature_names,
+                             target_mean=None if engine is not None or y.size == 0 else
+                             float(np.mean(y, dtype=np.float64)))
         self.stopped: StopReason | None = None
         self.message: str | None = None
         # a succeeded run that ended far worse than predicting the mean says so here (and in message)
@@ -310,6 +312,10 @@ class Trainer:
         """For a run that ended far worse than predicting the mean: what it is and what to change
         (:meth:`Advice.poor_fit`); None otherwise, or without the training set as arrays."""
         st = self.state
+        losses = [h["loss"] for h in st.history]
+        if self.stopped == StopReason.EARLY_STOPPING and st.best_epoch == 1 and len(losses) > 1 and \
+                losses[0] > 0 and max(losses[1:]) > losses[0]:  # kept the start, and the loss rose from it
+            return self.advice.no_progress(max(losses) / losses[0])
         if self._y is None or not st.history:
             return None
         var = float(np.var(self._y, dtype=np.float64))

@@ -194,6 +194,18 @@ def test_a_quoted_field_over_several_lines_does_not_shift_later_error_lines(in_t
     write(in_tmp / "q.csv", 'x1,x2,y\n1,"2",3\n"4\n\n",1,4\n\n2,3,4\n5,,7\n')
     r = runner.invoke(app, ["train", "q.yaml"])
     assert r.exit_code == 2 and "q.csv, line 8: column 'x2': empty or NA" in r.stderr, r.stderr
+    # the errors pandas itself finds count records; they too name the line the record starts on
+    write(in_tmp / "q.csv", 'x1,x2,y\n1,"2\n\n",3\n\n\n4,5,6,7\n')  # 1, 2-4, blank 5 and 6, the long row 7
+    r = runner.invoke(app, ["train", "q.yaml"])
+    assert r.exit_code == 2 and "q.csv, line 7: 4 fields but the header has 3" in r.stderr, r.stderr
+    write(in_tmp / "q.csv", 'x1,x2,y\n1,"x\ny",3\n\n4,5,6\n7,"8,9\n10,11,12\n')  # the quote opened on line 6
+    r = runner.invoke(app, ["train", "q.yaml"])
+    assert r.exit_code == 2 and "q.csv, line 6: a quoted field is never closed" in r.stderr, r.stderr
+    # predict refuses a short record: a field added at its end would land in another column
+    runner.invoke(app, ["train", str(QUICKSTART), "-q", "--set", "training.epochs=2", "--set", "output.dir=runs/m"])
+    write(in_tmp / "s.csv", "bill_length_mm,bill_depth_mm,flipper_length_mm,note\n40,17,200,a\n41,18,201\n")
+    r = runner.invoke(app, ["predict", "runs/m/model.json", "s.csv"])
+    assert r.exit_code == 2 and "s.csv, line 3: 3 fields but the header has 4" in r.stderr, r.stderr
 
 
 def test_predict_bad_cells_and_missing_columns_exit_2(in_tmp):

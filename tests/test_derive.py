@@ -410,3 +410,14 @@ def test_cli_large_csv_table_capped(tmp_path):
     r = runner.invoke(app, ["derive", str(cfg), "--show-jacobians"])
     assert r.exit_code == 0, r.output
     assert "more rows" in r.output and len(r.output.splitlines()) < 150
+
+
+def test_the_worked_example_holds_over_the_whole_range_it_accepts():
+    from neurocli.problems import EXAMPLE_X_RANGE, derivation
+
+    lo, hi = EXAMPLE_X_RANGE
+    for x in [*np.geomspace(lo, hi, 60), *-np.geomspace(lo, hi, 20)]:
+        assert derivation(example="vector-chain-rule", x=float(x)).ok, x
+    for x in (lo / 2, hi * 2, float("nan"), float("inf")):
+        r = runner.invoke(app, ["derive", "--example", "vector-chain-rule", "--x", str(x)])
+        assert r.exit_code == 2 and "--x" in r.stderr, (x, r.stderr)

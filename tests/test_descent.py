@@ -232,7 +232,13 @@ def test_dead_neuron_messages_name_the_fix():
         "and descent cannot move (ReLU'(z) = 0 for z <= 0); the bias starts at the target's mean, so the "
         "target is mostly <= 0 here or the initial weights push every sample below 0; a ReLU cannot output "
         "negative values: give model.bias_init a positive number or check the target's sign")
-    later = Trainer(X, np.ones(2), X[:0], np.ones(0), cfg, 0, state)._dead_message("at epoch 3")
+    # a target mostly <= 0: the bias and the target are the advice; a positive one: the step
+    zero_target = Trainer(X, np.array([-1.0, 0.5]), X[:0], np.ones(0), cfg, 0, state)
+    positive = Trainer(X, np.ones(2), X[:0], np.ones(0), cfg, 0, state, standardized=True)
+    assert positive._dead_message("at epoch 3").endswith(
+        "likely cause: a step too large: the target is positive (mean 1) and the neuron was alive, until a step "
+        "pushed every sample below the kink: lower training.learning_rate (now 0.25)")
+    later = zero_target._dead_message("at epoch 3")
     assert later == (
         "dead neuron at epoch 3: no training sample has w.x + b > 0, so every gradient is exactly zero "
         "and descent cannot move (ReLU'(z) = 0 for z <= 0); start with a positive bias (model.bias_init: "

@@ -162,3 +162,23 @@ def test_the_quickstart_run_is_unaffected(in_tmp, monkeypatch, sets):
     without_rules = runner.invoke(app, _quickstart(*sets))
     assert _history(_summary(without_rules)) == history
     assert _summary(without_rules)["message"] == s["message"]
+
+
+def test_early_stopping_that_kept_the_first_epoch_warns_that_nothing_was_learned(in_tmp):
+    # learning rate 1 on the quickstart overshoots: the loss climbs, early stopping restores epoch 1
+    r = runner.invoke(app, _quickstart("training.learning_rate=1"))
+    assert r.exit_code == 0, r.output
+    s = _summary(r)
+    history = _history(s)
+    assert s["stopped"] == "early_stopping" and "(epoch 1)" in s["message"]
+    rose = max(float(h["loss"]) for h in history) / float(history[0]["loss"])
+    assert s["warning"] == (f"early stopping kept epoch 1's parameters: no later epoch improved on them while "
+                            f"the loss rose to {rose:.3g} times its first epoch's; the steps overshoot: lower "
+                            f"training.learning_rate (now 1)")
+
+
+def test_a_minibatch_step_that_kills_the_neuron_on_a_positive_target_is_named(in_tmp):
+    r = runner.invoke(app, _quickstart("training.batch_size=1", "training.learning_rate=1"))
+    assert r.exit_code == EXIT_TRAINING_FAILED, r.output
+    assert "likely cause: a step too large: the target is positive (mean 4.2" in r.stderr
+    assert "mostly <= 0" not in r.stderr

@@ -13,14 +13,17 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from neurocli import savedfiles
 from neurocli import io as nio
 from neurocli import pipeline
+from neurocli.cli import app
 from neurocli.errors import ConfigError, ModelFileError, OutputError
 from tests.conftest import QUICKSTART
 
 # mini-batch, a save after every epoch (an interval of a nanosecond)
+runner = CliRunner()
 SHORT = ["training.epochs=6", "training.batch_size=64", "training.early_stopping=null", "output.checkpoint_interval=1e-9"]
 
 
@@ -323,3 +326,12 @@ def test_every_command_whose_stdout_fails_says_so_in_one_line_and_exits_74(args,
     os.close(target)
     assert r.returncode == 74, r.stderr
     assert r.stderr.startswith("error: standard output failed (") and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_predict_refuses_a_loop_of_symlinks_and_leaves_it(tmp_path, model_and_data):
+    model, data = model_and_data
+    (tmp_path / "loop1").symlink_to("loop2")
+    (tmp_path / "loop2").symlink_to("loop1")
+    r = runner.invoke(app, ["predict", str(model), str(data), "-o", str(tmp_path / "loop1")])
+    assert r.exit_code == 2 and "is a loop of symlinks" in r.stderr
+    assert (tmp_path / "loop1").is_symlink() and os.readlink(tmp_path / "loop1") == "loop2"
