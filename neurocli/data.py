@@ -115,7 +115,7 @@ def read_header(path: Path, delimiter: str) -> list[str]:
                 shown = {"\t": "\\t"}.get(other, other)
                 raise DataError(
                     f"the header has one column {names[0][:60]!r}, which looks '{shown}'-delimited; "
-                    f"set data.delimiter: '{shown}' in the config",
+                    f"set data.delimiter: '{shown}' in the config (for predict: --delimiter '{shown}')",
                     path=path, where="line 1",
                 )
     seen: dict[str, int] = {}
