@@ -110,10 +110,17 @@ class OutputConfig(_Schema):
         return value
 
 
+class EngineConfig(_Schema):
+    kind: Literal["memory", "stream"] = Field(
+        "memory", description="memory: arrays in RAM; stream: the prepared training set in a local file, "
+                              "walked part by part (the same numbers)")
+
+
 class Config(_Schema):
     data: DataConfig
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
+    engine: EngineConfig = EngineConfig()
     seed: int = Field(0, ge=0)
     output: OutputConfig = OutputConfig()
 

@@ -364,6 +364,8 @@ class Prepared:
     train_rows: np.ndarray
     val_rows: np.ndarray
     standardization: Standardization | None
+    # the one buffer X_train and X_val are views of (training rows first), for an engine that moves it
+    X_all: np.ndarray | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -467,6 +469,7 @@ def prepare(table: Table, *, validation_fraction: float, standardize: bool, seed
         train_rows=train_idx,
         val_rows=val_idx,
         standardization=standardization,
+        X_all=X,
     )
 
 

@@ -20,9 +20,11 @@ import yaml
 
 from neurocli import io as nio
 from neurocli import parquetread, savedfiles, sources
+from neurocli.cache import cache_dir
 from neurocli.config import LoadedConfig, load_config
 from neurocli.data import Prepared, Standardization, file_sha256, prepare, read_header, read_table
 from neurocli.errors import ConfigError, DataError, ModelFileError, NeurocliError
+from neurocli.engines.stream import StreamEngine, spill
 from neurocli.neuron import predict as neuron_predict
 from neurocli.train import StopReason, Trainer, TrainState, evaluate, initial_parameters
 
@@ -125,6 +127,7 @@ def config_fingerprint(resolved: dict) -> str:
     d["training"].pop("epochs", None)
     d["training"].pop("log_every", None)
     d.pop("output", None)
+    d.pop("engine", None)  # every engine gives the same bits: a run may resume on another
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
@@ -151,7 +154,9 @@ class TrainRun:
         p = inputs.prepared
         cfg = inputs.loaded.config
         self.state = state or TrainState(w=inputs.w0.copy(), b=inputs.b0)
+        engine = _stream_engine(p, cfg) if cfg.engine.kind == "stream" else None
         self.trainer = Trainer(p.X_train, p.y_train, p.X_val, p.y_val, cfg.training, cfg.seed, self.state,
+                               engine=engine,
                                standardized=p.standardization is not None,
                                bias_from_target_mean=cfg.model.bias_init == "target_mean",
                                feature_names=list(p.feature_names))
@@ -333,6 +338,24 @@ class TrainRun:
         }, indent=None)
         self._last_save = time.monotonic()
         self.saved_progress = self.saved_progress or st.epoch > 0 or summary["stopped"] != StopReason.INTERRUPTED
+
+
+def _stream_engine(p: Prepared, cfg) -> StreamEngine:
+    """The prepared rows moved to a file under the cache folder and mapped, the arrays in
+    memory let go; X_train and X_val become views of the mapping with the very strides they
+    had (so every product is the same bits), walked by the stream engine."""
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    n, n_val = p.X_train.shape[0], p.X_val.shape[0]
+    mapped = spill(p.X_all, folder)
+    p.X_all, p.X_train = mapped, mapped[:n]
+    if n_val:
+        p.X_val = mapped[n:]
+    training = cfg.training
+    batch_size = n if training.batch_size is None else min(training.batch_size, n)
+    lr = float(p.X_train.dtype.type(training.learning_rate))
+    return StreamEngine(p.X_train, p.y_train, batch_size=batch_size, shuffle=training.shuffle, seed=cfg.seed,
+                        epochs=training.epochs, lr=lr)
 
 
 def _history_of(run_dir: Path, ckpt: savedfiles.Checkpoint, ckpt_path: Path) -> list[dict]:

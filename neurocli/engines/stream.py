@@ -1,0 +1,113 @@
+"""The stream engine: the prepared training set in a local binary file, walked part by part.
+
+The file holds X in the layout the in-memory engine would use (column-major for full batch,
+row-major for mini-batch) and is mapped, not read into memory; each epoch walks the grid of
+the reduction rule a part (a whole number of blocks) at a time and hands each part's pages
+back to the kernel once done, so the engine's own memory stays a few parts whatever the data's
+size. Every block is computed by the in-memory engine's own functions on the very same
+addresses, so the bits are those of :class:`neurocli.engines.memory.MemoryEngine`.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from neurocli import neuron
+from neurocli.engines import BatchesDone, EpochSums, combine, rows_per_block
+from neurocli.engines import memory
+from neurocli.neuron import LossGrad
+
+# Bytes of X per part: the pages one step of the walk holds at a time.
+PART_BYTES = 64 << 20
+
+
+def spill(X: np.ndarray, folder: Path | None = None) -> np.memmap:
+    """X written to a binary file (in ``folder``, else the system's temporary folder) in X's own
+    layout, and mapped back read-only. The file is unlinked at once: the mapping keeps it
+    while it is used, and nothing is left behind however the process ends."""
+    order = "F" if X.flags.f_contiguous and not X.flags.c_contiguous else "C"
+    fd, name = tempfile.mkstemp(prefix="neurocli-prepared-", suffix=".bin", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(memoryview(np.ascontiguousarray(X.T if order == "F" else X)).cast("B"))
+        return np.memmap(name, dtype=X.dtype, mode="r", shape=X.shape, order=order)
+    finally:
+        os.unlink(name)
+
+
+class StreamEngine:
+    """The :class:`neurocli.engines.Engine` of a training set held in a mapped file (:func:`spill`).
+
+    X : the mapping, (n_samples, n_features); y : (n_samples,) in memory (n floats, a feature's
+    worth); the rest as :class:`neurocli.engines.memory.MemoryEngine`. ``part_bytes``: bytes of
+    X per step of the walk.
+    """
+
+    def __init__(self, X: np.memmap, y: np.ndarray, *, batch_size: int, shuffle: bool, seed: int, epochs: int,
+                 lr: float, part_bytes: int = PART_BYTES):
+        self.X, self.y = X, y
+        self.n_samples, self.n_features = X.shape
+        self.dtype = X.dtype
+        self.batch_size, self.lr = batch_size, lr
+        self.n_batches = -(-self.n_samples // batch_size)
+        self.part_bytes = part_bytes
+        shuffled = shuffle and batch_size < self.n_samples
+        self._shuffles = memory.ShuffleAhead(seed, self.n_samples, epochs) if shuffled else None
+
+    def loss_and_gradient(self, w: np.ndarray, b) -> LossGrad:
+        """:func:`neurocli.engines.memory.loss_and_gradient` over the file, part by part."""
+        n, d = self.n_samples, self.n_features
+        rows = rows_per_block(n, d, self.dtype)
+        if rows >= n:  # one block: small data, read at once
+            result = neuron.loss_and_gradient(np.asarray(self.X), self.y, w, b)
+            self._release()
+            return result
+        n_blocks = -(-n // rows)
+        grad_parts = np.empty((n_blocks, d), dtype=np.result_type(self.dtype, w, self.y))
+        sums = np.empty((n_blocks, 4), dtype=np.float64)
+        per_part = max(1, self.part_bytes // max(1, rows * d * self.dtype.itemsize))
+        for first in range(0, n_blocks, per_part):
+            last = min(n_blocks, first + per_part)
+            lo, hi = first * rows, min(n, last * rows)
+            # the part's blocks, at the same addresses as the whole file's: the same bits
+            memory.map_blocks(memory.block_partials, self.X[lo:hi], self.y[lo:hi], w, b, rows,
+                              grad_parts[first:last], sums[first:last])
+            self._release()
+        return combine(grad_parts, sums, n)
+
+    def _release(self) -> None:
+        """Hand the mapped pages back: the file stays in the page cache, not in this process."""
+        if getattr(self.X, "_mmap", None) is not None:
+            self.X._mmap.madvise(mmap.MADV_DONTNEED)
+
+    def any_active(self, w: np.ndarray, b) -> bool:
+        rows = max(1, self.part_bytes // max(1, self.n_features * self.dtype.itemsize))
+        with np.errstate(over="ignore", invalid="ignore"):
+            for lo in range(0, self.n_samples, rows):
+                if np.any(neuron.active_mask(neuron.pre_activation(self.X[lo:lo + rows], w, b))):
+                    return True
+        return False
+
+    def start(self, epoch: int) -> None:
+        if self._shuffles is not None and epoch < self._shuffles.epochs:
+            self._shuffles.draw(epoch)
+
+    def minibatch_epoch(self, epoch: int, w: np.ndarray, b, first_batch: int, sums: EpochSums,
+                        stop_requested: Callable[[], bool]) -> BatchesDone:
+        """The in-memory engine's mini-batch epoch over the mapped rows (it gathers each run of
+        batches from them), so each step is the same bits."""
+        order = None if self._shuffles is None else self._shuffles.take(epoch)
+        done = memory.minibatch_epoch(self.X, self.y, order, self.batch_size, w, b, self.lr, first_batch, sums,
+                                      stop_requested)
+        self._release()
+        return done
+
+    def close(self) -> None:
+        if self._shuffles is not None:
+            self._shuffles.close()
