@@ -111,9 +111,13 @@ class OutputConfig(_Schema):
 
 
 class EngineConfig(_Schema):
-    kind: Literal["memory", "stream"] = Field(
+    kind: Literal["memory", "stream", "dask"] = Field(
         "memory", description="memory: arrays in RAM; stream: the prepared training set in a local file, "
-                              "walked part by part (the same numbers)")
+                              "walked part by part; dask: in parts on a dask cluster (the same numbers)")
+    scheduler: str | None = Field(None, description="dask: a running scheduler's address (tcp://host:8786); "
+                                                    "null starts a LocalCluster here")
+    workers: int | None = Field(None, ge=1, le=1024, description="LocalCluster: worker processes (default: one per core)")
+    memory_limit: str = Field("auto", description="LocalCluster: memory per worker, e.g. 2GB")
 
 
 class Config(_Schema):

@@ -154,7 +154,7 @@ class TrainRun:
         p = inputs.prepared
         cfg = inputs.loaded.config
         self.state = state or TrainState(w=inputs.w0.copy(), b=inputs.b0)
-        engine = _stream_engine(p, cfg) if cfg.engine.kind == "stream" else None
+        engine = {"stream": _stream_engine, "dask": _dask_engine}.get(cfg.engine.kind, lambda p, cfg: None)(p, cfg)
         self.trainer = Trainer(p.X_train, p.y_train, p.X_val, p.y_val, cfg.training, cfg.seed, self.state,
                                engine=engine,
                                standardized=p.standardization is not None,
@@ -180,11 +180,10 @@ class TrainRun:
             raise inputs.loaded.error(("output", "dir"), f"output.dir: {exc.located()}") from exc
         try:
             nio.check_writable(run_dir)
-        except NeurocliError:
-            with contextlib.suppress(OSError):
-                run_dir.rmdir()
+            return cls(inputs, run_dir)
+        except BaseException:  # nothing was saved yet: the new folder goes
+            shutil.rmtree(run_dir, ignore_errors=True)
             raise
-        return cls(inputs, run_dir)
 
     @contextlib.contextmanager
     def discarded_unless_saved(self):
@@ -356,6 +355,23 @@ def _stream_engine(p: Prepared, cfg) -> StreamEngine:
     lr = float(p.X_train.dtype.type(training.learning_rate))
     return StreamEngine(p.X_train, p.y_train, batch_size=batch_size, shuffle=training.shuffle, seed=cfg.seed,
                         epochs=training.epochs, lr=lr)
+
+
+def _dask_engine(p: Prepared, cfg):
+    """The training set in parts on a dask cluster: the configured scheduler's, or a LocalCluster."""
+    from neurocli.engines import dask_engine
+
+    e = cfg.engine
+    n = p.X_train.shape[0]
+    batch_size = n if cfg.training.batch_size is None else min(cfg.training.batch_size, n)
+    dask_engine.check_batch_size(batch_size, n)  # before a cluster is started for nothing
+    client = dask_engine.connect(e.scheduler) if e.scheduler else dask_engine.local_client(e.workers, e.memory_limit)
+    try:
+        return dask_engine.DaskEngine(p.X_train, p.y_train, client=client, batch_size=batch_size,
+                                      owns_client=not e.scheduler)
+    except BaseException:
+        client.close()
+        raise
 
 
 def _history_of(run_dir: Path, ckpt: savedfiles.Checkpoint, ckpt_path: Path) -> list[dict]:

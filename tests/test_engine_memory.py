@@ -134,8 +134,8 @@ def test_one_worker_gives_the_same_bits_as_several(problem, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_blocked_sums_follow_the_reduction_rule(dtype):
-    # The rule: rows in blocks of block_rows(n, d, itemsize, block_bytes); per block, the fused
-    # block's sums in X's dtype (X_k^T g, and r.r, sum |r|, sum g, sum m as float64 numbers);
+    # The rule: rows in blocks of block_rows(n, d, itemsize, block_bytes); per block, copied
+    # column-major, the fused block's sums in X's dtype (X_k^T g, and r.r, sum |r|, sum g, sum m as float64 numbers);
     # the blocks' partials added one after another in block order in float64, then the 2/N factor.
     rng = np.random.default_rng(8)
     n, d = 1003, 5
@@ -148,7 +148,7 @@ def test_blocked_sums_follow_the_reduction_rule(dtype):
     assert rows == 100
     grads, sq, ab, gs, act = [], [], [], [], []
     for lo in range(0, n, rows):
-        Xk, yk = X[lo:lo + rows], y[lo:lo + rows]
+        Xk, yk = np.asfortranarray(X[lo:lo + rows]), y[lo:lo + rows]  # each block in a column-major copy
         k = len(yk)
         z, r, g, m = np.empty(k, dtype), np.empty(k, dtype), np.empty(k, dtype), np.empty(k, bool)
         grad = np.empty(d, dtype)

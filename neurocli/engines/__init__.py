@@ -11,7 +11,8 @@ The reduction rule (full batch)
    may be shorter), a number that depends on the data's shape and dtype only, never on the
    machine, the number of workers or how the data is stored.
 2. A grid of one block is computed by :func:`neurocli.neuron.loss_and_gradient` itself.
-3. Otherwise each block k yields its partials: ``X_k^T g_k`` (in the data's dtype) and, in
+3. Otherwise each block k, copied into a column-major buffer (so that the BLAS sees the same
+   layout and alignment wherever X is held), yields its partials: ``X_k^T g_k`` (in the data's dtype) and, in
    float64, ``r_k.r_k``, ``sum |r_k|``, ``sum g_k`` and the active count, where
    ``r = max(0, X_k w + b) - y_k`` and ``g = r 1[z > 0]``
    (:func:`neurocli.engines.memory.fused_block`).

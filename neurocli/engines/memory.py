@@ -59,13 +59,20 @@ def block_partials(X, y, w, b, rows: int, blocks: range, grad_parts: np.ndarray,
 
     Writes only rows k of ``grad_parts`` (``X_k^T g_k``) and ``sums`` (``r.r, sum |r|,
     sum g, active count``) for k in ``blocks``, so workers can share the outputs.
+
+    Each block is first copied into a buffer of this call's own, column-major: the BLAS then
+    sees the same layout, strides and alignment wherever X lives (an array, a mapped file, a
+    part on a dask worker), so the bits never depend on how X is stored. The copy is the
+    block's one read from memory; both products then use it from cache.
     """
     dtype = grad_parts.dtype
     z_buf, r_buf, g_buf = (np.empty(rows, dtype=dtype) for _ in range(3))
     m_buf = np.empty(rows, dtype=bool)
+    x_buf = np.empty((rows, X.shape[1]), dtype=X.dtype, order="F")
     for k in blocks:
-        Xk, yk = X[k * rows:(k + 1) * rows], y[k * rows:(k + 1) * rows]
-        n = Xk.shape[0]
+        n = min(rows, X.shape[0] - k * rows)
+        Xk, yk = x_buf[:n], y[k * rows:k * rows + n]
+        np.copyto(Xk, X[k * rows:k * rows + n])
         r, m = r_buf[:n], m_buf[:n]
         g_sum = fused_block(Xk, yk, w, b, z_buf[:n], r, m, g_buf[:n], grad_parts[k])
         sums[k] = float(r @ r), float(np.add.reduce(np.abs(r, out=z_buf[:n]))), g_sum, np.count_nonzero(m)
