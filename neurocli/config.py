@@ -145,6 +145,17 @@ class LoadedConfig:
             p = self.path.parent / p
         return p
 
+    @property
+    def data_url(self) -> str | None:
+        """data.path when it is a URL (``s3://...``, ``file://...``, ``memory://...``), read through fsspec."""
+        value = self.config.data.path
+        return value if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value) else None
+
+    @property
+    def data_source(self) -> str:
+        """Where the data is, as a run records it: the URL, or the absolute path."""
+        return self.data_url or str(self.data_path.resolve())
+
     def expanded(self, keys: tuple[str, ...], value: str) -> Path:
         """The path of the config key ``keys`` with ``~`` (or ``~user``) expanded."""
         try:
@@ -160,7 +171,7 @@ class LoadedConfig:
     def resolved(self) -> dict[str, Any]:
         """The config as plain data, with the data path made absolute."""
         data = self.config.model_dump(mode="json")
-        data["data"]["path"] = str(self.data_path.resolve())
+        data["data"]["path"] = self.data_source
         return data
 
 

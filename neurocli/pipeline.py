@@ -75,6 +75,11 @@ def load_inputs(config_path: Path, overrides: list[str] | None = None, loaded: L
 
 def _data_files(loaded: LoadedConfig) -> list[Path]:
     """data.path's files (:func:`neurocli.sources.data_files`), its problems located at data.path."""
+    if loaded.data_url:
+        try:
+            return sources.fetched(loaded.data_url, cache_dir() / "remote")
+        except DataError as exc:
+            raise loaded.error(("data", "path"), f"data.path: {exc.located()}") from None
     data_path = loaded.data_path
     if not sources.is_pattern(data_path):
         if not data_path.exists():
@@ -318,7 +323,7 @@ class TrainRun:
             "metrics": {k: summary[k] for k in ("loss", "rmse", "mae", "r2", "val_loss", "val_rmse", "val_mae", "val_r2")},
             "epochs": st.epoch,
             "stopped": summary["stopped"],
-            "data": {"path": str(self.inputs.loaded.data_path.resolve()), "sha256": self.data_sha,
+            "data": {"path": self.inputs.loaded.data_source, "sha256": self.data_sha,
                      "rows_used": int(len(p.table.rows)), "rows_dropped": p.table.n_dropped},
             "config": self.resolved,
             "versions": nio.package_versions(),

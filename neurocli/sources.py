@@ -45,6 +45,44 @@ def data_files(path: Path) -> list[Path]:
     return files
 
 
+def fetched(url: str, folder: Path) -> list[Path]:
+    """The files a URL names (a file, or a glob), each copied once into ``folder`` and read
+    from there: fsspec reaches the store (``s3://`` needs s3fs, ``gs://`` gcsfs, ...); a copy
+    is named by the URL, size and modification time or ETag the store reports, so a changed
+    object is fetched again."""
+    try:
+        import fsspec
+    except ImportError:
+        raise DataError("reading a URL needs fsspec (and the store's package, e.g. s3fs): "
+                        'pip install "neurocli[dask]" or pip install fsspec', path=url) from None
+    try:
+        fs, _, paths = fsspec.get_fs_token_paths(url)
+        files = sorted(p for p in paths if fs.isfile(p))
+    except (ImportError, ValueError) as exc:
+        raise DataError(f"cannot open this URL: {exc}", path=url) from None
+    except OSError as exc:
+        raise DataError(f"cannot read this URL: {exc.strerror or exc}", path=url) from None
+    if not files:
+        raise DataError("no file at this URL", path=url)
+    return [_local_copy(fs, p, folder) for p in files]
+
+
+def _local_copy(fs, remote: str, folder: Path) -> Path:
+    info = fs.info(remote)
+    stamp = {k: str(info.get(k)) for k in ("size", "mtime", "LastModified", "ETag", "created") if info.get(k)}
+    key = hashlib.sha256(f"{fs.protocol}\0{remote}\0{sorted(stamp.items())}".encode()).hexdigest()[:24]
+    local = folder / key / Path(remote).name
+    if not local.exists():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        partial = local.with_name(f".{local.name}.part")
+        try:
+            fs.get_file(remote, str(partial))
+        except OSError as exc:
+            raise DataError(f"cannot fetch this file: {exc.strerror or exc}", path=remote) from None
+        partial.replace(local)  # whole or not there
+    return local
+
+
 def column_names(path: Path, delimiter: str) -> list[str]:
     return parquetread.columns(path) if parquetread.is_parquet(path) else read_header(path, delimiter)
 

@@ -158,3 +158,28 @@ def test_files_with_other_columns_or_formats_are_refused_naming_the_file(in_tmp)
     write(in_tmp / "g.yaml", "data: {path: 'nothing/*.csv', target: y}\n")
     r = runner.invoke(app, ["train", "g.yaml"])
     assert r.exit_code == 2 and "no file matches this pattern" in r.stderr and "g.yaml, line 1" in r.stderr
+
+
+def test_a_url_is_fetched_once_and_trains_to_the_bits_of_the_local_file(in_tmp):
+    fsspec = pytest.importorskip("fsspec")
+    memfs = fsspec.filesystem("memory")
+    frame = pd.read_csv(PENGUINS)
+    with memfs.open("/bucket/part-0.parquet", "wb") as fh:
+        frame.iloc[:100].to_parquet(fh, index=False)
+    with memfs.open("/bucket/part-1.parquet", "wb") as fh:
+        frame.iloc[100:].to_parquet(fh, index=False)
+    frame.to_parquet(in_tmp / "local.parquet", index=False)
+    runs = []
+    for data in ("local.parquet", "memory://bucket/part-*.parquet", f"file://{in_tmp}/local.parquet"):
+        config = write(in_tmp / "c.yaml", QUICKSTART.read_text().replace("path: ../data/penguins.csv", f"path: '{data}'"))
+        out = f"runs/{len(runs)}"
+        r = runner.invoke(app, ["train", str(config), "-q", "--set", f"output.dir={out}", "--set", "training.epochs=20"])
+        assert r.exit_code == 0, (data, r.output)
+        runs.append(_run_files(in_tmp, out))
+        model = json.loads((in_tmp / out / "model.json").read_text())
+        assert model["data"]["path"] == (data if "://" in data else str(in_tmp / data))
+    assert runs[0] == runs[1] == runs[2]
+    write(in_tmp / "n.yaml", "data: {path: 'memory://bucket/none-*.csv', target: y}\n")
+    r = runner.invoke(app, ["train", "n.yaml"])
+    assert r.exit_code == 2 and "n.yaml, line 1" in r.stderr and "no file at this URL" in r.stderr, r.stderr
+    memfs.rm("/bucket", recursive=True)
