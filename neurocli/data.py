@@ -55,6 +55,15 @@ class Table:
     # a data set of several files: (file, global index of its first data row), in order
     parts: list[tuple[Path, int]] | None = None
 
+    def place(self, i: int) -> str:
+        """Where kept row ``i`` is, for a message: ``line 7`` in a CSV, ``row 6`` in a Parquet
+        file; in a data set of several files, the file's name first."""
+        row = int(self.rows[i])
+        if not self.parts:
+            return _place_in(self.path, row, self.delimiter)
+        file, first = next((f, start) for f, start in reversed(self.parts) if start <= row)
+        return f"{file.name}, {_place_in(file, row - first, self.delimiter)}"
+
     def line_of(self, i: int) -> int:
         """The file line (1-based, header = line 1) of kept row ``i``.
 
@@ -190,6 +199,11 @@ def _record_texts(path: Path, delimiter: str) -> list[str]:
             raise DataError(f"{fields} fields but the header has {header_fields}", path=path, where=f"line {line}")
         texts.append(text)
     return texts
+
+
+def _place_in(path: Path, row: int, delimiter: str) -> str:
+    """Data row ``row`` (0-based, dropped rows counted) of one file, as its messages name it."""
+    return f"row {row + 1}" if parquetread.is_parquet(path) else f"line {line_of_row(path, row, delimiter)}"
 
 
 def _file_state(path: Path) -> tuple | None:

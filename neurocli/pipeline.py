@@ -26,7 +26,7 @@ from neurocli.data import Prepared, Standardization, file_sha256, prepare, read_
 from neurocli.errors import ConfigError, DataError, ModelFileError, NeurocliError
 from neurocli.engines.stream import StreamEngine, spill
 from neurocli.neuron import predict as neuron_predict
-from neurocli.train import StopReason, Trainer, TrainState, evaluate, initial_parameters
+from neurocli.train import StopReason, Trainer, TrainState, engine_options, evaluate, initial_parameters
 
 
 @dataclass
@@ -159,7 +159,7 @@ class TrainRun:
         p = inputs.prepared
         cfg = inputs.loaded.config
         self.state = state or TrainState(w=inputs.w0.copy(), b=inputs.b0)
-        engine = {"stream": _stream_engine, "dask": _dask_engine}.get(cfg.engine.kind, lambda p, cfg: None)(p, cfg)
+        engine = _engine(inputs)
         self.trainer = Trainer(p.X_train, p.y_train, p.X_val, p.y_val, cfg.training, cfg.seed, self.state,
                                engine=engine,
                                standardized=p.standardization is not None,
@@ -179,6 +179,7 @@ class TrainRun:
     def start(cls, inputs: Inputs) -> "TrainRun":
         """A new run in a new run directory: output.dir, or output.dir-2, -3, ... if it exists."""
         requested = inputs.loaded.expanded(("output", "dir"), inputs.loaded.config.output.dir)
+        made = next((p for p in reversed([requested, *requested.parents]) if not p.exists()), None)
         try:
             run_dir = nio.create_run_dir(requested)
         except NeurocliError as exc:
@@ -186,8 +187,8 @@ class TrainRun:
         try:
             nio.check_writable(run_dir)
             return cls(inputs, run_dir)
-        except BaseException:  # nothing was saved yet: the new folder goes
-            shutil.rmtree(run_dir, ignore_errors=True)
+        except BaseException:  # nothing was saved yet: the new folder goes, with the parents made for it
+            shutil.rmtree(made if made is not None and made != requested else run_dir, ignore_errors=True)
             raise
 
     @contextlib.contextmanager
@@ -344,10 +345,25 @@ class TrainRun:
         self.saved_progress = self.saved_progress or st.epoch > 0 or summary["stopped"] != StopReason.INTERRUPTED
 
 
+def _engine(inputs: Inputs):
+    """The engine ``engine.kind`` names (None: the trainer's own, in memory); a problem with
+    the config it meets is located at its key in the config."""
+    p, cfg = inputs.prepared, inputs.loaded.config
+    if cfg.engine.kind == "memory":
+        return None
+    try:
+        return _stream_engine(p, cfg) if cfg.engine.kind == "stream" else _dask_engine(p, cfg)
+    except ConfigError as exc:
+        if exc.path is None and exc.where:  # where is the key: put the file's line and column to it
+            raise inputs.loaded.error(tuple(exc.where.split(".")), f"{exc.where}: {exc.message}") from None
+        raise
+
+
 def _stream_engine(p: Prepared, cfg) -> StreamEngine:
     """The prepared rows moved to a file under the cache folder and mapped, the arrays in
-    memory let go; X_train and X_val become views of the mapping with the very strides they
-    had (so every product is the same bits), walked by the stream engine."""
+    memory let go; X_train and X_val become views of the mapping with the strides they had
+    (the one-block grid of small data and the metrics use them as they are), walked by the
+    stream engine."""
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     n, n_val = p.X_train.shape[0], p.X_val.shape[0]
@@ -355,11 +371,7 @@ def _stream_engine(p: Prepared, cfg) -> StreamEngine:
     p.X_all, p.X_train = mapped, mapped[:n]
     if n_val:
         p.X_val = mapped[n:]
-    training = cfg.training
-    batch_size = n if training.batch_size is None else min(training.batch_size, n)
-    lr = float(p.X_train.dtype.type(training.learning_rate))
-    return StreamEngine(p.X_train, p.y_train, batch_size=batch_size, shuffle=training.shuffle, seed=cfg.seed,
-                        epochs=training.epochs, lr=lr)
+    return StreamEngine(p.X_train, p.y_train, **engine_options(cfg.training, cfg.seed, n, p.X_train.dtype))
 
 
 def _dask_engine(p: Prepared, cfg):
@@ -368,7 +380,7 @@ def _dask_engine(p: Prepared, cfg):
 
     e = cfg.engine
     n = p.X_train.shape[0]
-    batch_size = n if cfg.training.batch_size is None else min(cfg.training.batch_size, n)
+    batch_size = engine_options(cfg.training, cfg.seed, n, p.X_train.dtype)["batch_size"]
     dask_engine.check_batch_size(batch_size, n)  # before a cluster is started for nothing
     client = dask_engine.connect(e.scheduler) if e.scheduler else dask_engine.local_client(e.workers, e.memory_limit)
     try:
@@ -405,7 +417,7 @@ def _check_state_fits(state: TrainState, inputs: Inputs, ckpt_path: Path) -> Non
     """What a checkpoint's schema cannot know: that its state fits this run's data and config."""
     p, training = inputs.prepared, inputs.loaded.config.training
     n, d = p.X_train.shape
-    batch_size = n if training.batch_size is None else min(training.batch_size, n)
+    batch_size = engine_options(training, 0, n, p.X_train.dtype)["batch_size"]
     n_batches = -(-n // batch_size)
     problem = None
     if state.w.shape != (d,):
@@ -438,7 +450,7 @@ def predict_csv(model_path: Path, data_path: Path, delimiter: str = ",") -> Pred
     pred = neuron_predict(X, np.asarray(m["weights_standardized"], dtype=np.float64), float(m["bias_standardized"]))
     overflowed = np.flatnonzero(np.isinf(pred))  # a missing feature gives NaN; only an overflow gives inf
     if overflowed.size:
-        raise ModelFileError(f"the prediction for {data_path}, line {table.line_of(int(overflowed[0]))}, overflows "
+        raise ModelFileError(f"the prediction for {data_path}, {table.place(int(overflowed[0]))}, overflows "
                              f"float64: the model's weights are far too large for this data", path=model_path)
     n_missing = int(np.isnan(pred).sum())
     if table.texts is None:  # Parquet: its columns as CSV, the prediction added

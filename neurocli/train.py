@@ -153,6 +153,15 @@ def _evaluate(X, y, w, b) -> dict:
     }
 
 
+def engine_options(cfg: TrainingConfig, seed: int, n_samples: int, dtype) -> dict:
+    """What every engine is built with, from the training config: the rows per step (a batch
+    larger than the data is the data), the shuffle, seed and epochs, and the learning rate
+    as the training dtype holds it."""
+    batch_size = n_samples if cfg.batch_size is None else min(cfg.batch_size, n_samples)
+    return dict(batch_size=batch_size, shuffle=cfg.shuffle, seed=seed, epochs=cfg.epochs,
+                lr=float(np.dtype(dtype).type(cfg.learning_rate)))
+
+
 class Trainer:
     """Runs the descent; iterate :meth:`run` for epoch records, then read :attr:`stopped`.
 
@@ -183,10 +192,7 @@ class Trainer:
         self.dtype = X.dtype if engine is None else engine.dtype
         self.lr = self.dtype.type(cfg.learning_rate)
         if engine is None:
-            n = X.shape[0]
-            batch_size = n if cfg.batch_size is None else min(cfg.batch_size, n)
-            engine = MemoryEngine(X, y, batch_size=batch_size, shuffle=cfg.shuffle, seed=seed,
-                                  epochs=cfg.epochs, lr=float(self.lr))
+            engine = MemoryEngine(X, y, **engine_options(cfg, seed, X.shape[0], X.dtype))
         self.engine = engine
         self.full_batch = engine.batch_size == engine.n_samples
         # called after every epoch once its record is kept and the stopping rules have seen it:

@@ -119,3 +119,15 @@ def test_without_distributed_the_error_names_the_install_command(in_tmp, monkeyp
     r = runner.invoke(app, ["train", str(QUICKSTART), "--set", "engine.kind=dask", "--set", "output.dir=runs/x"])
     assert r.exit_code == 2
     assert 'engine.kind dask needs dask.distributed, an optional extra: pip install "neurocli[dask]"' in r.stderr
+
+
+def test_a_scheduler_that_does_not_answer_is_a_located_config_error(in_tmp):
+    from neurocli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot reach a dask scheduler at 'tcp://127.0.0.1:1'"):
+        dask_engine.connect("tcp://127.0.0.1:1", timeout="1s")
+    write(in_tmp / "c.yaml", "data: {path: d.csv, target: y}\ntraining: {batch_size: 2}\nengine:\n  kind: dask\n")
+    write(in_tmp / "d.csv", "x1,x2,y\n1,2,3\n2,1,4\n3,5,6\n4,3,9\n")
+    r = runner.invoke(app, ["train", "c.yaml"])
+    assert r.exit_code == 2 and r.stderr.startswith("error: c.yaml, line 2, column 24: training.batch_size: "), r.stderr
+    assert not (in_tmp / "runs").exists()

@@ -183,3 +183,24 @@ def test_a_url_is_fetched_once_and_trains_to_the_bits_of_the_local_file(in_tmp):
     r = runner.invoke(app, ["train", "n.yaml"])
     assert r.exit_code == 2 and "n.yaml, line 1" in r.stderr and "no file at this URL" in r.stderr, r.stderr
     memfs.rm("/bucket", recursive=True)
+
+
+def test_an_overflowing_prediction_on_parquet_names_its_row(in_tmp):
+    pd.DataFrame({"x1": [1.0, 2.0, 3.0], "x2": [2.0, 1e300, 1.0]}).to_parquet(in_tmp / "ov.parquet", index=False)
+    write(in_tmp / "m.json", json.dumps({"format": "neurocli.model/2", "features": ["x1", "x2"],
+                                         "weights_standardized": [1.0, 1e10], "bias_standardized": 0.0,
+                                         "standardization": None}))
+    r = runner.invoke(app, ["predict", "m.json", "ov.parquet"])
+    assert r.exit_code == 2 and "the prediction for ov.parquet, row 2, overflows float64" in r.stderr, r.stderr
+
+
+def test_a_row_of_a_data_set_of_several_files_is_named_by_its_file(in_tmp):
+    from neurocli.sources import data_files, read_data_set
+
+    (in_tmp / "d").mkdir()
+    write(in_tmp / "d/a.csv", "x,y\n1,2\n\n3,4\n")  # a blank line: row 1 of a.csv is on line 4
+    pd.DataFrame({"x": [5.0, None, 7.0], "y": [1.0, 2.0, 3.0]}).to_csv(in_tmp / "d/b.csv", index=False)
+    table, _ = read_data_set(in_tmp / "d", data_files(in_tmp / "d"), target="y", features=None, missing="drop",
+                             delimiter=",", layout="C")
+    assert [table.place(i) for i in range(len(table.rows))] == ["a.csv, line 2", "a.csv, line 4", "b.csv, line 2",
+                                                                "b.csv, line 4"]

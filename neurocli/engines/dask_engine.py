@@ -135,6 +135,13 @@ def local_client(workers: int | None, memory_limit: str):
     return distributed.Client(cluster)
 
 
-def connect(address: str):
-    """A client of the running scheduler at ``address`` (tcp://host:8786)."""
-    return _distributed().Client(address)
+def connect(address: str, timeout: str = "10s"):
+    """A client of the running scheduler at ``address`` (tcp://host:8786); one that does not
+    answer within ``timeout`` is a located config error."""
+    distributed = _distributed()
+    try:
+        return distributed.Client(address, timeout=timeout)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ConfigError(f"cannot reach a dask scheduler at {address!r} ({type(exc).__name__}: {exc}); "
+                          f"start one (dask scheduler) or set engine.scheduler: null for a LocalCluster",
+                          where="engine.scheduler") from None

@@ -4,8 +4,9 @@ The file holds X in the layout the in-memory engine would use (column-major for 
 row-major for mini-batch) and is mapped, not read into memory; each epoch walks the grid of
 the reduction rule a part (a whole number of blocks) at a time and hands each part's pages
 back to the kernel once done, so the engine's own memory stays a few parts whatever the data's
-size. Every block is computed by the in-memory engine's own functions on the very same
-addresses, so the bits are those of :class:`neurocli.engines.memory.MemoryEngine`.
+size. Every block is computed by the in-memory engine's own block function (which copies the
+block before computing, so where X lives does not matter), so the bits are those of
+:class:`neurocli.engines.memory.MemoryEngine`.
 """
 
 from __future__ import annotations
