@@ -336,7 +336,91 @@ def peak_memory(path: Path, tmp: Path, n: int, d: int):
                          f"{peak / data_mb:.2f}x data ({data_mb:.0f} MB float64)", f"wall {wall:.1f} s"))
 
 
-# --- 4. the live display ---
+# --- 4. beyond memory: formats and engines ---
+
+def write_data_set(tmp: Path, n: int, d: int) -> tuple[Path, Path, float]:
+    """The same random values as a CSV (written by pyarrow: fast) and converted to Parquet as a
+    user would (pyarrow's CSV reader, then its Parquet writer); returns the paths and the
+    seconds of the conversion."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(4)
+    X = np.round(rng.standard_normal((n, d)) * 100, 6)
+    y = np.abs(X[:, 0] * 0.3 + 2 * X[:, 1]) + 1
+    columns = {f"x{j}": X[:, j] for j in range(d)} | {"y": y}
+    del X
+    csv = tmp / "engines.csv"
+    pacsv.write_csv(pa.table(columns), csv)
+    del columns
+    parquet = tmp / "engines.parquet"
+    t0 = time.perf_counter()
+    pq.write_table(pacsv.read_csv(csv), parquet)
+    return csv, parquet, time.perf_counter() - t0
+
+
+def _train_process(config: Path, kind: str, env: dict) -> dict | None:
+    """One `neurocli train --json` process: its summary's timing, its wall time and its peak RSS."""
+    cmd = [sys.executable, "-m", "neurocli", "train", str(config), "--json", "--set", f"engine.kind={kind}"]
+    timed = ["/usr/bin/time", "-v"] if Path("/usr/bin/time").exists() else []
+    t0 = time.perf_counter()
+    p = subprocess.run(timed + cmd, capture_output=True, text=True, env={**os.environ, **env})
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        NOTES.append(f"train on engine {kind} failed: {p.stderr.strip().splitlines()[-1:]}")
+        return None
+    import json
+
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
+    return {"wall": wall, "peak_mb": int(m.group(1)) / 1e3 if m else None, "epochs": summary["epochs"],
+            **summary["timing"], "weights": summary["weights_standardized"]}
+
+
+def beyond_memory(n: int, d: int, epochs: int, tmp: Path):
+    """CSV -> Parquet and each format's read throughput; then the same full-batch training as
+    whole processes on the memory, stream and dask engines: epoch time (the summary's
+    train_s / epochs), peak RSS against the data's float64 size, and the same bits."""
+    if optional("pyarrow") is None:
+        NOTES.append("formats and engines skipped: pyarrow not installed (pip install \"neurocli[dask]\")")
+        return
+    csv, parquet, convert_s = write_data_set(tmp, n, d)
+    csv_mb, pq_mb, data_mb = csv.stat().st_size / 1e6, parquet.stat().st_size / 1e6, n * (d + 1) * 8 / 1e6
+    opts = dict(target="y", features=None, missing="error", delimiter=",", layout="F")
+    med = interleaved({"csv": lambda: read_table(csv, **opts), "parquet": lambda: read_table(parquet, **opts)}, 3)
+    ROWS.append((f"CSV -> Parquet with pyarrow, {csv_mb:.0f} MB CSV -> {pq_mb:.0f} MB", fmt_s(convert_s),
+                 f"{csv_mb / convert_s:.0f} MB/s of CSV", ""))
+    for kind, mb in (("csv", csv_mb), ("parquet", pq_mb)):
+        ROWS.append((f"read + validate {kind} ({n:,} x {d + 1}, {mb:.0f} MB)", fmt_s(med[kind]),
+                     f"{mb / med[kind]:.0f} MB/s of file, {data_mb / med[kind]:.0f} MB/s of float64",
+                     f"{med[kind] / med['parquet']:.2f}x parquet"))
+    limit_mb = max(int(data_mb * 0.4), 400)  # below the data's size, above a worker's own needs
+    config = tmp / "engines.yaml"
+    config.write_text(f"data: {{path: {parquet}, target: y, validation_fraction: 0.2}}\n"
+                      f"training: {{epochs: {epochs}, learning_rate: 0.0001}}\n"
+                      f"engine: {{workers: 2, memory_limit: {limit_mb}MB}}\n"
+                      f"output: {{dir: {tmp / 'runs'}}}\n")
+    env = {"NEUROCLI_CACHE": "off", "NEUROCLI_CACHE_DIR": str(tmp / "cache")}
+    runs = {kind: _train_process(config, kind, env) for kind in ("memory", "stream", "dask")}
+    base = runs["memory"]
+    if base is None:
+        return
+    for kind, r in runs.items():
+        if r is None:
+            continue
+        epoch = r["train_s"] / r["epochs"]
+        rss = f"peak RSS {r['peak_mb']:.0f} MB = {r['peak_mb'] / data_mb:.2f}x data" if r["peak_mb"] else ""
+        same = "same bits" if r["weights"] == base["weights"] else "DIFFERENT bits"
+        ROWS.append((f"train on engine {kind}, {epochs} full-batch epochs of {data_mb:.0f} MB (whole process)",
+                     fmt_s(epoch) + " per epoch", rss + (" (client only)" if kind == "dask" else ""),
+                     f"{epoch / (base['train_s'] / base['epochs']):.2f}x memory's epoch; {same}; "
+                     f"load {r['load_s']:.1f} s, wall {r['wall']:.1f} s"))
+    NOTES.append(f"dask: a LocalCluster of 2 workers with memory_limit {limit_mb} MB each; the data is "
+                 f"{data_mb:.0f} MB, each part kept on both workers; dask spills what does not fit")
+
+
+# --- 5. the live display ---
 
 def live_display(epochs, rounds, tmp: Path):
     """Wall time of the quickstart run with the live view (on a pseudo-terminal) and with --quiet."""
@@ -396,8 +480,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one round: check that the suite runs")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per case (default 11, 1 with --quick)")
-    ap.add_argument("--only", default="gradient,minibatch,loading,memory,live,scaling",
-                    help="comma-separated subset of: gradient, minibatch, loading, memory, live, scaling")
+    ap.add_argument("--only", default="gradient,minibatch,loading,memory,engines,live,scaling",
+                    help="comma-separated subset of: gradient, minibatch, loading, memory, engines, live, scaling")
     ap.add_argument("--write", nargs="?", const=str(ROOT / "benchmarks" / "RESULTS.md"), default=None, metavar="PATH",
                     help="also write the table as Markdown (default path: benchmarks/RESULTS.md)")
     args = ap.parse_args(argv)
@@ -419,6 +503,8 @@ def main(argv=None):
             path = loading(csv_n, csv_d, min(rounds, 5), tmp, polars)
         if "memory" in only:
             peak_memory(path, tmp, csv_n, csv_d)
+        if "engines" in only:
+            beyond_memory(20_000 if q else 3_000_000, 32, 2 if q else 4, tmp)
         if "live" in only:
             live_display(200 if q else 20_000, 1 if q else 3, tmp)
         if "scaling" in only:

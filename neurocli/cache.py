@@ -83,28 +83,31 @@ def _keys(path: Path, options: dict) -> tuple[str, str, dict]:
 
 
 def read_table_cached(path: Path, *, target, features, missing: str, delimiter: str,
-                      layout: str = "C") -> tuple[Table, str]:
+                      layout: str = "C", progress=None) -> tuple[Table, str]:
     """:func:`neurocli.data.read_table` through the cache. Returns ``(table, sha256 of the file)``.
 
     Errors are those of ``read_table`` (nothing is cached for a file that fails validation).
+    ``progress(bytes, rows)`` as read_table's; a hit tells it the whole file at once.
     """
     path = Path(path)
     options = {"target": target, "features": features, "missing": missing, "delimiter": delimiter,
                "layout": layout}
     if not enabled():
-        table = read_table(path, **options)
+        table = read_table(path, **options, progress=progress)
         return table, table.sha256 or file_sha256(path)
     try:
         prefix, suffix, facts = _keys(path, options)
     except OSError:  # missing or unreadable: let read_table name the problem
-        table = read_table(path, **options)
+        table = read_table(path, **options, progress=progress)
         return table, table.sha256 or file_sha256(path)
     root = cache_dir()
     entry = root / f"{prefix}-{suffix}"
     hit = _load(entry, path)
     if hit is not None:
+        if progress is not None:
+            progress(facts["size"], len(hit[0].rows) + hit[0].n_dropped)
         return hit
-    table = read_table(path, **options)
+    table = read_table(path, **options, progress=progress)
     sha = table.sha256 or file_sha256(path)
     if _keys(path, options)[1] == suffix:  # the file did not change while we read it
         _store(root, entry, prefix, table, sha, facts)

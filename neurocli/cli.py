@@ -245,14 +245,26 @@ def train(
     Shows a live view on a terminal, plain lines otherwise. An existing run directory is never
     overwritten: a new one gets a -2, -3, ... suffix. Ctrl-C saves a checkpoint for --resume.
     """
-    from neurocli.pipeline import TrainRun, load_inputs
+    from neurocli.pipeline import TrainRun
 
     with handle_errors(debug), _Signals() as signals:
-        inputs = load_inputs(config, set_)
+        inputs = _read(config, set_, live=not (json_out or quiet))
         run = TrainRun.start(inputs) if resume is None else TrainRun.resume(inputs, resume)
         signals.attach(run.trainer, run.run_dir)
         with run.discarded_unless_saved():
             _train_and_report(run, resume is not None, json_out, quiet, signals)
+
+
+def _read(config: Path, overrides, live: bool):
+    """The run's inputs, with the live view of reading on a terminal."""
+    from neurocli import render
+    from neurocli.pipeline import load_inputs
+
+    console = Console(highlight=False)
+    if not (live and console.is_terminal):
+        return load_inputs(config, overrides)
+    with render.ReadingView(console) as view:
+        return load_inputs(config, overrides, progress=view)
 
 
 class _Stdout:
@@ -389,16 +401,20 @@ def _delimiter(value: str) -> str:
 @app.command(epilog=exit_codes_help("predict"))
 def predict(
     model: Path = typer.Argument(..., help="model.json from a training run."),
-    data: Path = typer.Argument(..., help="CSV file with the model's feature columns."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the CSV here instead of stdout: atomically (through a symlink to its target), as a stream to a FIFO or device; never onto the input CSV or the model; - is stdout."),
+    data: str = typer.Argument(..., help="The data, with the model's feature columns: a CSV or Parquet file, a "
+                               "folder or a glob of them (one data set, its files in name order, all with the "
+                               "same columns), or a URL (s3://..., file://...) as data.path takes it."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the CSV here instead of stdout: atomically (through a symlink to its target), as a stream to a FIFO or device; never onto an input file or the model; - is stdout."),
     delimiter: str = typer.Option(",", "--delimiter", callback=_delimiter,
                                   help="CSV delimiter of DATA: one character; \\t is a tab."),
     debug: bool = DebugOption,
 ):
-    """Apply a trained model to a CSV: the input rows plus a `prediction` column.
+    """Apply a trained model to a data set: its rows plus a `prediction` column, as one CSV.
 
     The saved standardization is applied first. Rows with an empty/NA feature get an empty
     prediction (and a note on stderr); absent feature columns or non-numeric cells are errors.
+    Every row, in data-set order: a CSV's records exactly as written (the header once), a
+    Parquet file's columns as CSV.
     """
     from neurocli import io as nio
     from neurocli.pipeline import predict_csv
@@ -409,14 +425,21 @@ def predict(
         if n:
             print(f"note: {n} row{'s' if n > 1 else ''} of {data} {'have' if n > 1 else 'has'} an empty or NA "
                   f"feature; their {result.column} is left empty", file=sys.stderr)
-        nio.write_output("-" if output is None else output, result.csv,
-                         protected={"input CSV": data, "model file": model})
+        nio.write_output("-" if output is None else output, result.csv, protected=_inputs_of(result, model))
+
+
+def _inputs_of(result, model: Path) -> dict[str, Path]:
+    """The files predict read, which -o must not overwrite, each named as the refusal names it."""
+    if len(result.files) == 1:
+        return {"input CSV": result.files[0], "model file": model}
+    return {**{f"input file {f}": f for f in result.files}, "model file": model}
 
 
 # --- gradcheck command (neurocli/problems.py, neurocli/gradcheck.py, neurocli/render/gradcheck.py) ---
 
 # --jacobian's words for gradcheck.check's modes
 JACOBIAN_MODES = {"auto": "auto", "full": "full", "fast": "projection"}
+MAX_ROWS_CHECKED = 100_000  # gradcheck.MAX_ROWS, written here so that --help needs no numpy (a test holds them equal)
 
 
 def _relative_step(value: Optional[float]) -> Optional[float]:
@@ -443,8 +466,11 @@ def gradcheck(
                                          "(CONFIG defaults to the config.yaml next to it)."),
     points: int = typer.Option(0, "--points", min=0, max=10_000,
                                help="Also check at this many seeded random parameter points (at most 10000)."),
-    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Seed for --points and Jacobian projections "
-                                       "[default: the config's seed, or 0]."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Seed for --points, Jacobian projections and "
+                                       "the sample of rows (see --max-rows) [default: the config's seed, or 0]."),
+    max_rows: int = typer.Option(MAX_ROWS_CHECKED, "--max-rows", min=1, help="Check on at most this many training "
+                                 "rows: larger data is checked on a seeded sample of this many (both sides on the "
+                                 "same rows; the report says which) [default: 100,000]."),
     eps: Optional[float] = typer.Option(None, "--eps", callback=_relative_step, help="Relative step: h_j = eps * "
                                         "max(1, |theta_j|), in (0, 1) [default: machine epsilon^(1/3), about "
                                         "6.06e-6]."),
@@ -466,12 +492,20 @@ def gradcheck(
     are excluded from both sides; at an exact tie z_i = 0 the analytic value must match the
     ReLU'(0) = 0 side and lie between the one-sided differences. Also checks the per-sample
     Jacobian and that two analytic calls agree bit for bit.
+
+    Data of more than --max-rows training rows is checked on a seeded sample of that many:
+    the check holds several arrays of N x (n+1) values and evaluates the loss many times a
+    parameter, and a wrong formula shows on any sample of rows as on all of them. Samples are
+    named by their index in the training split and their place in the data set. --json: one
+    object; rows_checked, rows_total, sampled and sample_seed say which rows were checked; a
+    kink's indices are training-split indices, with places ("line 7", "row 6",
+    "part-0003.csv, line 7") and lines (the line in a data set of one CSV file, else null).
     """
     from neurocli.problems import gradcheck_problem
 
     with handle_errors(debug):
         problem = gradcheck_problem(config, set_, model)
-        report = problem.check(eps=eps, rtol=rtol, atol=atol, points=points, seed=seed,
+        report = problem.check(eps=eps, rtol=rtol, atol=atol, points=points, seed=seed, max_rows=max_rows,
                                jacobian=JACOBIAN_MODES[jacobian], sweep=sweep)
         _print_report(report, problem, json_out)
     if report.verdict == "fail":
@@ -484,12 +518,12 @@ def _print_report(report, problem, json_out: bool) -> None:
     from neurocli.render import gradcheck as rg
 
     if json_out:
-        print(rg.report_json(report, problem.line_of), flush=True)
+        print(rg.report_json(report, problem), flush=True)
         return
     out = Console(highlight=False)
     if not out.is_terminal:  # pipes and logs: room for the whole table
         out = Console(highlight=False, width=max(out.width, 130))
-    out.print(rg.report_renderable(report, problem.line_of, problem.source))
+    out.print(rg.report_renderable(report, problem))
 
 
 # --- derive command (neurocli/problems.py, neurocli/derive.py, neurocli/render/derive.py) ---
@@ -502,7 +536,9 @@ def derive(
     config: Optional[Path] = typer.Argument(None, help="YAML config; without it, a built-in 3-feature example."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key, e.g. --set seed=3 (repeatable)."),
     show_jacobians: bool = typer.Option(False, "--show-jacobians", help="Evaluate every Jacobian on a real sample and check the gradient three ways."),
-    sample: int = typer.Option(0, "--sample", help="0-based row of the training data after preprocessing (shown with its CSV line)."),
+    sample: int = typer.Option(0, "--sample", help="0-based row of the training data after preprocessing (shown "
+                               "with its place in the data set: line 7, row 6 of a Parquet file, or "
+                               "part-0003.csv, line 7 in a data set of several files)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Evaluate at a trained model.json instead of the config's initial parameters."),
     example: Optional[Literal["vector-chain-rule"]] = typer.Option(None, "--example", help="A worked example instead of the neuron: vector-chain-rule (section 4.5.3)."),
     x: float = typer.Option(2.0, "--x", help="The point x for --example vector-chain-rule (0.01 <= |x| <= 200)."),
@@ -512,6 +548,10 @@ def derive(
     """Print the derivation of the neuron's gradient as Parr & Howard do it: intermediate
     variables, one Jacobian per step with its shape (numerator layout), the chain rule, the
     ReLU case split and the loss gradient. --show-jacobians fills each matrix with numbers.
+
+    --format json: the sample and each row of the per-sample table carry "place" (where the
+    row is in the data set, as the text names it) and "line" (its line as a number in a data
+    set of one CSV file, else null).
     """
     from neurocli.derive import VectorChainRule
     from neurocli.problems import derivation

@@ -332,16 +332,15 @@ def _column_major_buffer(n_rows: int, n_columns: int) -> np.ndarray:
     return np.ndarray((n_rows, n_columns), dtype=np.float64, buffer=buf, order="F")
 
 
-class _PreallocatedRows:
+class PreallocatedRows:
     """The result's arrays (features, target, row numbers), allocated once for as many rows
     as the file's size allows and filled piece by piece: no list of pieces to stitch
     together, so the peak stays near the size of the result. Pages never written are never
     touched, so the generous bound costs no memory (column-major too: each column's unused
     tail is never touched)."""
 
-    def __init__(self, file_bytes: int, header_bytes: int, n_features: int, has_target: bool, order: str = "C"):
-        # a full row's every cell takes at least 2 bytes ("0," or "0\n"); shorter rows: see has_room
-        self.capacity = max(16, (file_bytes - header_bytes) // (2 * (n_features + has_target)) + 1)
+    def __init__(self, capacity: int, n_features: int, has_target: bool, order: str = "C"):
+        self.capacity = capacity
         if order == "F":
             self.X = _column_major_buffer(self.capacity, n_features)
         else:
@@ -373,19 +372,26 @@ class _PreallocatedRows:
         return self.X[:self.n_filled], y, self.rows[:self.n_filled]
 
 
-class _PieceCollector:
-    """Takes the parsed pieces in file order: places their problems in the file, counts the
-    rows with an empty/NA cell, and writes the kept rows into the preallocated arrays."""
+class PieceCollector:
+    """Takes the parsed pieces of a file in order: places their problems in the file, counts
+    the rows with an empty/NA cell, and hands the kept rows to ``out`` (the preallocated
+    arrays, or any object with their ``has_room`` and ``append``).
 
-    def __init__(self, path: Path, file: _FileAtOffsets, wanted: list[str], missing: str, delimiter: str,
-                 out: _PreallocatedRows):
-        self.path, self.file, self.wanted = path, file, wanted
-        self.missing, self.delimiter, self.out = missing, delimiter, out
+    ``where(row)`` names 0-based data row ``row`` in an error ("line 7" in a CSV, "row 6" in
+    Parquet); ``file``: the open CSV, for problems pandas locates by line (None for Parquet).
+    """
+
+    def __init__(self, path: Path, file: _FileAtOffsets | None, wanted: list[str], missing: str,
+                 where: Callable[[int], str], out, progress: Callable[[int, int], None] | None = None):
+        self.path, self.file, self.wanted, self.progress = path, file, wanted, progress
+        self.missing, self.where, self.out = missing, where, out
         self.n_rows = 0  # data rows taken, kept or not
         self.n_missing = 0  # rows with an empty/NA cell
         self.first_missing: tuple[int, str] | None = None  # (data row, column) of the first
 
-    def add(self, piece_start: int, parsed: Future) -> None:
+    def add(self, piece_start: int, piece_bytes: int, parsed: Callable[[], tuple]) -> None:
+        """Take one piece: ``parsed()`` gives its :func:`frame_columns` (or raises its problem);
+        ``piece_start``: its byte offset in a CSV; ``piece_bytes``: its size, for ``progress``."""
         columns, nan_columns = self._columns(piece_start, parsed)
         n_piece = len(columns[0])
         kept_rows = np.arange(self.n_rows, self.n_rows + n_piece)
@@ -403,16 +409,18 @@ class _PieceCollector:
             raise _ReadWhole()
         self.out.append(columns, kept_rows, keep)
         self.n_rows += n_piece
+        if self.progress is not None:
+            self.progress(piece_bytes, n_piece)
 
-    def _columns(self, piece_start: int, parsed: Future):
+    def _columns(self, piece_start: int, parsed: Callable[[], tuple]):
         """The parsed piece's result, its problem raised as a DataError located in the file."""
         try:
-            return parsed.result()
+            return parsed()
         except PieceError as exc:
             if exc.line is not None:
                 where = f"line {self.file.line_starting_at(piece_start) + exc.line - 1}"
             else:
-                where = f"line {line_of_row(self.path, self.n_rows + exc.row, self.delimiter)}"
+                where = self.where(self.n_rows + exc.row)
             raise DataError(exc.message, path=self.path, where=where) from None
         except UnicodeDecodeError as exc:
             raise decode_error(self.path, exc) from exc
@@ -423,29 +431,32 @@ class _PieceCollector:
             raise no_data_rows_error(self.path)
         if self.missing == "error" and self.first_missing is not None:
             row, column = self.first_missing
-            raise missing_cell_error(self.path, column, self.n_missing,
-                                     f"line {line_of_row(self.path, row, self.delimiter)}")
+            raise missing_cell_error(self.path, column, self.n_missing, self.where(row))
 
 
 def _parse_in_order(file: _FileAtOffsets, start: int, sha, names: list[str], wanted: list[str],
-                    delimiter: str, collector: _PieceCollector) -> None:
+                    delimiter: str, collector: PieceCollector) -> None:
     """Hand the pieces to the parsing threads and the results to ``collector`` in file order,
     feeding ``sha`` each piece as it is read."""
     pool = ThreadPoolExecutor(max_workers=PARSE_THREADS, thread_name_prefix="neurocli-csv")
     try:
-        in_flight: deque[tuple[int, Future]] = deque()  # (byte offset, parse) in file order
+        in_flight: deque[tuple[int, int, Future]] = deque()  # (byte offset, bytes, parse) in file order
         for piece_start, piece in _pieces(file, start):
             if b'"' in piece:
                 raise _ReadWhole()
             sha.update(piece)  # releases the GIL: hashes while the threads parse
-            in_flight.append((piece_start, pool.submit(_parse_piece, piece, names, wanted, delimiter)))
+            in_flight.append((piece_start, len(piece), pool.submit(_parse_piece, piece, names, wanted, delimiter)))
             del piece
             while len(in_flight) > PARSE_THREADS + 1:  # a few in flight per thread
-                collector.add(*in_flight.popleft())
+                _take(collector, *in_flight.popleft())
         while in_flight:
-            collector.add(*in_flight.popleft())
+            _take(collector, *in_flight.popleft())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _take(collector: PieceCollector, piece_start: int, piece_bytes: int, parsed: Future) -> None:
+    collector.add(piece_start, piece_bytes, parsed.result)
 
 
 @dataclass
@@ -461,15 +472,41 @@ class PiecewiseRead:
 
 
 def read_pieces(path: Path, names: list[str], features: list[str], target: str | None, missing: str,
-                delimiter: str, layout: str = "C") -> PiecewiseRead | None:
-    """The data section in newline-aligned pieces, parsed by pandas on every core.
+                delimiter: str, layout: str = "C", progress: Callable[[int, int], None] | None = None
+                ) -> PiecewiseRead | None:
+    """The data section in newline-aligned pieces, parsed by pandas on every core, into
+    arrays of the file's size (:func:`read_pieces_into`).
 
     ``names``: the header (:func:`neurocli.data.read_header`); ``missing`` and ``layout`` as
-    in :func:`neurocli.data.read_table`. The sha256 of the file is fed the pieces as they
-    are read (one read of the file). None when the file cannot be read in pieces: it has a
-    quote character (a quoted field may hold a newline, so the pieces could not be cut
-    safely), rows shorter than the header overflow the arrays, or pandas cannot place a
-    problem; the caller then reads it whole.
+    in :func:`neurocli.data.read_table`. None when the file cannot be read in pieces (see
+    :func:`read_pieces_into`); the caller then reads it whole.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        header_bytes = len(fh.readline())
+    # a full row's every cell takes at least 2 bytes ("0," or "0\n"); shorter rows: see has_room
+    capacity = max(16, (size - header_bytes) // (2 * (len(features) + (target is not None))) + 1)
+    out = PreallocatedRows(capacity, len(features), target is not None, layout)
+    read = read_pieces_into(path, names, features, target, missing, delimiter, out, progress)
+    if read is None:
+        return None
+    n_rows, sha = read
+    X, y, rows = out.filled()
+    return PiecewiseRead(X=X, y=y, rows=rows, n_dropped=n_rows - len(rows), sha256=sha)
+
+
+def read_pieces_into(path: Path, names: list[str], features: list[str], target: str | None, missing: str,
+                     delimiter: str, out, progress: Callable[[int, int], None] | None = None) -> tuple[int, str] | None:
+    """The data section in newline-aligned pieces, parsed by pandas on every core; each
+    piece's kept rows handed to ``out`` in file order (``out.has_room(k)``,
+    ``out.append(columns, rows, keep)`` as :class:`PreallocatedRows` has them), and
+    ``progress(bytes, rows)`` told the bytes and data rows of each piece taken.
+
+    Returns ``(data rows read, kept or not, sha256 of the file)``: the hash is fed the pieces
+    as they are read (one read of the file). None when the file cannot be read in pieces: it
+    has a quote character (a quoted field may hold a newline, so the pieces could not be cut
+    safely), rows shorter than the header overflow ``out``, or pandas cannot place a problem;
+    ``out`` may then hold some of the rows.
     """
     wanted = features + ([target] if target is not None else [])
     size = path.stat().st_size
@@ -480,13 +517,14 @@ def read_pieces(path: Path, names: list[str], features: list[str], target: str |
         if b'"' in header:
             return None
         sha = hashlib.sha256(header)
+        if progress is not None:
+            progress(len(header), 0)
         file = _FileAtOffsets(fh, size)
-        out = _PreallocatedRows(size, len(header), len(features), target is not None, layout)
-        collector = _PieceCollector(path, file, wanted, missing, delimiter, out)
+        collector = PieceCollector(path, file, wanted, missing, lambda row: f"line {line_of_row(path, row, delimiter)}",
+                                   out, progress)
         try:
             _parse_in_order(file, len(header), sha, names, wanted, delimiter, collector)
         except _ReadWhole:
             return None
     collector.check_complete()
-    X, y, rows = out.filled()
-    return PiecewiseRead(X=X, y=y, rows=rows, n_dropped=collector.n_rows - len(rows), sha256=sha.hexdigest())
+    return collector.n_rows, sha.hexdigest()

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from neurocli.csvread import (
-    PieceError, decode_error, first_missing, frame_columns, ignore_restated_pandas_warnings,
-    line_of_row, missing_cell_error, no_data_rows_error, read_pieces, records, row_lines,
+    PieceCollector, PieceError, PreallocatedRows, decode_error, first_missing, frame_columns, ignore_restated_pandas_warnings,
+    line_of_row, missing_cell_error, no_data_rows_error, read_pieces, read_pieces_into, records, row_lines,
 )
 from neurocli import parquetread, rowrules
 from neurocli.errors import DataError
@@ -74,6 +74,27 @@ class Table:
         if self.__dict__.get("_row_lines") is None:
             self.__dict__["_row_lines"] = row_lines(self.path, self.delimiter)
         return self.__dict__["_row_lines"](int(self.rows[i]))
+
+    def places(self) -> Callable[[int], str]:
+        """:meth:`place` for a report that names many rows: each CSV file is scanned for its
+        lines once, when a row of it is first named, instead of once a row."""
+        found: dict[Path, Callable[[int], int]] = {}
+
+        def in_file(file: Path, row: int) -> str:
+            if parquetread.is_parquet(file):
+                return f"row {row + 1}"
+            if file not in found:
+                found[file] = row_lines(file, self.delimiter)
+            return f"line {found[file](row)}"
+
+        def place(i: int) -> str:
+            row = int(self.rows[i])
+            if not self.parts:
+                return in_file(self.path, row)
+            file, first = next((f, start) for f, start in reversed(self.parts) if start <= row)
+            return f"{file.name}, {in_file(file, row - first)}"
+
+        return place
 
 
 def file_sha256(path: Path) -> str:
@@ -158,6 +179,7 @@ def read_table(
     delimiter: str = ",",
     keep_text: bool = False,
     layout: str = "C",
+    progress: Callable[[int, int], None] | None = None,
 ) -> Table:
     """Read the target and feature columns of a CSV into float64 arrays, validated.
 
@@ -173,11 +195,12 @@ def read_table(
 
     ``layout``: "C" (row-major X, for mini-batches, which gather rows) or "F" (column-major,
     for full-batch training: its kernel reads X faster that way, see engines/memory.py).
+    ``progress(bytes, rows)`` is told the bytes and data rows of the file read, as they are.
     """
     path = Path(path)
     before = _file_state(path)
     try:
-        table = _read_table(path, target, features, missing, delimiter, layout)
+        table = _read_table(path, target, features, missing, delimiter, layout, progress)
         if keep_text and not parquetread.is_parquet(path):
             table.texts = _record_texts(path, delimiter)
         if table.sha256 is None:  # hashed here, so that the check below covers the hash too
@@ -221,19 +244,76 @@ def _refuse_if_changed(path: Path, before: tuple | None) -> None:
                         "read it again once nothing writes it, or train on a copy", path=path)
 
 
-def _read_table(path: Path, target, features, missing, delimiter, layout) -> Table:
-    if parquetread.is_parquet(path):
+def _read_table(path: Path, target, features, missing, delimiter, layout, progress=None) -> Table:
+    progress = progress or (lambda n, rows: None)
+    if parquetread.is_parquet(path):  # in record batches, into arrays of the footer's row count
         _check_file(path)
         features = _chosen_columns(path, parquetread.columns(path), target, features, "row 1")
-        frame = parquetread.frame(path, features + ([target] if target is not None else []))
-        return _table_from_frame(path, frame, features, target, missing, layout, lambda row: f"row {row + 1}")
+        out = PreallocatedRows(max(1, parquetread.row_count(path)), len(features), target is not None, layout)
+        n_rows = _read_parquet_into(path, out, features, target, missing, progress)
+        X, y, rows = out.filled()
+        return Table(path=path, feature_names=list(features), target=target, X=X, y=y, rows=rows,
+                     n_dropped=n_rows - len(rows))
     names = read_header(path, delimiter)
     features = _chosen_columns(path, names, target, features, "line 1")
-    read = read_pieces(path, names, features, target, missing, delimiter, layout)
+    read = read_pieces(path, names, features, target, missing, delimiter, layout, progress)
     if read is not None:
         return Table(path=path, feature_names=list(features), target=target, X=read.X, y=read.y,
                      rows=read.rows, n_dropped=read.n_dropped, sha256=read.sha256, delimiter=delimiter)
-    return _read_whole(path, len(names), features, target, missing, delimiter, layout)
+    table = _read_whole(path, len(names), features, target, missing, delimiter, layout)
+    progress(path.stat().st_size, len(table.rows) + table.n_dropped)
+    return table
+
+
+def read_table_into(path: Path, out, *, target: str | None, features: list[str] | None, missing: str = "error",
+                    delimiter: str = ",", progress: Callable[[int, int], None] | None = None) -> tuple[list[str], int, str]:
+    """:func:`read_table`, part by part: each part's kept rows handed to ``out`` as they are
+    validated (``out.append(columns, rows, keep)``, see :class:`neurocli.csvread.PieceCollector`;
+    ``rows``: 0-based data rows of this file), so the file is never held whole. A CSV goes in
+    pieces, a Parquet file in record batches; a CSV that cannot be cut into pieces (quoted
+    fields) is read whole and handed over at once, after ``out.rollback(out.mark())``
+    forgets what its pieces had sent. The same checks and errors as :func:`read_table`.
+
+    Returns ``(the feature columns, the file's data rows kept or not, its sha256)``.
+    """
+    path = Path(path)
+    before = _file_state(path)
+    try:
+        read = _read_into(path, out, target, features, missing, delimiter, progress or (lambda n, rows: None))
+    except DataError:
+        _refuse_if_changed(path, before)
+        raise
+    _refuse_if_changed(path, before)
+    return read
+
+
+def _read_into(path: Path, out, target, features, missing, delimiter, progress) -> tuple[list[str], int, str]:
+    if parquetread.is_parquet(path):
+        _check_file(path)
+        features = _chosen_columns(path, parquetread.columns(path), target, features, "row 1")
+        return features, _read_parquet_into(path, out, features, target, missing, progress), file_sha256(path)
+    names = read_header(path, delimiter)
+    features = _chosen_columns(path, names, target, features, "line 1")
+    mark = out.mark()
+    read = read_pieces_into(path, names, features, target, missing, delimiter, out, progress)
+    if read is not None:
+        return features, read[0], read[1]
+    out.rollback(mark)
+    table = _read_whole(path, len(names), features, target, missing, delimiter)
+    out.append([table.X[:, j] for j in range(table.X.shape[1])] + ([table.y] if target is not None else []),
+               table.rows, None)
+    progress(path.stat().st_size, len(table.rows) + table.n_dropped)
+    return features, len(table.rows) + table.n_dropped, file_sha256(path)
+
+
+def _read_parquet_into(path: Path, out, features: list[str], target, missing: str, progress) -> int:
+    """A Parquet file's record batches validated and handed to ``out`` in order; returns its rows."""
+    wanted = features + ([target] if target is not None else [])
+    collector = PieceCollector(path, None, wanted, missing, lambda row: f"row {row + 1}", out, progress)
+    for frame, nbytes in parquetread.batches(path, wanted):
+        collector.add(0, nbytes, lambda: frame_columns(frame, wanted))
+    collector.check_complete()
+    return collector.n_rows
 
 
 def _read_whole(path: Path, n_header: int, features, target, missing, delimiter, layout: str = "C") -> Table:
@@ -461,7 +541,7 @@ def prepare(table: Table, *, validation_fraction: float, standardize: bool, seed
     """
     n = table.X.shape[0]
     train_idx, val_idx = split_indices(table.rows, validation_fraction, seed)
-    _check_enough_rows(table, len(train_idx), len(val_idx), validation_fraction, locate)
+    check_enough_rows(table, len(train_idx), len(val_idx), validation_fraction, locate)
     _check_magnitudes(table, standardize, dtype)
     X = table.X
     table.X = None  # consumed: reordered and standardized in place below (no second copy)
@@ -487,9 +567,9 @@ def prepare(table: Table, *, validation_fraction: float, standardize: bool, seed
     )
 
 
-def _check_enough_rows(table: Table, n_train: int, n_val: int, validation_fraction: float, locate) -> None:
+def check_enough_rows(table: Table, n_train: int, n_val: int, validation_fraction: float, locate) -> None:
     """Raise if the split leaves no training rows, or no validation rows when asked for some."""
-    n = table.X.shape[0]
+    n = n_train + n_val
     if n >= 2 and validation_fraction > 0 and (n_val < 1 or n_train < 1) and locate is not None:
         raise locate(("data", "validation_fraction"),
                      f"data.validation_fraction {validation_fraction:g} of {n} rows leaves "
@@ -521,13 +601,21 @@ def _check_magnitudes(table: Table, standardize: bool, dtype: str) -> None:
             raise DataError(
                 f"column {name!r}: value {col[r]:.4g} is too large (|x| > {col_limit:.3g}): "
                 f"its square would overflow the loss; rescale the column",
-                path=table.path, where=f"line {table.line_of(r)}",
+                path=table.path, where=table.place(r),
             )
 
 
 def _standardize_in_place(X: np.ndarray, n_train: int, feature_names: list[str], path: Path) -> Standardization:
     """z-score X with the statistics of its first ``n_train`` rows (the training split)."""
-    mean, scale = rowrules.column_stats(X[:n_train])
+    standardization = checked_standardization(*rowrules.column_stats(X[:n_train]), feature_names, path)
+    np.subtract(X, standardization.mean, out=X)  # (x - mean) / scale, in place
+    np.divide(X, standardization.scale, out=X)
+    return standardization
+
+
+def checked_standardization(mean: np.ndarray, scale: np.ndarray, feature_names: list[str],
+                            path: Path) -> Standardization:
+    """The statistics as a Standardization, refused for a column constant in the training rows."""
     for j, s in enumerate(scale):
         if not np.isfinite(s) or s == 0 or s <= 1e-12 * max(1.0, abs(mean[j])):
             raise DataError(
@@ -535,6 +623,4 @@ def _standardize_in_place(X: np.ndarray, n_train: int, feature_names: list[str],
                 f"it cannot be standardized; drop it from data.features or set data.standardize: false",
                 path=path,
             )
-    np.subtract(X, mean, out=X)  # (x - mean) / scale, in place
-    np.divide(X, scale, out=X)
     return Standardization(mean=mean, scale=scale)

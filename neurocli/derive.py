@@ -14,6 +14,7 @@ rounding. Convention at the kink: ReLU'(0) = 0, so ``da/dz = 1[z > 0]``.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -84,22 +85,35 @@ class Step:
         return f"{self.symbol_latex} = {self.rhs_latex}"
 
 
+def line_number(place: str | None) -> int | None:
+    """The line of a place in a data set of one CSV file ("line 7" -> 7); None for any other
+    place ("row 6" of a Parquet file, "part-0003.csv, line 7" of a data set of several files)."""
+    found = re.fullmatch(r"line (\d+)", place or "")
+    return int(found.group(1)) if found else None
+
+
 @dataclass(frozen=True)
 class SampleRow:
     """One row of the per-sample loss table.
 
-    index : 0-based row of the data after preprocessing; line : its CSV line (None for the example)
+    index : 0-based row of the data after preprocessing
+    place : where it is in the data set ("line 7", "row 6", "part-0003.csv, line 7"; None for the example)
     z : pre-activation; active : z > 0; error : e_i = w·x_i + b - y_i
     grad_w : ndarray of shape (n_features,), this sample's term of dC/dw; grad_b : its term of dC/db
     """
 
     index: int
-    line: int | None
+    place: str | None
     z: float
     active: bool
     error: float
     grad_w: np.ndarray
     grad_b: float
+
+    @property
+    def line(self) -> int | None:
+        """Its line, in a data set of one CSV file."""
+        return line_number(self.place)
 
 
 @dataclass(frozen=True)
@@ -164,7 +178,7 @@ class Derivation:
     loss: LossSection
     evaluated: bool
     sample_index: int | None = None
-    sample_line: int | None = None
+    sample_place: str | None = None  # where the sample is in the data set, as Table.place names it
     x: np.ndarray | None = None
     y: float | None = None
     w: np.ndarray | None = None
@@ -172,6 +186,11 @@ class Derivation:
     z: float | None = None
     parameters_from: str = ""
     check: Check | None = None
+
+    @property
+    def sample_line(self) -> int | None:
+        """The sample's line, in a data set of one CSV file."""
+        return line_number(self.sample_place)
 
     def step(self, name: str) -> Step:
         return next(s for s in self.steps if s.name == name)
@@ -410,14 +429,14 @@ def derive_neuron(
     w: np.ndarray | None = None,
     b: float | None = None,
     sample: int = 0,
-    line_of: Callable[[int], int | None] | None = None,
+    place_of: Callable[[int], str | None] | None = None,
     parameters_from: str = "",
 ) -> Derivation:
     """The derivation; with X, y, w, b also evaluated at sample ``sample`` and over all of X.
 
     X : ndarray of shape (N, n) (the data after preprocessing); y : ndarray of shape (N,);
-    w : ndarray of shape (n,); b : float. ``line_of(i)`` gives the CSV line of row i.
-    The caller checks that ``0 <= sample < N``.
+    w : ndarray of shape (n,); b : float. ``place_of(i)`` names where row i is in the data
+    set ("line 7", "row 6", "part-0003.csv, line 7"). The caller checks that ``0 <= sample < N``.
     """
     n = n_features
     if X is None:
@@ -429,7 +448,7 @@ def derive_neuron(
     w = np.asarray(w, dtype=np.float64)
     b = float(b)
     N = X.shape[0]
-    line_of = line_of or (lambda i: None)
+    place_of = place_of or (lambda i: None)
     x = X[sample]
     terms_w, terms_b, z, e = chain_gradient(X, y, w, b)
     grad_w = terms_w.sum(axis=0)
@@ -437,7 +456,7 @@ def derive_neuron(
     assert grad_w.shape == (n,)
 
     def row(i: int) -> SampleRow:
-        return SampleRow(index=i, line=line_of(i), z=float(z[i]), active=bool(z[i] > 0), error=float(e[i]),
+        return SampleRow(index=i, place=place_of(i), z=float(z[i]), active=bool(z[i] > 0), error=float(e[i]),
                          grad_w=terms_w[i].copy(), grad_b=float(terms_b[i]))
 
     if N <= TABLE_ROWS_MAX:
@@ -456,7 +475,7 @@ def derive_neuron(
     return Derivation(
         n_features=n, feature_names=feature_names, target=target, source=source, units=units,
         definitions=definitions(), steps=neuron_steps(n, x, w, b) + loss_steps(n, grad_w, grad_b),
-        loss=loss, evaluated=True, sample_index=sample, sample_line=line_of(sample), x=x.copy(),
+        loss=loss, evaluated=True, sample_index=sample, sample_place=place_of(sample), x=x.copy(),
         y=float(y[sample]), w=w.copy(), b=b, z=float(z[sample]), parameters_from=parameters_from,
         check=three_way_check(X, y, w, b, grad_w, grad_b, labels,
                               np.append(np.abs(terms_w).sum(axis=0), np.abs(terms_b).sum())),

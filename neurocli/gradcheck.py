@@ -22,6 +22,14 @@ is the largest step that keeps it on one side. Both tests and the differences th
    analytic value must also lie between the left and right one-sided differences (summed per
    tied sample, so that ties moving in opposite directions are bracketed too).
 
+Data of any size: on more than :data:`MAX_ROWS` rows (a parameter of :func:`check`), both
+sides are evaluated on a seeded sample of that many rows, not by an engine on all of them,
+because the check holds several float64 arrays of N x (n+1) values and evaluates the loss
+many times a parameter, while the gradient is a mean of per-row terms, so a wrong formula
+shows on any sample of rows as on all of them. The sample is drawn from the seed (the same
+seed, the same rows), its indices sorted so that the rows it names are in data-set order;
+smaller data is checked on every row. The report says which (:attr:`GradcheckReport.rows`).
+
 Nothing here prints; :func:`check` returns a :class:`GradcheckReport` that ``render.gradcheck``
 shows and serializes.
 """
@@ -47,6 +55,8 @@ SWEEP_STEPS = tuple(10.0 ** -k for k in range(2, 11))  # 1e-2 ... 1e-10
 SHOWN_INDICES = 5
 FULL_JACOBIAN_MAX_ENTRIES = 200_000  # N x (n+1) above this: seeded projections u^T J v
 N_PROJECTIONS = 3
+MAX_ROWS = 100_000  # rows checked at most: larger data is checked on a seeded sample of this many
+SAMPLE_STREAM = 8  # the sample's random stream: (seed, 8), apart from the seed's other streams
 CONVENTION = ("ReLU'(0) = 0: a sample with z = 0 is inactive; its reference derivative is the "
               "one-sided difference on the side where z decreases")
 
@@ -166,14 +176,26 @@ class GradcheckReport:
     rtol: float
     atol: float
     dtype: str
-    n_samples: int
+    n_samples: int  # rows checked
     feature_names: list[str]
     points: list[PointReport] = field(default_factory=list)
     convention: str = CONVENTION
+    rows_total: int | None = None  # rows of the data given (None: n_samples)
+    # the sample's rows, sorted 0-based indices into the data given; None when every row is checked
+    rows: np.ndarray | None = None
+    sample_seed: int | None = None  # the seed the sample was drawn from
 
     @property
     def base(self) -> PointReport:
         return self.points[0]
+
+    @property
+    def sampled(self) -> bool:
+        return self.rows is not None
+
+    def row(self, k: int) -> int:
+        """The index in the data given of checked sample ``k`` (the one the point reports name)."""
+        return int(k) if self.rows is None else int(self.rows[k])
 
 
 # ----------------------------------------------------------------------------------------
@@ -626,19 +648,41 @@ def random_points(X: np.ndarray, w: np.ndarray, k: int, seed: int) -> list[tuple
     return out
 
 
+def sample_rows(n_rows: int, max_rows: int, seed: int) -> np.ndarray | None:
+    """Sorted 0-based indices of ``max_rows`` of ``n_rows`` rows, drawn without replacement from
+    the stream (seed, :data:`SAMPLE_STREAM`); None when ``n_rows <= max_rows`` (every row is used)."""
+    if n_rows <= max_rows:
+        return None
+    return np.sort(np.random.default_rng([seed, SAMPLE_STREAM]).choice(n_rows, size=max_rows, replace=False))
+
+
 @np.errstate(over="ignore", invalid="ignore")  # an overflow ends in the verdict (inconclusive), not a warning
 def check(X, y, w, b, grad_fn: GradFn | None = None, *, eps=None, rtol=DEFAULT_RTOL,
           atol=DEFAULT_ATOL, names=None, points=0, seed=0, jacobian="auto", sweep=False,
-          label="given parameters") -> GradcheckReport:
+          label="given parameters", max_rows: int = MAX_ROWS) -> GradcheckReport:
     """Check ``grad_fn`` at (w, b) and at ``points`` seeded random points; see the module docstring.
 
     X : ndarray of shape (n_samples, n_features); y : ndarray of shape (n_samples,);
     w : ndarray of shape (n_features,); b : float. ``eps`` is the relative step
     (h_j = eps * max(1, |theta_j|), default :data:`DEFAULT_EPS`); a parameter passes when
     ``|a - n| <= atol + rtol * max(|a|, |n|) + roundoff`` (the estimated rounding error).
+    More than ``max_rows`` rows: both sides on a sample of that many (:func:`sample_rows`,
+    from ``seed``); the report's indices are then positions in the sample (``report.row``).
     The verdict: "fail" if any point fails; "inconclusive" if no point is conclusive
     (no active sample, or nothing left after excluding straddlers); else "pass".
     """
+    rows = sample_rows(X.shape[0], max_rows, seed)
+    checked = (X, y) if rows is None else (X[rows], y[rows])
+    report = _check_all(*checked, w, b, grad_fn, eps=eps, rtol=rtol, atol=atol, names=names, points=points,
+                        seed=seed, jacobian=jacobian, sweep=sweep, label=label)
+    report.rows_total, report.rows = X.shape[0], rows
+    report.sample_seed = None if rows is None else seed
+    return report
+
+
+def _check_all(X, y, w, b, grad_fn: GradFn | None, *, eps, rtol, atol, names, points, seed, jacobian, sweep,
+               label) -> GradcheckReport:
+    """:func:`check` on every row of (X, y)."""
     names = list(names) if names else [f"x{k + 1}" for k in range(X.shape[1])]
     opts = dict(eps=eps, rtol=rtol, atol=atol, names=names, jacobian=jacobian, seed=seed)
     reports = [check_point(X, y, w, b, grad_fn, label=label, sweep=sweep, **opts)]

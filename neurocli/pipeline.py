@@ -9,9 +9,10 @@ import contextlib
 import hashlib
 import json
 import math
+import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -19,12 +20,12 @@ import numpy as np
 import yaml
 
 from neurocli import io as nio
-from neurocli import parquetread, savedfiles, sources
+from neurocli import parquetread, savedfiles, sources, streamprep
 from neurocli.cache import cache_dir
 from neurocli.config import LoadedConfig, load_config
-from neurocli.data import Prepared, Standardization, file_sha256, prepare, read_header, read_table
-from neurocli.errors import ConfigError, DataError, ModelFileError, NeurocliError
-from neurocli.engines.stream import StreamEngine, spill
+from neurocli.data import Prepared, Standardization, Table, file_sha256, prepare, read_header, read_table
+from neurocli.errors import ConfigError, DataError, ModelFileError, NeurocliError, OutputError
+from neurocli.engines.stream import StreamEngine
 from neurocli.neuron import predict as neuron_predict
 from neurocli.train import StopReason, Trainer, TrainState, engine_options, evaluate, initial_parameters
 
@@ -39,23 +40,24 @@ class Inputs:
     data_sha256: str | None = None  # of the data file, served by the table cache when it hits
 
 
-def load_inputs(config_path: Path, overrides: list[str] | None = None, loaded: LoadedConfig | None = None) -> Inputs:
-    """Read and validate the config and its data; compute the initial parameters."""
+Progress = Callable[[str, int, int, int], None]  # (phase, bytes done, bytes in all, rows so far)
+
+
+def load_inputs(config_path: Path, overrides: list[str] | None = None, loaded: LoadedConfig | None = None,
+                progress: Progress | None = None) -> Inputs:
+    """Read and validate the config and its data; compute the initial parameters.
+
+    ``progress(phase, done, total, rows)`` is told how the reading goes: "reading", bytes of
+    the data files read of all their bytes, and data rows so far, piece by piece; then, on the
+    stream engine, "preparing", bytes of the prepared files done of all.
+    """
     t0 = time.perf_counter()
     loaded = loaded or load_config(config_path, overrides)
     cfg = loaded.config
-    data_path = loaded.data_path
     files = _data_files(loaded)
-    table, data_sha256 = sources.read_data_set(
-        data_path, files, target=cfg.data.target, features=cfg.data.features,
-        missing=cfg.data.missing, delimiter=cfg.data.delimiter,
-        # full batch: column-major X, which its kernel reads faster; mini-batches gather rows
-        layout="F" if cfg.training.batch_size is None else "C",
-    )
-    prepared = prepare(
-        table, validation_fraction=cfg.data.validation_fraction, standardize=cfg.data.standardize,
-        seed=cfg.seed, dtype=cfg.training.dtype, locate=loaded.error,
-    )
+    read = _streamed if cfg.engine.kind == "stream" else _in_memory
+    prepared, data_sha256 = read(loaded, files, progress)
+    table = prepared.table
     n_features = len(table.feature_names)
     wi = cfg.model.weights_init
     if isinstance(wi, list) and len(wi) != n_features:
@@ -71,6 +73,60 @@ def load_inputs(config_path: Path, overrides: list[str] | None = None, loaded: L
     _check_representable(loaded, cfg)
     w0, b0 = initial_parameters(cfg.model, n_features, prepared.y_train, cfg.seed, cfg.training.dtype)
     return Inputs(loaded, prepared, w0, b0, time.perf_counter() - t0, data_sha256)
+
+
+def _layout(cfg) -> str:
+    """How the in-memory reader lays X out: full batch column-major (its kernel reads X faster
+    that way); mini-batches gather rows, row-major."""
+    return "F" if cfg.training.batch_size is None else "C"
+
+
+def _in_memory(loaded: LoadedConfig, files: list[Path], progress: Progress | None) -> tuple[Prepared, str]:
+    """The data set read into memory and prepared there."""
+    cfg = loaded.config
+    table, sha = sources.read_data_set(
+        loaded.data_path, files, target=cfg.data.target, features=cfg.data.features,
+        missing=cfg.data.missing, delimiter=cfg.data.delimiter, layout=_layout(cfg),
+        progress=_counted(files, progress))
+    prepared = prepare(table, validation_fraction=cfg.data.validation_fraction, standardize=cfg.data.standardize,
+                       seed=cfg.seed, dtype=cfg.training.dtype, locate=loaded.error)
+    return prepared, sha
+
+
+def _streamed(loaded: LoadedConfig, files: list[Path], progress: Progress | None) -> tuple[Prepared, str]:
+    """The data set read part by part into files under the cache folder and prepared there
+    (:mod:`neurocli.streamprep`): the stream engine's memory stays a few parts."""
+    cfg = loaded.config
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot make the cache folder for the stream engine's files: {exc.strerror or exc}",
+                          path=folder) from None
+    out = streamprep.RowFiles(folder, cfg.seed, cfg.data.validation_fraction)
+    table, sha = sources.stream_data_set(
+        loaded.data_path, files, out, target=cfg.data.target, features=cfg.data.features,
+        missing=cfg.data.missing, delimiter=cfg.data.delimiter, progress=_counted(files, progress))
+    prepared = streamprep.prepare(table, out, standardize=cfg.data.standardize, dtype=cfg.training.dtype,
+                                  layout=_layout(cfg), validation_fraction=cfg.data.validation_fraction,
+                                  locate=loaded.error, progress=progress)
+    return prepared, sha
+
+
+def _counted(files: list[Path], progress: Progress | None):
+    """``progress`` as the readers call it (bytes and rows of each piece), as running totals."""
+    if progress is None:
+        return None
+    total = sum(f.stat().st_size for f in files)
+    done = [0, 0]
+
+    def advance(nbytes: int, rows: int) -> None:
+        done[0] += nbytes
+        done[1] += rows
+        progress("reading", min(done[0], total), total, done[1])
+
+    progress("reading", 0, total, 0)
+    return advance
 
 
 def _data_files(loaded: LoadedConfig) -> list[Path]:
@@ -360,17 +416,8 @@ def _engine(inputs: Inputs):
 
 
 def _stream_engine(p: Prepared, cfg) -> StreamEngine:
-    """The prepared rows moved to a file under the cache folder and mapped, the arrays in
-    memory let go; X_train and X_val become views of the mapping with the strides they had
-    (the one-block grid of small data and the metrics use them as they are), walked by the
-    stream engine."""
-    folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    n, n_val = p.X_train.shape[0], p.X_val.shape[0]
-    mapped = spill(p.X_all, folder)
-    p.X_all, p.X_train = mapped, mapped[:n]
-    if n_val:
-        p.X_val = mapped[n:]
+    """The stream engine over the training rows as :func:`_streamed` left them (a mapped file)."""
+    n = p.X_train.shape[0]
     return StreamEngine(p.X_train, p.y_train, **engine_options(cfg.training, cfg.seed, n, p.X_train.dtype))
 
 
@@ -435,32 +482,104 @@ def _check_state_fits(state: TrainState, inputs: Inputs, ckpt_path: Path) -> Non
 @dataclass
 class Prediction:
     csv: str  # the input rows plus the prediction column
-    column: str  # "prediction", or "prediction_neurocli" when the file already has a "prediction"
+    column: str  # "prediction", or "prediction_neurocli" when the data already has a "prediction"
     n_missing: int  # rows with an empty or NA feature: their prediction is left empty
+    files: list[Path] = field(default_factory=list)  # the data set's files, as read (never to be overwritten)
 
 
-def predict_csv(model_path: Path, data_path: Path, delimiter: str = ",") -> Prediction:
-    """Apply a model.json to a CSV of its features: the saved standardization first, then the neuron."""
+# a URL, as data.path takes one (s3://, gs://, file://, memory://)
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def predict_csv(model_path: Path, data: str | Path, delimiter: str = ",") -> Prediction:
+    """Apply a model.json to a data set of its features: the saved standardization first, then the neuron.
+
+    ``data`` is what data.path may be: a CSV or Parquet file, a folder or a glob of them, or a
+    URL (fetched once into the cache folder). The result is one CSV of every row in data-set
+    order: a CSV's records as written with the header once, a Parquet file's columns as CSV;
+    each with the prediction added. Every file must have the first one's columns.
+    """
     m = savedfiles.load_model(model_path)
-    table = read_table(data_path, target=None, features=m["features"], missing="keep", delimiter=delimiter,
-                       keep_text=True)
-    X = table.X
+    files = prediction_files(data)
+    tables = _tables_to_predict(files, m["features"], delimiter)
+    pred = _predictions(m, tables)
+    _refuse_overflow(pred, tables, model_path)
+    n_missing = int(np.isnan(pred).sum())  # a missing feature gives NaN
+    if tables[0].texts is None:  # Parquet: its columns as CSV, the prediction added
+        text, name = _parquet_csv(files, pred)
+    else:
+        text, name = _records_csv(tables, pred, delimiter)
+    return Prediction(text, name, n_missing, files)
+
+
+def prediction_files(data: str | Path) -> list[Path]:
+    """The files of the data set ``data`` names (:func:`neurocli.sources.data_files`); a URL's
+    fetched into the cache folder (:func:`neurocli.sources.fetched`)."""
+    if _URL.match(str(data)):
+        return sources.fetched(str(data), cache_dir() / "remote")
+    return sources.data_files(Path(data))
+
+
+def _tables_to_predict(files: list[Path], features: list[str], delimiter: str) -> list[Table]:
+    """Each file's feature columns, empty and NA cells kept, with a CSV's records as written."""
+    if len(files) > 1:
+        _check_same_columns(files, delimiter)
+    return [read_table(f, target=None, features=features, missing="keep", delimiter=delimiter, keep_text=True)
+            for f in files]
+
+
+def _check_same_columns(files: list[Path], delimiter: str) -> None:
+    """Every file has the first one's columns: the output has one header for all their rows."""
+    first = sources.column_names(files[0], delimiter)
+    for f in files[1:]:
+        names = sources.column_names(f, delimiter)
+        if names != first:
+            raise DataError(f"its columns ({', '.join(names)}) are not those of {files[0].name} "
+                            f"({', '.join(first)}): every file of a data set has the same columns",
+                            path=f, where="row 1" if parquetread.is_parquet(f) else "line 1")
+
+
+def _predictions(m: dict, tables: list[Table]) -> np.ndarray:
+    """The model on every row of the tables, in order: one array, so each row's bits are the
+    ones of the same rows in one file."""
+    X = tables[0].X if len(tables) == 1 else np.concatenate([t.X for t in tables])
     if m.get("standardization"):
         X = Standardization.from_dict(m["standardization"]).apply(X)
-    pred = neuron_predict(X, np.asarray(m["weights_standardized"], dtype=np.float64), float(m["bias_standardized"]))
-    overflowed = np.flatnonzero(np.isinf(pred))  # a missing feature gives NaN; only an overflow gives inf
-    if overflowed.size:
-        raise ModelFileError(f"the prediction for {data_path}, {table.place(int(overflowed[0]))}, overflows "
-                             f"float64: the model's weights are far too large for this data", path=model_path)
-    n_missing = int(np.isnan(pred).sum())
-    if table.texts is None:  # Parquet: its columns as CSV, the prediction added
-        frame = parquetread.frame(data_path, parquetread.columns(data_path))
-        name = "prediction" if "prediction" not in frame.columns else "prediction_neurocli"
-        frame[name] = pred
-        return Prediction(frame.to_csv(index=False, lineterminator="\n"), name, n_missing)
-    name = "prediction" if "prediction" not in read_header(data_path, delimiter) else "prediction_neurocli"
+    return neuron_predict(X, np.asarray(m["weights_standardized"], dtype=np.float64), float(m["bias_standardized"]))
+
+
+def _refuse_overflow(pred: np.ndarray, tables: list[Table], model_path: Path) -> None:
+    """A prediction of inf (a missing feature gives NaN; only an overflow gives inf) names its file and place."""
+    overflowed = np.flatnonzero(np.isinf(pred))
+    if not overflowed.size:
+        return
+    i = int(overflowed[0])
+    for table in tables:
+        if i < table.X.shape[0]:
+            break
+        i -= table.X.shape[0]
+    raise ModelFileError(f"the prediction for {table.path}, {table.place(i)}, overflows float64: the model's "
+                         f"weights are far too large for this data", path=model_path)
+
+
+def _records_csv(tables: list[Table], pred: np.ndarray, delimiter: str) -> tuple[str, str]:
+    """(the CSV files' records as written, the first file's header once, each with its prediction; the column)."""
+    name = "prediction" if "prediction" not in read_header(tables[0].path, delimiter) else "prediction_neurocli"
+    texts = tables[0].texts + [text for t in tables[1:] for text in t.texts[1:]]
     cells = [name] + ["" if math.isnan(v) else repr(v) for v in pred.tolist()]
-    return Prediction(_with_last_field(table.texts, cells, delimiter), name, n_missing)
+    return _with_last_field(texts, cells, delimiter), name
+
+
+def _parquet_csv(files: list[Path], pred: np.ndarray) -> tuple[str, str]:
+    """(the Parquet files' columns as one CSV, the header once, each row with its prediction; the column)."""
+    pieces, name, at = [], None, 0
+    for f in files:
+        frame = parquetread.frame(f, parquetread.columns(f))
+        name = name or ("prediction" if "prediction" not in frame.columns else "prediction_neurocli")
+        frame[name] = pred[at:at + len(frame)]
+        at += len(frame)
+        pieces.append(frame.to_csv(index=False, header=not pieces, lineterminator="\n"))
+    return "".join(pieces), name
 
 
 def _with_last_field(texts: list[str], cells: list[str], delimiter: str) -> str:

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from neurocli import derive, gradcheck
-from neurocli import parquetread, savedfiles
+from neurocli import savedfiles
 from neurocli.data import Prepared
 from neurocli.errors import ConfigError, ModelFileError
 from neurocli.pipeline import load_inputs
@@ -58,12 +58,16 @@ class GradcheckProblem:
     b: float
     names: list[str]
     label: str  # where (w, b) come from, as the report names the point
-    source: str = "built-in problem, "  # where the data comes from, as the report's first line begins
-    line_of: Callable[[int], int] | None = None  # the CSV line of training sample i
-    seed: int = 0  # the config's seed: the default for random points and projections
+    source: str = "built-in problem"  # where the data comes from, as the report's first line begins
+    split: str | None = None  # "training": the rows are the training split's
+    standardized: bool = False  # the features are z-scores
+    # where row i of X is in the data set, as Table.place names it ("line 7", "part-0003.csv, line 7")
+    place_of: Callable[[int], str] | None = None
+    seed: int = 0  # the config's seed: the default for random points, projections and the sample of rows
 
     def check(self, *, seed: int | None = None, **options) -> gradcheck.GradcheckReport:
-        """:func:`gradcheck.check` on this problem; ``options`` are its keyword arguments."""
+        """:func:`gradcheck.check` on this problem; ``options`` are its keyword arguments (``max_rows``
+        among them: larger data is checked on a sample of that many rows, drawn from the seed)."""
         return gradcheck.check(self.X, self.y, self.w, self.b, names=self.names, label=self.label,
                                seed=self.seed if seed is None else seed, **options)
 
@@ -93,9 +97,9 @@ def gradcheck_problem(config: Path | None = None, overrides: list[str] | None = 
     if m is not None:
         w, b = model_parameters(m, model, p, p.X_train.dtype)
         label = f"trained parameters ({model})"
-    source = f"{config}, training split{', standardized' if p.standardization is not None else ''}, "
-    return GradcheckProblem(p.X_train, p.y_train, w, b, list(p.feature_names), label, source,
-                            _line_of(p), inputs.loaded.config.seed)
+    return GradcheckProblem(p.X_train, p.y_train, w, b, list(p.feature_names), label, source=str(config),
+                            split="training", standardized=p.standardization is not None,
+                            place_of=place_of_train_sample(p), seed=inputs.loaded.config.seed)
 
 
 def derivation(config: Path | None = None, overrides: list[str] | None = None, *, model: Path | None = None,
@@ -143,16 +147,23 @@ def _neuron_derivation(config: Path, overrides, model: Path | None, show_jacobia
         w, b = model_parameters(savedfiles.load_model(model), model, p, np.float64)
         b, parameters_from = float(b), f"the trained model {model}"
     units = ("standardized features (z-scores, statistics of the training split); target in its own units"
-             if p.standardization is not None else "the CSV's own units")
+             if p.standardization is not None else "the data's own units")
     common = dict(n_features=len(p.feature_names), feature_names=list(p.feature_names), target=p.table.target,
-                  source=f"{config} ({p.table.path.name}, {n_rows} training rows)", units=units)
+                  source=f"{config} ({_data_set_text(p)}, {n_rows} training rows)", units=units)
     if not show_jacobians:
         return derive.derive_neuron(**common)
     return derive.derive_neuron(**common, X=p.X_train, y=p.y_train, w=w, b=b, sample=sample,
-                                line_of=_line_of(p), parameters_from=parameters_from)
+                                place_of=place_of_train_sample(p), parameters_from=parameters_from)
 
 
-def _line_of(p: Prepared) -> Callable[[int], int] | None:
-    """The file line of each training sample, for reports; None for a Parquet file (no lines)
-    or a data set of several files."""
-    return None if p.table.parts or parquetread.is_parquet(p.table.path) else p.line_of_train_sample
+def _data_set_text(p: Prepared) -> str:
+    """The data set as a derivation's source names it: its file, or its folder or glob and how many files."""
+    parts = p.table.parts
+    return p.table.path.name + (f", {len(parts)} files" if parts else "")
+
+
+def place_of_train_sample(p: Prepared) -> Callable[[int], str]:
+    """Where training sample i is in the data set, as :meth:`Table.place` names it: "line 7" in a
+    CSV, "row 6" in a Parquet file, "part-0003.csv, line 7" in a data set of several files."""
+    place = p.table.places()
+    return lambda i: place(int(p.train_rows[i]))

@@ -12,7 +12,7 @@ import numpy as np
 
 from neurocli import parquetread
 from neurocli.cache import read_table_cached
-from neurocli.data import Table, read_header
+from neurocli.data import Table, read_header, read_table_into
 from neurocli.errors import DataError
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
@@ -87,32 +87,71 @@ def column_names(path: Path, delimiter: str) -> list[str]:
     return parquetread.columns(path) if parquetread.is_parquet(path) else read_header(path, delimiter)
 
 
+def _check_columns(files: list[Path], f: Path, first: list[str], delimiter: str) -> None:
+    """Every file of a data set has the first file's columns."""
+    names = column_names(f, delimiter) if f != files[0] else first
+    if names != first:
+        raise DataError(f"its columns ({', '.join(names)}) are not those of {files[0].name} "
+                        f"({', '.join(first)}): every file of a data set has the same columns",
+                        path=f, where="row 1" if parquetread.is_parquet(f) else "line 1")
+
+
+def data_set_sha256(files: list[Path], shas: list[str]) -> str:
+    """The SHA-256 that names a data set: one file's own; for many, of their names and hashes in order."""
+    if len(files) == 1:
+        return shas[0]
+    digest = hashlib.sha256()
+    for f, sha in zip(files, shas):
+        digest.update(f"{f.name}\0{sha}\n".encode())
+    return digest.hexdigest()
+
+
+def stream_data_set(path: Path, files: list[Path], out, *, target, features, missing: str, delimiter: str,
+                    progress=None) -> tuple[Table, str]:
+    """The files of the data set ``path`` read part by part into ``out``
+    (:func:`neurocli.data.read_table_into`, e.g. a :class:`neurocli.streamprep.RowFiles`),
+    its rows numbered across the files (``out.offset``, moved on from file to file). Returns
+    the table without its X (names, target, rows, y from ``out.gathered()``) and the data
+    set's SHA-256, as :func:`read_data_set`."""
+    first = column_names(files[0], delimiter) if len(files) > 1 else None
+    parts, shas = [], []
+    for f in files:
+        if first is not None:
+            _check_columns(files, f, first, delimiter)
+        parts.append((f, out.offset))
+        features, n_rows, sha = read_table_into(f, out, target=target, features=features, missing=missing,
+                                                delimiter=delimiter, progress=progress)
+        out.offset += n_rows
+        shas.append(sha)
+    y, rows, _ = out.gathered()
+    table = Table(path=path if len(files) > 1 else files[0], feature_names=list(features), target=target, X=None,
+                  y=y, rows=rows, n_dropped=out.offset - len(rows), delimiter=delimiter,
+                  parts=parts if len(files) > 1 else None)
+    return table, data_set_sha256(files, shas)
+
+
 def read_data_set(path: Path, files: list[Path], *, target, features, missing: str, delimiter: str,
-                  layout: str) -> tuple[Table, str]:
+                  layout: str, progress=None) -> tuple[Table, str]:
     """The files of the data set ``path`` as one table (:func:`neurocli.cache.read_table_cached`
     each), its rows numbered across them, and the SHA-256 that names the data set (one file's
     own; for many, of their names and hashes in order). Every file must have the first one's
     columns."""
     if len(files) == 1:
         return read_table_cached(files[0], target=target, features=features, missing=missing,
-                                 delimiter=delimiter, layout=layout)
+                                 delimiter=delimiter, layout=layout, progress=progress)
     first = column_names(files[0], delimiter)
-    tables, parts, digest, offset = [], [], hashlib.sha256(), 0
+    tables, parts, shas, offset = [], [], [], 0
     for f in files:
-        names = column_names(f, delimiter) if f != files[0] else first
-        if names != first:
-            raise DataError(f"its columns ({', '.join(names)}) are not those of {files[0].name} "
-                            f"({', '.join(first)}): every file of a data set has the same columns",
-                            path=f, where="row 1" if parquetread.is_parquet(f) else "line 1")
+        _check_columns(files, f, first, delimiter)
         table, sha = read_table_cached(f, target=target, features=features, missing=missing,
-                                       delimiter=delimiter, layout=layout)
+                                       delimiter=delimiter, layout=layout, progress=progress)
         features = table.feature_names
         parts.append((f, offset))
         table.rows = table.rows + offset
         offset += len(table.rows) + table.n_dropped
         tables.append(table)
-        digest.update(f"{f.name}\0{sha}\n".encode())
-    return _concatenated(path, tables, parts, layout), digest.hexdigest()
+        shas.append(sha)
+    return _concatenated(path, tables, parts, layout), data_set_sha256(files, shas)
 
 
 def _concatenated(path: Path, tables: list[Table], parts: list[tuple[Path, int]], layout: str) -> Table:

@@ -21,7 +21,7 @@ import numpy as np
 from neurocli import neuron
 from neurocli.config import TrainingConfig
 from neurocli.diagnoses import Advice
-from neurocli.engines import Engine, EpochSums
+from neurocli.engines import Engine, EpochSums, rows_per_block, stream
 from neurocli.engines.memory import MemoryEngine
 
 # A run stops as diverged when an epoch's loss exceeds this many times the larger of its first
@@ -141,15 +141,25 @@ def evaluate(X: np.ndarray, y: np.ndarray, w: np.ndarray, b) -> dict:
 
 
 def _evaluate(X, y, w, b) -> dict:
-    r = neuron.predict(X, w, b).astype(np.float64) - y
-    mse = float(r @ r) / len(r)
+    """The metrics of a grid of one block from the residuals in float64; of many blocks from
+    the reduction rule's sums (by the stream engine's walk, which holds a part at a time of
+    an X in a mapped file), so every engine reports the same bits."""
     centred = y.astype(np.float64) - float(np.mean(y, dtype=np.float64))
     sst = float(centred @ centred)
+    n = X.shape[0]
+    if rows_per_block(n, X.shape[1], X.dtype) >= n:
+        r = neuron.predict(X, w, b).astype(np.float64) - y
+        sq, mae = float(r @ r), float(np.abs(r).mean())
+        mse = sq / n
+    else:
+        lg = stream.loss_and_gradient(X, y, w, b)
+        mse, mae = lg.loss, lg.abs_error_sum / n
+        sq = mse * n
     return {
         "mse": mse,
         "rmse": math.sqrt(mse) if math.isfinite(mse) else math.inf,
-        "mae": float(np.abs(r).mean()),
-        "r2": 1.0 - float(r @ r) / sst if sst > 0 else float("nan"),
+        "mae": mae,
+        "r2": 1.0 - sq / sst if sst > 0 else float("nan"),
     }
 
 

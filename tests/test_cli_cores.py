@@ -114,10 +114,10 @@ def test_importing_the_cli_does_not_import_numpy():
 
 def test_gradcheck_problem_from_python():
     builtin = gradcheck_problem()
-    assert builtin.label == "built-in parameters" and builtin.line_of is None and builtin.seed == 0
+    assert builtin.label == "built-in parameters" and builtin.place_of is None and builtin.seed == 0
     problem = gradcheck_problem(QUICKSTART, ["seed=3"])
     assert problem.seed == 3 and problem.names == ["bill_length_mm", "bill_depth_mm", "flipper_length_mm"]
-    assert problem.source.startswith(f"{QUICKSTART}, training split, standardized")
+    assert (problem.source, problem.split, problem.standardized) == (str(QUICKSTART), "training", True)
     report = problem.check(points=1)
     assert report.verdict == "pass" and "seed 3" in report.points[1].label
     assert "seed 5" in problem.check(points=1, seed=5).points[1].label

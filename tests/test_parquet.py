@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -204,3 +205,92 @@ def test_a_row_of_a_data_set_of_several_files_is_named_by_its_file(in_tmp):
                              delimiter=",", layout="C")
     assert [table.place(i) for i in range(len(table.rows))] == ["a.csv, line 2", "a.csv, line 4", "b.csv, line 2",
                                                                 "b.csv, line 4"]
+
+
+def _penguin_parquet_parts(folder) -> list:
+    """The penguins data in 3 Parquet files of uneven length, in name order."""
+    frame = pd.read_csv(PENGUINS)
+    folder.mkdir()
+    cuts = [0, 120, 121, len(frame)]  # a one-row file in the middle
+    paths = [folder / f"q{i}.parquet" for i in range(3)]
+    for path, a, b in zip(paths, cuts, cuts[1:]):
+        frame.iloc[a:b].to_parquet(path, index=False)
+    return paths
+
+
+def _derived_sample(config: str, sample: int) -> dict:
+    r = runner.invoke(app, ["derive", config, "--show-jacobians", "--sample", str(sample), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)["sample"]
+
+
+FEATURES = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm"]
+
+
+@pytest.mark.parametrize("sample", [0, 90, 91, 264])
+def test_derive_names_the_file_and_row_of_the_sample_in_a_data_set_of_parquet_files(sample, in_tmp):
+    from neurocli.pipeline import load_inputs
+
+    _penguin_parquet_parts(in_tmp / "parts")
+    config = _config(in_tmp, "parts")
+    got = _derived_sample(config, sample)
+    file, row = got["place"].rsplit(", row ", 1)
+    assert got["line"] is None
+    found = pd.read_parquet(in_tmp / "parts" / file).iloc[int(row) - 1]  # "row N" counts from 1
+    st = load_inputs(config).prepared.standardization
+    np.testing.assert_allclose(found[FEATURES].to_numpy(float), np.array(got["x"]) * st.scale + st.mean, rtol=1e-12)
+    assert found["body_mass_g"] == got["y"]
+
+
+def test_derive_names_the_row_of_the_sample_in_one_parquet_file(in_tmp):
+    from neurocli.pipeline import load_inputs
+
+    pd.read_csv(PENGUINS).to_parquet(in_tmp / "p.parquet", index=False)
+    config = _config(in_tmp, "p.parquet")
+    got = _derived_sample(config, 200)
+    assert got["line"] is None and got["place"].startswith("row ")
+    found = pd.read_parquet(in_tmp / "p.parquet").iloc[int(got["place"][4:]) - 1]
+    st = load_inputs(config).prepared.standardization
+    np.testing.assert_allclose(found[FEATURES].to_numpy(float), np.array(got["x"]) * st.scale + st.mean, rtol=1e-12)
+    # the same sample as in the CSV the file was made from: its line is its row plus the header
+    csv_line = _derived_sample(str(QUICKSTART), 200)["line"]
+    assert got["place"] == f"row {csv_line - 1}"
+    text = runner.invoke(app, ["derive", config, "--show-jacobians", "--sample", "200"]).stdout
+    assert f"sample 200 ({got['place']}): x = " in text
+    assert re.search(r"^\s*i\s+row\s+zᵢ", text, re.M)  # the per-sample table: a row column
+
+
+def test_gradcheck_names_samples_by_parquet_file_and_row(in_tmp):
+    from neurocli.pipeline import load_inputs
+
+    _penguin_parquet_parts(in_tmp / "parts")
+    config = _config(in_tmp, "parts")
+    d = json.loads(runner.invoke(app, ["gradcheck", config, "--json"]).stdout)
+    closest, place = d["kink"]["closest"], d["kink"]["closest_place"]
+    file, row = place.rsplit(", row ", 1)
+    found = pd.read_parquet(in_tmp / "parts" / file).iloc[int(row) - 1]
+    p = load_inputs(config).prepared
+    raw = p.X_train[closest] * p.standardization.scale + p.standardization.mean
+    np.testing.assert_allclose(found[FEATURES].to_numpy(float), raw, rtol=1e-12)
+    assert found["body_mass_g"] == p.y_train[closest]
+
+
+def test_predictions_on_parquet_parts_are_the_predictions_on_the_whole_file(in_tmp):
+    runner.invoke(app, ["train", str(QUICKSTART), "-q", "--set", "training.epochs=5", "--set", "output.dir=runs/m"])
+    pd.read_csv(PENGUINS).to_parquet(in_tmp / "whole.parquet", index=False)
+    _penguin_parquet_parts(in_tmp / "parts")
+    one = runner.invoke(app, ["predict", "runs/m/model.json", "whole.parquet"])
+    assert one.exit_code == 0, one.output
+    for data in ("parts", "parts/q*.parquet"):
+        r = runner.invoke(app, ["predict", "runs/m/model.json", data, "-o", "out.csv"])
+        assert r.exit_code == 0, r.output
+        assert (in_tmp / "out.csv").read_text().split("\n", 1) == one.stdout.split("\n", 1)
+
+
+def test_a_parquet_file_with_other_columns_is_refused_by_predict_naming_it(in_tmp):
+    runner.invoke(app, ["train", str(QUICKSTART), "-q", "--set", "training.epochs=2", "--set", "output.dir=runs/m"])
+    parts = _penguin_parquet_parts(in_tmp / "parts")
+    pd.read_parquet(parts[2]).drop(columns=["year"]).to_parquet(parts[2], index=False)
+    r = runner.invoke(app, ["predict", "runs/m/model.json", "parts", "-o", "out.csv"])
+    assert r.exit_code == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("error: parts/q2.parquet, row 1: its columns (") and not (in_tmp / "out.csv").exists()

@@ -25,7 +25,7 @@ from neurocli.engines import memory
 from neurocli.neuron import LossGrad
 
 # Bytes of X per part: the pages one step of the walk holds at a time.
-PART_BYTES = 64 << 20
+PART_BYTES = 16 << 20
 
 
 def spill(X: np.ndarray, folder: Path | None = None) -> np.memmap:
@@ -40,6 +40,35 @@ def spill(X: np.ndarray, folder: Path | None = None) -> np.memmap:
         return np.memmap(name, dtype=X.dtype, mode="r", shape=X.shape, order=order)
     finally:
         os.unlink(name)
+
+
+def loss_and_gradient(X: np.ndarray, y: np.ndarray, w: np.ndarray, b, part_bytes: int = PART_BYTES) -> LossGrad:
+    """:func:`neurocli.engines.memory.loss_and_gradient` over X (a mapped file, or an array)
+    part by part, each part's pages handed back once done: the same grid, the same block
+    function, the same bits."""
+    n, d = X.shape
+    rows = rows_per_block(n, d, X.dtype)
+    if rows >= n:  # one block: small data, read at once
+        result = neuron.loss_and_gradient(np.asarray(X), y, w, b)
+        _release(X)
+        return result
+    n_blocks = -(-n // rows)
+    grad_parts = np.empty((n_blocks, d), dtype=np.result_type(X.dtype, w, y))
+    sums = np.empty((n_blocks, 4), dtype=np.float64)
+    per_part = max(1, part_bytes // max(1, rows * d * X.dtype.itemsize))
+    for first in range(0, n_blocks, per_part):
+        last = min(n_blocks, first + per_part)
+        lo, hi = first * rows, min(n, last * rows)
+        memory.map_blocks(memory.block_partials, X[lo:hi], y[lo:hi], w, b, rows,
+                          grad_parts[first:last], sums[first:last])
+        _release(X)
+    return combine(grad_parts, sums, n)
+
+
+def _release(X: np.ndarray) -> None:
+    """Hand a mapping's pages back: the file stays in the page cache, not in this process."""
+    if getattr(X, "_mmap", None) is not None:
+        X._mmap.madvise(mmap.MADV_DONTNEED)
 
 
 class StreamEngine:
@@ -62,30 +91,10 @@ class StreamEngine:
         self._shuffles = memory.ShuffleAhead(seed, self.n_samples, epochs) if shuffled else None
 
     def loss_and_gradient(self, w: np.ndarray, b) -> LossGrad:
-        """:func:`neurocli.engines.memory.loss_and_gradient` over the file, part by part."""
-        n, d = self.n_samples, self.n_features
-        rows = rows_per_block(n, d, self.dtype)
-        if rows >= n:  # one block: small data, read at once
-            result = neuron.loss_and_gradient(np.asarray(self.X), self.y, w, b)
-            self._release()
-            return result
-        n_blocks = -(-n // rows)
-        grad_parts = np.empty((n_blocks, d), dtype=np.result_type(self.dtype, w, self.y))
-        sums = np.empty((n_blocks, 4), dtype=np.float64)
-        per_part = max(1, self.part_bytes // max(1, rows * d * self.dtype.itemsize))
-        for first in range(0, n_blocks, per_part):
-            last = min(n_blocks, first + per_part)
-            lo, hi = first * rows, min(n, last * rows)
-            # the part's blocks, at the same addresses as the whole file's: the same bits
-            memory.map_blocks(memory.block_partials, self.X[lo:hi], self.y[lo:hi], w, b, rows,
-                              grad_parts[first:last], sums[first:last])
-            self._release()
-        return combine(grad_parts, sums, n)
+        return loss_and_gradient(self.X, self.y, w, b, self.part_bytes)
 
     def _release(self) -> None:
-        """Hand the mapped pages back: the file stays in the page cache, not in this process."""
-        if getattr(self.X, "_mmap", None) is not None:
-            self.X._mmap.madvise(mmap.MADV_DONTNEED)
+        _release(self.X)
 
     def any_active(self, w: np.ndarray, b) -> bool:
         rows = max(1, self.part_bytes // max(1, self.n_features * self.dtype.itemsize))
@@ -105,9 +114,23 @@ class StreamEngine:
         batches from them), so each step is the same bits."""
         order = None if self._shuffles is None else self._shuffles.take(epoch)
         done = memory.minibatch_epoch(self.X, self.y, order, self.batch_size, w, b, self.lr, first_batch, sums,
-                                      stop_requested)
+                                      self._releasing(stop_requested))
         self._release()
         return done
+
+    def _releasing(self, stop_requested: Callable[[], bool]) -> Callable[[], bool]:
+        """``stop_requested``, which the epoch asks after each step, also handing the pages
+        back after about a part's worth of rows: the epoch's memory stays about a part."""
+        per_part = max(1, self.part_bytes // max(1, self.batch_size * self.n_features * self.dtype.itemsize))
+        steps = [0]
+
+        def ask() -> bool:
+            steps[0] += 1
+            if steps[0] % per_part == 0:
+                self._release()
+            return stop_requested()
+
+        return ask
 
     def close(self) -> None:
         if self._shuffles is not None:

@@ -14,7 +14,10 @@ import time
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -81,6 +84,32 @@ def epoch_event(rec, event: str = "epoch") -> str:
 
 def summary_event(summary: dict) -> str:
     return json.dumps({"event": "summary", **json_safe(summary)}, allow_nan=False)
+
+
+class ReadingView:
+    """The live view of reading the data: bytes read of all, rows so far, speed and time left;
+    gone once the reading is done (the epochs' view follows). Call it as load_inputs's
+    ``progress``."""
+
+    def __init__(self, console: Console):
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(bar_width=None), DownloadColumn(),
+            TextColumn("{task.fields[rows]:,} rows"), TransferSpeedColumn(), TimeRemainingColumn(),
+            console=console, transient=True, expand=True,
+        )
+        self.task = None
+
+    def __enter__(self) -> "ReadingView":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, phase: str, done: int, total: int, rows: int) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task(phase, total=max(1, total), rows=0)
+        self.progress.update(self.task, description=phase, completed=done, rows=rows)
 
 
 class LiveView:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import unicodedata
 
 import numpy as np
@@ -119,36 +120,58 @@ def _vec(v) -> str:
 
 
 def _row_cells(r: SampleRow) -> list[str]:
-    return [str(r.index), "" if r.line is None else str(r.line), num(r.z), "yes" if r.active else "no",
+    return [str(r.index), r.place or "", num(r.z), "yes" if r.active else "no",
             num(r.error), _vec(r.grad_w), num(r.grad_b)]
+
+
+# a place as Table.place words it: "line 7", "row 6", "part-0003.csv, line 7"
+_PLACE = re.compile(r"(?:(?P<file>.+), )?(?P<unit>line|row) (?P<n>\d+)")
+
+
+def place_columns(rows: list[SampleRow]) -> tuple[list[str], list[list[str]]]:
+    """The per-sample text table's place columns, narrow enough for 80 columns: ``line`` (or
+    ``row``) holding the numbers in a data set of one file, ``file`` and ``line`` in one of
+    several; no column without places. Returns (the headers, each row's cells)."""
+    places = [r.place for r in rows]
+    if all(place is None for place in places):
+        return [], [[] for _ in rows]
+    found = [_PLACE.fullmatch(place or "") for place in places]
+    units = {m["unit"] for m in found if m}
+    with_file = {m["file"] is not None for m in found if m}
+    if not all(found) or len(units) != 1 or len(with_file) != 1:  # any other wording: the places as they are
+        return ["place"], [[place or ""] for place in places]
+    if with_file == {True}:
+        return ["file", units.pop()], [[m["file"], m["n"]] for m in found]
+    return [units.pop()], [[m["n"]] for m in found]
 
 
 def _sample_table(d: Derivation) -> Table:
     lo = d.loss
-    has_lines = any(r.line is not None for r in lo.rows_head)
-    keep = [j for j in range(7) if has_lines or j != 1]
+    shown = lo.rows_head + (lo.rows_tail if lo.n_omitted else [])
+    place_names, place_cells = place_columns(shown)
+    k = len(place_names)
+    body = [[str(r.index), *cells, num(r.z), "yes" if r.active else "no", num(r.error), _vec(r.grad_w),
+             num(r.grad_b)] for r, cells in zip(shown, place_cells)]
+    total = ["Σ", *[""] * k, "", f"{lo.n_active}/{lo.n_samples}", "", _vec(lo.grad_w), num(lo.grad_b)]
+    columns = [("i", "right"), *[(name, "left" if name == "file" else "right") for name in place_names],
+               ("zᵢ", "right"), ("active", "left"), ("eᵢ", "right"), ("term of ∂C/∂w", "left"),
+               ("term of ∂C/∂b", "right")]
     t = Table(box=None, padding=(0, 1), show_edge=False, pad_edge=False)
-    rows = [_row_cells(r) for r in lo.rows_head + (lo.rows_tail if lo.n_omitted else [])]
-    rows.append(["Σ", "", "", f"{lo.n_active}/{lo.n_samples}", "", _vec(lo.grad_w), num(lo.grad_b)])
-    for j, (name, just) in enumerate((("i", "right"), ("line", "right"), ("zᵢ", "right"), ("active", "left"),
-                                      ("eᵢ", "right"), ("term of ∂C/∂w", "left"), ("term of ∂C/∂b", "right"))):
-        if j in keep:
-            if j == 5:  # the vector folds onto more lines when the page is narrow
-                t.add_column(Text(name), justify=just, overflow="fold", ratio=1)
-            else:  # a number is never cut: its column keeps the width of its widest cell
-                width = max(len(name), *(len(r[j]) for r in rows))
-                t.add_column(Text(name), justify=just, no_wrap=True, min_width=width)
-
-    def add(cells, style=None):
-        t.add_row(*[Text(cells[j]) for j in keep], style=style)
-
-    for r in lo.rows_head:
-        add(_row_cells(r))
+    for j, (name, just) in enumerate(columns):
+        if name == "term of ∂C/∂w":  # the vector folds onto more lines when the page is narrow
+            t.add_column(Text(name), justify=just, overflow="fold", ratio=1)
+        elif name == "file":  # so does a long file name
+            t.add_column(Text(name), justify=just, overflow="fold")
+        else:  # a number is never cut: its column keeps the width of its widest cell
+            width = max(len(name), *(len(cells[j]) for cells in body + [total]))
+            t.add_column(Text(name), justify=just, no_wrap=True, min_width=width)
+    for cells in body[:len(lo.rows_head)]:
+        t.add_row(*map(Text, cells))
     if lo.n_omitted:
-        add(["⋮", "⋮", "⋮", "⋮", "⋮", f"⋮ ({lo.n_omitted} more rows)", "⋮"])
-        for r in lo.rows_tail:
-            add(_row_cells(r))
-    add(["Σ", "", "", f"{lo.n_active}/{lo.n_samples}", "", _vec(lo.grad_w), num(lo.grad_b)], style="bold")
+        t.add_row(*map(Text, ["⋮"] * (len(columns) - 2) + [f"⋮ ({lo.n_omitted} more rows)", "⋮"]))
+        for cells in body[len(lo.rows_head):]:
+            t.add_row(*map(Text, cells))
+    t.add_row(*map(Text, total), style="bold")
     return t
 
 
@@ -194,7 +217,7 @@ def kink_line(d: Derivation) -> str | None:
 def _context_lines(d: Derivation) -> list[str]:
     lines = [f"source: {d.source}", f"units: {d.units}", LAYOUT, KINK]
     if d.evaluated:
-        where = f", CSV line {d.sample_line}" if d.sample_line is not None else ""
+        where = f" ({d.sample_place})" if d.sample_place is not None else ""
         lines.append(f"parameters: {d.parameters_from}: w = {_vec(d.w)} ({', '.join(d.feature_names)}), b = {num(d.b)}")
         lines.append(f"sample {d.sample_index}{where}: x = {_vec(d.x)}, {d.target} = {num(d.y)}, "
                      f"z = w·x + b = {num(d.z)} ({'active' if d.z > 0 else 'inactive'})")
@@ -348,11 +371,11 @@ def to_markdown(obj) -> str:
         lo = d.loss
         out.append(f"Per sample, over the {lo.n_samples} rows ({lo.n_active} active), C = {num(lo.loss)}; "
                    f"term = (2/N) vᵢ · (−∂aᵢ/∂w), zero when inactive:")
-        out += ["", "| i | CSV line | zᵢ | active | eᵢ | term of ∂C/∂w | term of ∂C/∂b |", "|---:|---:|---:|---|---:|---|---:|"]
-        out += ["| " + " | ".join(_row_cells(r)) + " |" for r in lo.rows_head]
+        out += ["", "| i | place | zᵢ | active | eᵢ | term of ∂C/∂w | term of ∂C/∂b |", "|---:|---:|---:|---|---:|---|---:|"]
+        out += ["| " + " | ".join(map(_md_escape, _row_cells(r))) + " |" for r in lo.rows_head]
         if lo.n_omitted:
             out.append(f"| ⋮ | ⋮ | ⋮ | ⋮ | ⋮ | ⋮ ({lo.n_omitted} more rows) | ⋮ |")
-            out += ["| " + " | ".join(_row_cells(r)) + " |" for r in lo.rows_tail]
+            out += ["| " + " | ".join(map(_md_escape, _row_cells(r))) + " |" for r in lo.rows_tail]
         out.append(f"| **Σ** | | | {lo.n_active}/{lo.n_samples} | | **{_vec(lo.grad_w)}** | **{num(lo.grad_b)}** |")
         c = d.check
         out += ["", "## 4. Check", "", "| | " + " | ".join(_md_escape(x) for x in c.labels) + " |",
@@ -476,7 +499,7 @@ def to_latex(obj) -> str:
             rows.append([r"$\vdots$"] * 5 + [f"$\\vdots$ ({lo.n_omitted} more rows)", r"$\vdots$"])
             rows += [[tex_text(c) for c in _row_cells(r)] for r in lo.rows_tail]
         rows.append([r"$\Sigma$", "", "", f"{lo.n_active}/{lo.n_samples}", "", _vec(lo.grad_w), num(lo.grad_b)])
-        out += _tex_table(["$i$", "CSV line", "$z_i$", "active", "$e_i$", r"term of $\partial C/\partial \mathbf{w}$",
+        out += _tex_table(["$i$", "place", "$z_i$", "active", "$e_i$", r"term of $\partial C/\partial \mathbf{w}$",
                            r"term of $\partial C/\partial b$"], rows, "rrrlrlr")
         c = d.check
         out.append(r"\subsection*{4. Check}")
@@ -510,12 +533,18 @@ def _step_json(s: Step) -> dict:
 
 
 def _row_json(r: SampleRow) -> dict:
-    return {"index": r.index, "line": r.line, "z": r.z, "active": r.active, "error": r.error,
+    return {"index": r.index, "line": r.line, "place": r.place, "z": r.z, "active": r.active, "error": r.error,
             "dC/dw": [float(v) for v in r.grad_w], "dC/db": r.grad_b}
 
 
 def to_json(obj) -> str:
-    """The derivation as one JSON object; every matrix in numerator layout, full precision."""
+    """The derivation as one JSON object; every matrix in numerator layout, full precision.
+
+    The sample and every row of the per-sample table name where they are in the data set:
+    ``place`` as the text shows it ("line 7" in a CSV, "row 6" in a Parquet file,
+    "part-0003.csv, line 7" in a data set of several files) and ``line``, the line as an
+    integer in a data set of one CSV file (null otherwise); both null for the built-in example.
+    """
     if isinstance(obj, VectorChainRule):
         v = obj
         data = {"example": "vector-chain-rule", "x": v.x, "layout": "numerator",
@@ -537,8 +566,8 @@ def to_json(obj) -> str:
     if d.evaluated:
         lo, c = d.loss, d.check
         data["parameters"] = {"from": d.parameters_from, "w": [float(v) for v in d.w], "b": d.b}
-        data["sample"] = {"index": d.sample_index, "line": d.sample_line, "x": [float(v) for v in d.x], "y": d.y,
-                          "z": d.z, "active": d.z > 0}
+        data["sample"] = {"index": d.sample_index, "line": d.sample_line, "place": d.sample_place,
+                          "x": [float(v) for v in d.x], "y": d.y, "z": d.z, "active": d.z > 0}
         data["loss"].update({
             "n_samples": lo.n_samples, "n_active": lo.n_active, "value": lo.loss,
             "rows": [_row_json(r) for r in lo.rows_head],

@@ -1,21 +1,26 @@
 """What ``neurocli gradcheck`` shows: a table sorted worst first, the kink report, a verdict line,
-the step sweep, and the same content as one JSON object. Built from a plain GradcheckReport.
+the step sweep, and the same content as one JSON object. Built from a plain GradcheckReport and
+the problem it was run on (what the data is, and where each of its rows is in the data set).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from neurocli.derive import line_number
 from neurocli.gradcheck import DEFAULT_EPS, GradcheckReport, ParameterResult, PointReport
 
+if TYPE_CHECKING:
+    from neurocli.problems import GradcheckProblem
+
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "inconclusive": "bold yellow"}
-LineOf = Callable[[int], int] | None
 
 
 def _num(v) -> float | None:
@@ -37,8 +42,42 @@ def _e(v) -> str:
     return f"{v:.2e}"
 
 
-def _indices(indices: list[int], total: int, line_of: LineOf) -> str:
-    shown = [f"{i} (line {line_of(i)})" if line_of else str(i) for i in indices]
+@dataclass(frozen=True)
+class SampleNames:
+    """How a report names checked sample k (a position in the rows checked): by its index in the
+    data given (the training split), not in the sample, and by its place in the data set
+    ("line 7", "row 6", "part-0003.csv, line 7") when the problem has places."""
+
+    report: GradcheckReport
+    place_of: Callable[[int], str] | None = None
+
+    @classmethod
+    def of(cls, report: GradcheckReport, problem: GradcheckProblem | None) -> "SampleNames":
+        return cls(report, problem.place_of if problem is not None else None)
+
+    def index(self, k: int) -> int:
+        return self.report.row(k)
+
+    def place(self, k: int) -> str | None:
+        return self.place_of(self.index(k)) if self.place_of else None
+
+    def text(self, k: int) -> str:
+        """``224 (line 295)``, or ``224`` without places."""
+        place = self.place(k)
+        return f"{self.index(k)} ({place})" if place else str(self.index(k))
+
+    def json(self, indices: list[int]) -> dict:
+        """``indices``; with places, ``places`` and ``lines`` (each one's line in a data set of one
+        CSV file, else null)."""
+        named = {"indices": [self.index(k) for k in indices]}
+        if self.place_of:
+            named["places"] = [self.place(k) for k in indices]
+            named["lines"] = [line_number(place) for place in named["places"]]
+        return named
+
+
+def _indices(indices: list[int], total: int, names: SampleNames) -> str:
+    shown = [names.text(k) for k in indices]
     more = f", ... ({total - len(indices)} more)" if total > len(indices) else ""
     return ", ".join(shown) + more
 
@@ -97,18 +136,18 @@ def roundoff_notes(point: PointReport) -> list[Text]:
     return out
 
 
-def kink_lines(point: PointReport, line_of: LineOf) -> list[Text]:
+def kink_lines(point: PointReport, names: SampleNames) -> list[Text]:
     k = point.kink
     if not k.straddling:
         closest = ""
         if k.closest is not None:
-            closest = (f"; the closest sample, {_indices([k.closest], 1, line_of)}, is {_e(k.closest_margin)} away "
+            closest = (f"; the closest sample, {_indices([k.closest], 1, names)}, is {_e(k.closest_margin)} away "
                        f"(in parameter units)")
         return [Text(f"kink: no sample straddles z = 0 at the requested step for any parameter{closest}; "
                      f"nothing to correct")]
     margin = "0 (an exact tie)" if k.min_margin == 0 else _e(k.min_margin)
     out = [Text(f"kink: {k.straddling} sample{'s' if k.straddling != 1 else ''} straddle z = 0 at the requested step: "
-                f"{_indices(k.indices, k.straddling, line_of)}; smallest margin {margin}")]
+                f"{_indices(k.indices, k.straddling, names)}; smallest margin {margin}")]
     for p in point.parameters:
         if p.straddling or p.tie_check:
             out.append(Text(f"  {p.name}: {action_text(p)}"))
@@ -145,9 +184,25 @@ def sweep_table(point: PointReport) -> Table:
     return t
 
 
-def report_renderable(report: GradcheckReport, line_of: LineOf = None, source: str = "") -> Group:
+def source_text(report: GradcheckReport, problem: GradcheckProblem | None) -> str:
+    """What the check ran on: "configs/c.yaml, training split, all 265 rows, standardized", or
+    "configs/c.yaml, a seeded sample of 100,000 of 52,000,000 training rows (seed 0), standardized"."""
+    where = problem.source if problem is not None else "built-in problem"
+    split = problem.split if problem is not None else None
+    n = report.n_samples
+    if report.sampled:
+        what = f"{split} rows" if split else "rows"
+        rows = f"a seeded sample of {n:,} of {report.rows_total:,} {what} (seed {report.sample_seed})"
+    else:
+        rows = f"{split} split, all {n:,} rows" if split else f"all {n:,} rows"
+    return f"{where}, {rows}" + (", standardized" if problem is not None and problem.standardized else "")
+
+
+def report_renderable(report: GradcheckReport, problem: GradcheckProblem | None = None) -> Group:
+    """The report as text; ``problem`` (None: the built-in one) names the data and its rows."""
     eps = f"{report.eps:g}" if report.eps is not None else f"{DEFAULT_EPS:.3g} (default)"
-    parts: list = [Text(f"gradcheck: {source}{report.n_samples} samples x {len(report.feature_names)} features, "
+    names = SampleNames.of(report, problem)
+    parts: list = [Text(f"gradcheck: {source_text(report, problem)}; {len(report.feature_names)} features, "
                         f"analytic in {report.dtype}, central differences in float64; relative step eps {eps} "
                         f"(h_j = eps x max(1, |theta_j|)); rtol {report.rtol:g}, atol {report.atol:g}", style="dim")]
     for point in report.points:
@@ -161,7 +216,7 @@ def report_renderable(report: GradcheckReport, line_of: LineOf = None, source: s
         parts.append(Text("determinism: two calls of the analytic gradient " +
                           ("are bit-identical" if point.deterministic else "DIFFER"),
                           style="" if point.deterministic else "bold red"))
-        parts.extend(kink_lines(point, line_of))
+        parts.extend(kink_lines(point, names))
         if point.n_active == 0:
             parts.append(Text("vacuous: no sample is active, both gradients are zero and their agreement proves nothing",
                               style="yellow"))
@@ -175,7 +230,7 @@ def report_renderable(report: GradcheckReport, line_of: LineOf = None, source: s
     return Group(*parts)
 
 
-def _parameter_dict(p: ParameterResult, label: str | None, line_of: LineOf) -> dict:
+def _parameter_dict(p: ParameterResult, label: str | None, names: SampleNames) -> dict:
     d = {
         "name": p.name,
         "analytic": _num(p.analytic),
@@ -190,7 +245,7 @@ def _parameter_dict(p: ParameterResult, label: str | None, line_of: LineOf) -> d
         "requested_step": p.requested_step,
         "kink": {
             "straddling": p.straddling,
-            "indices": p.indices,
+            **names.json(p.indices),
             "min_margin": _num(p.min_margin),
             "action": p.action,
             "excluded": p.excluded,
@@ -198,8 +253,6 @@ def _parameter_dict(p: ParameterResult, label: str | None, line_of: LineOf) -> d
             "explanation": action_text(p),
         },
     }
-    if line_of:
-        d["kink"]["lines"] = [line_of(i) for i in p.indices]
     if p.tie_check is not None:
         t = p.tie_check
         d["kink"]["ties"] = {"count": t.n_ties, "left": _num(t.left), "right": _num(t.right), "lo": _num(t.lo),
@@ -209,12 +262,13 @@ def _parameter_dict(p: ParameterResult, label: str | None, line_of: LineOf) -> d
     return d
 
 
-def _point_dict(point: PointReport, line_of: LineOf, with_label: bool) -> dict:
+def _point_dict(point: PointReport, names: SampleNames, with_label: bool) -> dict:
     k, j = point.kink, point.jacobian
-    kink = {"straddling": k.straddling, "indices": k.indices, "min_margin": _num(k.min_margin), "ties": k.ties,
-            "action": k.action, "closest": k.closest, "closest_margin": _num(k.closest_margin)}
-    if line_of:
-        kink["lines"] = [line_of(i) for i in k.indices]
+    kink = {"straddling": k.straddling, **names.json(k.indices), "min_margin": _num(k.min_margin), "ties": k.ties,
+            "action": k.action, "closest": None if k.closest is None else names.index(k.closest),
+            "closest_margin": _num(k.closest_margin)}
+    if names.place_of:
+        kink["closest_place"] = None if k.closest is None else names.place(k.closest)
     return {
         "label": point.label,
         "verdict": point.verdict,
@@ -225,18 +279,28 @@ def _point_dict(point: PointReport, line_of: LineOf, with_label: bool) -> dict:
         "n_active": point.n_active,
         "vacuous": point.n_active == 0,
         "deterministic": point.deterministic,
-        "parameters": [_parameter_dict(p, point.label if with_label else None, line_of) for p in _sorted(point.parameters)],
+        "parameters": [_parameter_dict(p, point.label if with_label else None, names) for p in _sorted(point.parameters)],
         "jacobian": {"max_abs_error": _num(j.max_abs_error), "max_rel_error": _num(j.max_rel_error), "mode": j.mode,
                      "entries": j.entries, "excluded": j.excluded, "passed": j.passed, "how": j.detail},
         "kink": kink,
     }
 
 
-def report_dict(report: GradcheckReport, line_of: LineOf = None) -> dict:
+def report_dict(report: GradcheckReport, problem: GradcheckProblem | None = None) -> dict:
     """The ``--json`` object. Top-level ``jacobian``, ``kink`` describe the first point;
-    ``parameters`` lists every point's rows (worst first, each naming its ``point``)."""
+    ``parameters`` lists every point's rows (worst first, each naming its ``point``).
+
+    The rows checked: ``rows_checked`` (also ``n_samples``) of ``rows_total``, ``sampled`` (a
+    seeded sample of them, drawn from ``sample_seed``; null when every row is checked). A sample
+    named in a ``kink`` (``indices``, ``closest``) is named by its index in the data given (the
+    training split), whether or not the rows were sampled, and, for a config's data, by its
+    place in the data set (``places``, ``closest_place``: "line 7", "row 6",
+    "part-0003.csv, line 7"); ``lines`` keeps each one's line as a number in a data set of one
+    CSV file (null otherwise).
+    """
     many = len(report.points) > 1
-    points = [_point_dict(p, line_of, many) for p in report.points]
+    names = SampleNames.of(report, problem)
+    points = [_point_dict(p, names, many) for p in report.points]
     base = points[0]
     rows = [row for pt in points for row in pt["parameters"]]
     if many:
@@ -254,6 +318,10 @@ def report_dict(report: GradcheckReport, line_of: LineOf = None) -> dict:
         "dtype": report.dtype,
         "convention": report.convention,
         "n_samples": report.n_samples,
+        "rows_checked": report.n_samples,
+        "rows_total": report.rows_total if report.rows_total is not None else report.n_samples,
+        "sampled": report.sampled,
+        "sample_seed": report.sample_seed,
         "features": report.feature_names,
         "point": base["label"],
         "vacuous": base["vacuous"],
@@ -275,5 +343,5 @@ def report_dict(report: GradcheckReport, line_of: LineOf = None) -> dict:
     return out
 
 
-def report_json(report: GradcheckReport, line_of: LineOf = None) -> str:
-    return json.dumps(report_dict(report, line_of), allow_nan=False, default=float)
+def report_json(report: GradcheckReport, problem: GradcheckProblem | None = None) -> str:
+    return json.dumps(report_dict(report, problem), allow_nan=False, default=float)
