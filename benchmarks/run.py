@@ -504,7 +504,7 @@ def main(argv=None):
         if "memory" in only:
             peak_memory(path, tmp, csv_n, csv_d)
         if "engines" in only:
-            beyond_memory(20_000 if q else 3_000_000, 32, 2 if q else 4, tmp)
+            beyond_memory(20_000 if q else 4_000_000, 32, 2 if q else 4, tmp)
         if "live" in only:
             live_display(200 if q else 20_000, 1 if q else 3, tmp)
         if "scaling" in only:

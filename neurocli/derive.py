@@ -431,12 +431,15 @@ def derive_neuron(
     sample: int = 0,
     place_of: Callable[[int], str | None] | None = None,
     parameters_from: str = "",
+    indices: np.ndarray | None = None,
 ) -> Derivation:
     """The derivation; with X, y, w, b also evaluated at sample ``sample`` and over all of X.
 
     X : ndarray of shape (N, n) (the data after preprocessing); y : ndarray of shape (N,);
     w : ndarray of shape (n,); b : float. ``place_of(i)`` names where row i is in the data
     set ("line 7", "row 6", "part-0003.csv, line 7"). The caller checks that ``0 <= sample < N``.
+    ``indices``: the training-split index of each row of X, when X is a sample of the split
+    (the report names rows by them); None: row i is sample i.
     """
     n = n_features
     if X is None:
@@ -456,7 +459,7 @@ def derive_neuron(
     assert grad_w.shape == (n,)
 
     def row(i: int) -> SampleRow:
-        return SampleRow(index=i, place=place_of(i), z=float(z[i]), active=bool(z[i] > 0), error=float(e[i]),
+        return SampleRow(index=i if indices is None else int(indices[i]), place=place_of(i), z=float(z[i]), active=bool(z[i] > 0), error=float(e[i]),
                          grad_w=terms_w[i].copy(), grad_b=float(terms_b[i]))
 
     if N <= TABLE_ROWS_MAX:
@@ -475,7 +478,7 @@ def derive_neuron(
     return Derivation(
         n_features=n, feature_names=feature_names, target=target, source=source, units=units,
         definitions=definitions(), steps=neuron_steps(n, x, w, b) + loss_steps(n, grad_w, grad_b),
-        loss=loss, evaluated=True, sample_index=sample, sample_place=place_of(sample), x=x.copy(),
+        loss=loss, evaluated=True, sample_index=sample if indices is None else int(indices[sample]), sample_place=place_of(sample), x=x.copy(),
         y=float(y[sample]), w=w.copy(), b=b, z=float(z[sample]), parameters_from=parameters_from,
         check=three_way_check(X, y, w, b, grad_w, grad_b, labels,
                               np.append(np.abs(terms_w).sum(axis=0), np.abs(terms_b).sum())),

@@ -32,6 +32,7 @@ def _use_a_pool_that_gives_back(pa) -> None:
     default pool kept about 100 MB more at the peak of a part-by-part read (measured)."""
     try:
         pa.set_memory_pool(pa.jemalloc_memory_pool())
+        pa.jemalloc_set_decay_ms(0)  # at once, not seconds later
     except (NotImplementedError, AttributeError):
         pass
 

@@ -43,20 +43,28 @@ class Inputs:
 Progress = Callable[[str, int, int, int], None]  # (phase, bytes done, bytes in all, rows so far)
 
 
-def load_inputs(config_path: Path, overrides: list[str] | None = None, loaded: LoadedConfig | None = None,
-                progress: Progress | None = None) -> Inputs:
+def load_inputs(config_path: Path | LoadedConfig, overrides: list[str] | None = None,
+                loaded: LoadedConfig | None = None, progress: Progress | None = None) -> Inputs:
     """Read and validate the config and its data; compute the initial parameters.
+
+    ``config_path`` may be a config already loaded (a dict's, from :mod:`neurocli.api`).
 
     ``progress(phase, done, total, rows)`` is told how the reading goes: "reading", bytes of
     the data files read of all their bytes, and data rows so far, piece by piece; then, on the
     stream engine, "preparing", bytes of the prepared files done of all.
     """
     t0 = time.perf_counter()
+    if loaded is None and isinstance(config_path, LoadedConfig):
+        loaded = config_path
     loaded = loaded or load_config(config_path, overrides)
     cfg = loaded.config
     files = _data_files(loaded)
-    read = _streamed if cfg.engine.kind == "stream" else _in_memory
-    prepared, data_sha256 = read(loaded, files, progress)
+    # the stream and dask engines: read and prepared part by part, never held whole here
+    read = _in_memory if cfg.engine.kind == "memory" else _streamed
+    try:
+        prepared, data_sha256 = read(loaded, files, progress)
+    except DataError as exc:  # a problem in a fetched copy is the object's: name its URL
+        raise sources.named_as_fetched(exc) from None
     table = prepared.table
     n_features = len(table.feature_names)
     wi = cfg.model.weights_init
@@ -426,15 +434,15 @@ def _dask_engine(p: Prepared, cfg):
     from neurocli.engines import dask_engine
 
     e = cfg.engine
-    n = p.X_train.shape[0]
-    batch_size = engine_options(cfg.training, cfg.seed, n, p.X_train.dtype)["batch_size"]
-    dask_engine.check_batch_size(batch_size, n)  # before a cluster is started for nothing
+    options = engine_options(cfg.training, cfg.seed, p.X_train.shape[0], p.X_train.dtype)
     client = dask_engine.connect(e.scheduler) if e.scheduler else dask_engine.local_client(e.workers, e.memory_limit)
     try:
-        return dask_engine.DaskEngine(p.X_train, p.y_train, client=client, batch_size=batch_size,
-                                      owns_client=not e.scheduler)
+        return dask_engine.DaskEngine(p.X_train, p.y_train, client=client, owns_client=True, **options)
     except BaseException:
+        cluster = None if e.scheduler else client.cluster  # a LocalCluster started here goes too
         client.close()
+        if cluster is not None:
+            cluster.close()
         raise
 
 

@@ -152,8 +152,18 @@ def _neuron_derivation(config: Path, overrides, model: Path | None, show_jacobia
                   source=f"{config} ({_data_set_text(p)}, {n_rows} training rows)", units=units)
     if not show_jacobians:
         return derive.derive_neuron(**common)
-    return derive.derive_neuron(**common, X=p.X_train, y=p.y_train, w=w, b=b, sample=sample,
-                                place_of=place_of_train_sample(p), parameters_from=parameters_from)
+    place_of = place_of_train_sample(p)
+    rows = gradcheck.sample_rows(n_rows, gradcheck.MAX_ROWS, inputs.loaded.config.seed)
+    if rows is None:
+        return derive.derive_neuron(**common, X=p.X_train, y=p.y_train, w=w, b=b, sample=sample,
+                                    place_of=place_of, parameters_from=parameters_from)
+    # large data: evaluated, as gradcheck checks it, on the config seed's sample, with row `sample` in it
+    rows = np.union1d(rows, [sample])
+    common["source"] = (f"{config} ({_data_set_text(p)}; evaluated on a seeded sample of {len(rows):,} of "
+                        f"{n_rows:,} training rows (seed {inputs.loaded.config.seed}), sample {sample} among them)")
+    return derive.derive_neuron(**common, X=p.X_train[rows], y=p.y_train[rows], w=w, b=b,
+                                sample=int(np.searchsorted(rows, sample)), place_of=lambda i: place_of(int(rows[i])),
+                                parameters_from=parameters_from, indices=rows)
 
 
 def _data_set_text(p: Prepared) -> str:

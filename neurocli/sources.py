@@ -67,6 +67,16 @@ def fetched(url: str, folder: Path) -> list[Path]:
     return [_local_copy(fs, p, folder) for p in files]
 
 
+# Each local copy's URL, so that an error found in a copy names the object the user gave.
+FETCHED: dict[Path, str] = {}
+
+
+def named_as_fetched(exc: DataError) -> DataError:
+    """``exc`` naming the URL of the object, when it names the local copy of one."""
+    url = FETCHED.get(Path(exc.path)) if exc.path is not None else None
+    return exc if url is None else type(exc)(exc.message, path=url, where=exc.where)
+
+
 def _local_copy(fs, remote: str, folder: Path) -> Path:
     info = fs.info(remote)
     stamp = {k: str(info.get(k)) for k in ("size", "mtime", "LastModified", "ETag", "created") if info.get(k)}
@@ -80,6 +90,7 @@ def _local_copy(fs, remote: str, folder: Path) -> Path:
         except OSError as exc:
             raise DataError(f"cannot fetch this file: {exc.strerror or exc}", path=remote) from None
         partial.replace(local)  # whole or not there
+    FETCHED[local] = fs.unstrip_protocol(remote)
     return local
 
 
@@ -88,11 +99,15 @@ def column_names(path: Path, delimiter: str) -> list[str]:
 
 
 def _check_columns(files: list[Path], f: Path, first: list[str], delimiter: str) -> None:
-    """Every file of a data set has the first file's columns."""
+    """Every file of a data set has the first file's columns, by name and in order (a column
+    nobody uses may have an empty name, in every file alike; the reader checks the ones used)."""
     names = column_names(f, delimiter) if f != files[0] else first
-    if names != first:
-        raise DataError(f"its columns ({', '.join(names)}) are not those of {files[0].name} "
-                        f"({', '.join(first)}): every file of a data set has the same columns",
+    if list(names) != list(first):
+        def shown(columns):
+            return ", ".join(c if c else "(empty)" for c in columns)
+
+        raise DataError(f"its columns ({shown(names)}) are not those of {files[0].name} "
+                        f"({shown(first)}): every file of a data set has the same columns",
                         path=f, where="row 1" if parquetread.is_parquet(f) else "line 1")
 
 

@@ -35,7 +35,7 @@ from neurocli.engines import rows_per_block
 from neurocli.errors import DataError
 
 # Bytes of X per step of a walk over a file: the pages held at a time.
-PART_BYTES = 16 << 20
+PART_BYTES = 4 << 20
 
 
 class RowFile:
@@ -247,19 +247,22 @@ def _column_major(file: RowFile, standardization, dtype: np.dtype, done: _Done) 
     out_file = RowFile(file.folder, d)
     out_file.file.truncate(n * d * dtype.itemsize)
     out_file.n_rows = n
-    out = out_file.mapped(dtype=dtype, mode="r+", order="F")
+    fd = out_file.file.fileno()
     for lo, hi in _parts(X):
         part = np.array(X[lo:hi])
         if standardization is not None:
             np.subtract(part, standardization.mean, out=part)
             np.divide(part, standardization.scale, out=part)
-        out[lo:hi] = part
+        columns = np.asarray(part.T, dtype=dtype, order="C")  # row j: column j of the part, cast
+        for j in range(d):  # written, not mapped: a mapping would hold a folio of every column
+            os.pwritev(fd, [columns[j]], (j * n + lo) * dtype.itemsize)
         release(X)
-        release(out)
         done.add(hi - lo, d * 8)
-    del out, X
+    del X
     file.close()
-    return out_file.mapped(dtype=dtype, order="F")
+    mapped = out_file.mapped(dtype=dtype, order="F")
+    mapped.column_file = out_file.file  # the stream engine reads it block by block (engines/stream.py)
+    return mapped
 
 
 def _parts(X: np.ndarray) -> list[tuple[int, int]]:

@@ -180,6 +180,12 @@ def test_a_url_is_fetched_once_and_trains_to_the_bits_of_the_local_file(in_tmp):
         model = json.loads((in_tmp / out / "model.json").read_text())
         assert model["data"]["path"] == (data if "://" in data else str(in_tmp / data))
     assert runs[0] == runs[1] == runs[2]
+    with memfs.open("/bucket/bad.csv", "w") as fh:  # a bad cell in a fetched file names the URL, not the copy
+        fh.write("x1,y\n1,2\noops,3\n")
+    write(in_tmp / "b.yaml", "data: {path: 'memory://bucket/bad.csv', target: y}\n")
+    r = runner.invoke(app, ["train", "b.yaml"])
+    url = memfs.unstrip_protocol("/bucket/bad.csv")  # as fsspec names it
+    assert r.exit_code == 2 and r.stderr.startswith(f"error: {url}, line 3: column 'x1'"), r.stderr
     write(in_tmp / "n.yaml", "data: {path: 'memory://bucket/none-*.csv', target: y}\n")
     r = runner.invoke(app, ["train", "n.yaml"])
     assert r.exit_code == 2 and "n.yaml, line 1" in r.stderr and "no file at this URL" in r.stderr, r.stderr

@@ -368,3 +368,22 @@ def test_an_overflowing_prediction_in_the_third_file_names_that_file_and_line(in
     assert r.exit_code == 2 and len(r.stderr.splitlines()) == 1, r.stderr
     assert f"the prediction for {Path('d') / 'f2.csv'}, line {line}, overflows float64" in r.stderr, r.stderr
     assert not (in_tmp / "out.csv").exists()
+
+
+def test_derive_on_data_larger_than_the_cap_works_on_the_seeded_sample_with_the_asked_row_in_it(in_tmp, monkeypatch):
+    monkeypatch.setattr(gc, "MAX_ROWS", 50)
+    config = config_for(in_tmp, str(PENGUINS))
+    p = load_inputs(config).prepared
+    drawn = gc.sample_rows(p.X_train.shape[0], 50, 0)  # the config's seed is 0
+    asked = next(i for i in range(265) if i not in drawn)  # a row the draw left out joins it
+    rows = np.union1d(drawn, [asked])
+    result = derivation(config, show_jacobians=True, sample=asked)
+    assert f"seeded sample of 51 of 265 training rows (seed 0), sample {asked} among them" in result.source
+    assert result.sample_index == asked and result.loss.n_samples == len(rows) == 51
+    np.testing.assert_array_equal(result.x, p.X_train[asked])
+    shown = [r.index for r in result.loss.rows_head + result.loss.rows_tail]
+    assert shown == sorted(shown) and set(shown) <= set(rows.tolist())
+    # the sample's loss is the mean over those rows, computed here on its own
+    inputs = load_inputs(config)
+    expected = neuron.loss_and_gradient(p.X_train[rows], p.y_train[rows], inputs.w0, float(inputs.b0))
+    assert result.loss.loss == pytest.approx(expected.loss, rel=1e-12)

@@ -69,10 +69,14 @@ def block_partials(X, y, w, b, rows: int, blocks: range, grad_parts: np.ndarray,
     z_buf, r_buf, g_buf = (np.empty(rows, dtype=dtype) for _ in range(3))
     m_buf = np.empty(rows, dtype=bool)
     x_buf = np.empty((rows, X.shape[1]), dtype=X.dtype, order="F")
+    read_rows = getattr(X, "read_rows", None)  # a file read straight into the buffer (engines/stream.py)
     for k in blocks:
         n = min(rows, X.shape[0] - k * rows)
         Xk, yk = x_buf[:n], y[k * rows:k * rows + n]
-        np.copyto(Xk, X[k * rows:k * rows + n])
+        if read_rows is None:
+            np.copyto(Xk, X[k * rows:k * rows + n])
+        else:
+            read_rows(k * rows, k * rows + n, Xk)
         r, m = r_buf[:n], m_buf[:n]
         g_sum = fused_block(Xk, yk, w, b, z_buf[:n], r, m, g_buf[:n], grad_parts[k])
         sums[k] = float(r @ r), float(np.add.reduce(np.abs(r, out=z_buf[:n]))), g_sum, np.count_nonzero(m)
@@ -122,27 +126,33 @@ def _finite(w: np.ndarray, b) -> bool:
     return bool(np.isfinite(w).all()) and math.isfinite(b)
 
 
-class _BatchRun:
+def batches_per_run(n_batches: int, batch_size: int, n_features: int, dtype) -> int:
+    """Batches in a run: whole batches of about :data:`GATHER_BYTES` of X (at least one, at
+    most the epoch's)."""
+    return min(n_batches, max(1, GATHER_BYTES // (batch_size * n_features * np.dtype(dtype).itemsize)))
+
+
+class BatchRun:
     """The buffers of a run of consecutive batches, reused run after run.
 
     Batches go in runs of ``batches_per_run``; batch j is in run ``j // batches_per_run``
     and always uses the same slot of the buffers, so an epoch resumed in the middle of a run
-    computes, batch by batch, exactly what an uninterrupted one does. A shuffled run's rows
-    are gathered in one call; ``z``, ``residual``, ``active`` and ``g`` hold what
-    :func:`fused_block` leaves for each batch.
+    computes, batch by batch, exactly what an uninterrupted one does. ``X_rows`` and
+    ``y_rows`` hold the run's rows, row-major, from the epoch's row ``first_row`` (slot 0)
+    on; how they get there is :meth:`load`'s, the one thing an engine defines. ``z``,
+    ``residual``, ``active`` and ``g`` hold what :func:`fused_block` leaves for each batch.
     """
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, order: np.ndarray | None, batch_size: int):
-        n, d = X.shape
-        B, dtype = batch_size, X.dtype
-        self.X, self.y, self.order, self.B, self.n = X, y, order, B, n
+    def __init__(self, n: int, n_features: int, dtype, batch_size: int, batches_per_run: int):
+        B, dtype = batch_size, np.dtype(dtype)
+        self.B, self.n, self.n_features, self.dtype = B, n, n_features, dtype
         self.n_batches = -(-n // B)
-        self.batches_per_run = min(self.n_batches, max(1, GATHER_BYTES // (B * d * dtype.itemsize)))
-        size = self.batches_per_run * B
-        if order is not None:
-            self.X_rows, self.y_rows = np.empty((size, d), dtype=dtype), np.empty(size, dtype=dtype)
-        self.z, self.residual, self.g = (np.empty(size, dtype=dtype) for _ in range(3))
-        self.active = np.empty(size, dtype=bool)
+        self.batches_per_run = batches_per_run
+        self.size = batches_per_run * B  # rows of a whole run
+        self.X_rows: np.ndarray | None = None
+        self.y_rows: np.ndarray | None = None
+        self.z, self.residual, self.g = (np.empty(self.size, dtype=dtype) for _ in range(3))
+        self.active = np.empty(self.size, dtype=bool)
         # per slot, the views fused_block writes into (made once: a view costs a call)
         self.slots = [tuple(a[k * B:(k + 1) * B] for a in (self.z, self.residual, self.active, self.g))
                       for k in range(self.batches_per_run)]
@@ -152,18 +162,14 @@ class _BatchRun:
         """One past the last batch of the run that holds ``batch``."""
         return min((batch // self.batches_per_run + 1) * self.batches_per_run, self.n_batches)
 
+    def start_row(self, batch: int) -> int:
+        """The epoch's row in slot 0 of the run that holds ``batch``."""
+        return (batch // self.batches_per_run) * self.size
+
     def load(self, first: int, last: int) -> None:
-        """Make batches ``first`` to ``last - 1`` (of one run) readable in their slots."""
-        B = self.B
-        self.first_row = (first // self.batches_per_run) * self.batches_per_run * B
-        lo, hi = first * B, min(last * B, self.n)
-        if self.order is None:
-            self.X_rows, self.y_rows = self.X[self.first_row:hi], self.y[self.first_row:hi]
-            return
-        idx, at = self.order[lo:hi], lo - self.first_row
-        # mode="clip": a permutation's indices are in range, and "raise" copies through a temporary
-        np.take(self.X, idx, axis=0, out=self.X_rows[at:at + hi - lo], mode="clip")
-        np.take(self.y, idx, out=self.y_rows[at:at + hi - lo], mode="clip")
+        """Make batches ``first`` to ``last - 1`` (of one run) readable in their slots, and set
+        :attr:`first_row`."""
+        raise NotImplementedError
 
     def span(self, first: int, done: int) -> slice:
         """The slots of batches ``first`` to ``done - 1``."""
@@ -175,7 +181,32 @@ class _BatchRun:
         return batch_error_sums(self.residual[s], self.B, out=self.z[s])
 
 
-class _Descent:
+class ArrayRun(BatchRun):
+    """A run whose rows come from arrays X and y: in file order (``order`` None) a view of X's
+    rows, else the rows ``order`` names gathered in one call into a buffer of the run's own."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, order: np.ndarray | None, batch_size: int):
+        n, d = X.shape
+        super().__init__(n, d, X.dtype, batch_size, batches_per_run(-(-n // batch_size), batch_size, d, X.dtype))
+        self.X, self.y, self.order = X, y, order
+        if order is not None:
+            self.X_rows = np.empty((self.size, d), dtype=X.dtype)
+            self.y_rows = np.empty(self.size, dtype=X.dtype)
+
+    def load(self, first: int, last: int) -> None:
+        B = self.B
+        self.first_row = self.start_row(first)
+        lo, hi = first * B, min(last * B, self.n)
+        if self.order is None:
+            self.X_rows, self.y_rows = self.X[self.first_row:hi], self.y[self.first_row:hi]
+            return
+        idx, at = self.order[lo:hi], lo - self.first_row
+        # mode="clip": a permutation's indices are in range, and "raise" copies through a temporary
+        np.take(self.X, idx, axis=0, out=self.X_rows[at:at + hi - lo], mode="clip")
+        np.take(self.y, idx, out=self.y_rows[at:at + hi - lo], mode="clip")
+
+
+class Descent:
     """The parameters of a mini-batch epoch as it steps, with the one before for a rollback.
 
     Equals :func:`neurocli.neuron.descent_step` per batch to rounding: the step is
@@ -206,7 +237,7 @@ class _Descent:
             return math.hypot(math.sqrt(float(step @ step) / self.lr ** 2), self.grad_b)
 
 
-def _steps(run: _BatchRun, p: _Descent, first: int, last: int, checked: bool, stop_before: int | None,
+def _steps(run: BatchRun, p: Descent, first: int, last: int, checked: bool, stop_before: int | None,
            stop_requested: Callable[[], bool]) -> tuple[int, bool, bool]:
     """Descend on batches ``first`` to ``last - 1`` of a loaded run.
 
@@ -253,46 +284,69 @@ def _steps(run: _BatchRun, p: _Descent, first: int, last: int, checked: bool, st
     return done, diverged, stopped
 
 
-def minibatch_epoch(X: np.ndarray, y: np.ndarray, order: np.ndarray | None, batch_size: int,
-                    w: np.ndarray, b, lr: float, first_batch: int, sums: EpochSums,
-                    stop_requested: Callable[[], bool]) -> BatchesDone:
-    """The batches of one epoch from ``first_batch`` on: a descent step per batch of X (rows
-    ``order`` when shuffled), the batch's own N in its mean.
-
-    Equals, batch by batch, :func:`neurocli.neuron.loss_and_gradient` and
-    :func:`neurocli.neuron.descent_step` on each batch, to rounding. X : (n, n_features);
-    y : (n,); w : (n_features,) of X's dtype; lr : float. ``sums`` gains each batch's errors.
+def _descend_run(run: BatchRun, p: Descent, first: int, last: int, sums: EpochSums,
+                 stop_requested: Callable[[], bool]) -> tuple[int, bool, bool]:
+    """Descend on batches ``first`` to ``last - 1`` of a loaded run and add their errors to
+    ``sums``; returns ``(done, diverged, stopped)`` as :func:`_steps`.
 
     A step can overflow (a finite loss does not bound lr * grad), and a non-finite weight
-    stays non-finite, so one check at the end of a run tells whether any step of it did; so
+    stays non-finite, so one check at the end of the run tells whether any step of it did; so
     does the run's loss, for a residual whose square overflows. Then the run is replayed
     from its start with a check after every step, which stops at the step that overflowed,
     or before the batch whose loss did.
     """
-    run, p = _BatchRun(X, y, order, batch_size), _Descent(w, b, lr)
+    at_start = p.saved()
+    done, diverged, stopped = _steps(run, p, first, last, False, None, stop_requested)
+    squares, abs_sums = run.error_sums(first, done)
+    if not (_finite(p.w, p.b) and all(map(math.isfinite, squares))):
+        p.restore(at_start)
+        bad = next((first + i for i, v in enumerate(squares) if not math.isfinite(v)), None)
+        done, diverged, _ = _steps(run, p, first, last, True, bad, stop_requested)
+        assert diverged, "a replayed run ends where it overflowed"
+        stopped = False
+        squares, abs_sums = run.error_sums(first, done)
+    for v, a in zip(squares, abs_sums):
+        sums.squared_error += v
+        sums.abs_error += a
+    sums.rows += min(done * run.B, run.n) - first * run.B
+    sums.active += int(np.count_nonzero(run.active[run.span(first, done)]))
+    return done, diverged, stopped
+
+
+def descend(run: BatchRun, p: Descent, first_batch: int, last_batch: int, sums: EpochSums,
+            stop_requested: Callable[[], bool]) -> tuple[int, bool]:
+    """Batches ``first_batch`` to ``last_batch - 1`` run by run, each run loaded
+    (:meth:`BatchRun.load`), then stepped; returns one past the last batch stepped and whether
+    a step diverged. ``p`` steps and ``sums`` gains each batch's errors, in batch order."""
     batch, diverged, stopped = first_batch, False, False
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected, not warned
-        while batch < run.n_batches and not (diverged or stopped):
-            first, last = batch, run.end(batch)
+        while batch < last_batch and not (diverged or stopped):
+            first, last = batch, min(run.end(batch), last_batch)
             run.load(first, last)
-            at_start = p.saved()
-            done, diverged, stopped = _steps(run, p, first, last, False, None, stop_requested)
-            squares, abs_sums = run.error_sums(first, done)
-            if not (_finite(p.w, p.b) and all(map(math.isfinite, squares))):
-                p.restore(at_start)
-                bad = next((first + i for i, v in enumerate(squares) if not math.isfinite(v)), None)
-                done, diverged, _ = _steps(run, p, first, last, True, bad, stop_requested)
-                assert diverged, "a replayed run ends where it overflowed"
-                stopped = False
-                squares, abs_sums = run.error_sums(first, done)
-            for v, a in zip(squares, abs_sums):
-                sums.squared_error += v
-                sums.abs_error += a
-            sums.rows += min(done * batch_size, run.n) - first * batch_size
-            sums.active += int(np.count_nonzero(run.active[run.span(first, done)]))
-            batch = done
+            batch, diverged, stopped = _descend_run(run, p, first, last, sums, stop_requested)
+    return batch, diverged
+
+
+def batches_done(p: Descent, batch: int, sums: EpochSums, diverged: bool, dtype) -> BatchesDone:
+    """Where an epoch got to, the last step's gradient norm in ``sums`` (inf after a divergence)."""
     sums.grad_norm = math.inf if diverged else p.grad_norm()
-    return BatchesDone(w=p.w, b=X.dtype.type(p.b), batch=batch, sums=sums, diverged=diverged)
+    return BatchesDone(w=p.w, b=np.dtype(dtype).type(p.b), batch=batch, sums=sums, diverged=diverged)
+
+
+def minibatch_epoch(X: np.ndarray, y: np.ndarray, order: np.ndarray | None, batch_size: int,
+                    w: np.ndarray, b, lr: float, first_batch: int, sums: EpochSums,
+                    stop_requested: Callable[[], bool]) -> BatchesDone:
+    """The batches of one epoch from ``first_batch`` on: a descent step per batch of X (rows
+    ``order`` when shuffled), the batch's own N in its mean, run by run (:func:`descend`).
+
+    Equals, batch by batch, :func:`neurocli.neuron.loss_and_gradient` and
+    :func:`neurocli.neuron.descent_step` on each batch, to rounding. X : (n, n_features);
+    y : (n,); w : (n_features,) of X's dtype; lr : float. ``sums`` gains each batch's errors.
+    A step that overflows is found and rolled back (:func:`_descend_run`).
+    """
+    run, p = ArrayRun(X, y, order, batch_size), Descent(w, b, lr)
+    batch, diverged = descend(run, p, first_batch, run.n_batches, sums, stop_requested)
+    return batches_done(p, batch, sums, diverged, X.dtype)
 
 
 class ShuffleAhead:
