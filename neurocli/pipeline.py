@@ -437,7 +437,15 @@ def _dask_engine(p: Prepared, cfg):
     options = engine_options(cfg.training, cfg.seed, p.X_train.shape[0], p.X_train.dtype)
     client = dask_engine.connect(e.scheduler) if e.scheduler else dask_engine.local_client(e.workers, e.memory_limit)
     try:
-        return dask_engine.DaskEngine(p.X_train, p.y_train, client=client, owns_client=True, **options)
+        try:
+            return dask_engine.DaskEngine(p.X_train, p.y_train, client=client, owns_client=True, **options)
+        except Exception as exc:  # dask's own failure while the parts were sent: a worker gone
+            if isinstance(exc, NeurocliError):
+                raise
+            raise ConfigError(f"sending the data ({p.X_train.nbytes / 1e6:,.0f} MB, each part to two workers) to "
+                              f"the dask workers failed ({type(exc).__name__}: {exc}); a worker out of memory is "
+                              f"the likely cause: raise engine.memory_limit (now {e.memory_limit}) or add workers",
+                              where="engine.memory_limit") from None
     except BaseException:
         cluster = None if e.scheduler else client.cluster  # a LocalCluster started here goes too
         client.close()

@@ -32,6 +32,7 @@ import numpy as np
 from neurocli import rowrules
 from neurocli.data import Prepared, Table, check_enough_rows, checked_standardization, magnitude_limit
 from neurocli.engines import rows_per_block
+from neurocli.engines.stream import TiledColumns
 from neurocli.errors import DataError
 
 # Bytes of X per step of a walk over a file: the pages held at a time.
@@ -240,29 +241,27 @@ def _first_above(files: RowFiles, split: _Split, j: int, limit: float) -> tuple[
     return min(found)
 
 
-def _column_major(file: RowFile, standardization, dtype: np.dtype, done: _Done) -> np.ndarray:
-    """The file's rows standardized and cast, written column-major into a new file, mapped."""
+def _tiled(file: RowFile, standardization, dtype: np.dtype, done: _Done) -> TiledColumns:
+    """The file's rows standardized and cast, written into a new file as tiles, one per block
+    of the reduction rule's grid (:class:`neurocli.engines.stream.TiledColumns`)."""
     X = file.mapped()
     n, d = X.shape
+    rows = rows_per_block(n, d, dtype)
     out_file = RowFile(file.folder, d)
-    out_file.file.truncate(n * d * dtype.itemsize)
-    out_file.n_rows = n
-    fd = out_file.file.fileno()
-    for lo, hi in _parts(X):
-        part = np.array(X[lo:hi])
+    per_part = max(1, PART_BYTES // (rows * d * 8)) * rows  # whole blocks
+    for lo in range(0, n, per_part):
+        part = np.array(X[lo:lo + per_part])
         if standardization is not None:
             np.subtract(part, standardization.mean, out=part)
             np.divide(part, standardization.scale, out=part)
-        columns = np.asarray(part.T, dtype=dtype, order="C")  # row j: column j of the part, cast
-        for j in range(d):  # written, not mapped: a mapping would hold a folio of every column
-            os.pwritev(fd, [columns[j]], (j * n + lo) * dtype.itemsize)
+        for start in range(0, part.shape[0], rows):  # written, not mapped: nothing held but the part
+            out_file.file.write(np.asarray(part[start:start + rows].T, dtype=dtype, order="C").tobytes())
         release(X)
-        done.add(hi - lo, d * 8)
+        done.add(part.shape[0], d * 8)
     del X
     file.close()
-    mapped = out_file.mapped(dtype=dtype, order="F")
-    mapped.column_file = out_file.file  # the stream engine reads it block by block (engines/stream.py)
-    return mapped
+    out_file.file.flush()
+    return TiledColumns(out_file.file, (n, d), dtype, rows)
 
 
 def _parts(X: np.ndarray) -> list[tuple[int, int]]:
@@ -291,12 +290,12 @@ def _train_stats(train: RowFile, layout: str, done: _Done) -> tuple[np.ndarray, 
 
 def _finished(file: RowFile, standardization, dtype: np.dtype, layout: str, done: _Done) -> np.ndarray:
     """The file's rows standardized and cast to ``dtype``, part by part, then mapped read-only:
-    row-major in place, or column-major ("F", full batch: the block copies of the reduction
-    rule then read whole columns) into a file of its own; one block of the reduction rule is
-    read into memory in ``layout`` instead."""
+    row-major in place, or ("F", full batch) as tiles of the reduction rule's blocks into a
+    file of their own (:func:`_tiled`); one block of the reduction rule is read into memory in
+    ``layout`` instead."""
     n, d = file.n_rows, file.n_features
     if layout == "F" and rows_per_block(n, d, dtype) < n:
-        return _column_major(file, standardization, dtype, done)
+        return _tiled(file, standardization, dtype, done)
     X = file.mapped(mode="r+")
     if n and (standardization is not None or dtype != X.dtype):
         # float32 values go to the front of the file: part k's destination ends before part

@@ -11,6 +11,7 @@ import pytest
 
 from neurocli import csvread, parquetread, pipeline
 from neurocli.config import load_config
+from neurocli.engines.stream import TiledColumns
 from neurocli.errors import DataError
 from tests.conftest import write
 
@@ -101,7 +102,10 @@ def test_big_data_stays_in_the_mapped_files_and_small_data_in_memory(in_tmp):
     write(in_tmp / "c.yaml", "data: {path: big.csv, target: y}\n")
     m, s = _prepared_both_ways(in_tmp / "c.yaml")
     _assert_same(m, s)
-    assert isinstance(s.X_train, np.memmap) and not isinstance(m.X_train, np.memmap)
+    assert isinstance(s.X_train, TiledColumns) and isinstance(m.X_train, np.ndarray)  # full batch: the file's tiles
+    rows = np.array([0, 5, 399_999 % s.X_train.shape[0], 7000, 6999])  # across tiles, out of order
+    assert _same_bits(s.X_train[rows], np.asarray(m.X_train)[rows])
+    assert _same_bits(s.X_train[3:70_000], np.asarray(m.X_train)[3:70_000])
     frame.iloc[:500].to_csv(in_tmp / "small.csv", index=False)
     write(in_tmp / "c.yaml", "data: {path: small.csv, target: y}\n")
     m, s = _prepared_both_ways(in_tmp / "c.yaml")

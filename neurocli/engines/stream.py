@@ -42,38 +42,79 @@ def spill(X: np.ndarray, folder: Path | None = None) -> np.memmap:
         os.unlink(name)
 
 
-class ColumnFile:
-    """A column-major file of X read block by block straight into the block function's own
-    buffer (``read_rows``, which :func:`neurocli.engines.memory.block_partials` uses when X
-    has it): one copy, as from memory, and no page of the file mapped into the process.
+class TiledColumns:
+    """X of a full-batch run in a file of tiles, one per block of the reduction rule's grid:
+    block k's rows, column-major, at byte ``k * rows * n_features * itemsize``. A block is then
+    one read, straight into the block function's own buffer (``read_rows``, which
+    :func:`neurocli.engines.memory.block_partials` uses when X has it): one copy, as from
+    memory, and no page of the file held by the process.
 
-    A mapping would do: but a column-major block touches one stretch of every column, and
-    the kernel maps the file's page cache in folios of up to 2 MB, so each part would hold
-    about 2 MB per column more than it reads (64 MB at 32 features, measured)."""
+    A column-major file would need a stretch of every column per block; read, that is a call
+    per column, twice the time; mapped, the kernel maps the page cache in folios of up to 2 MB,
+    so a part would hold about 2 MB per column more than it reads (measured).
 
-    def __init__(self, file, shape: tuple[int, int], dtype):
-        self.fd, self.shape, self.dtype = file.fileno(), shape, np.dtype(dtype)
+    Indexing (``X[lo:hi]``, ``X[rows]``) and ``np.asarray(X)`` give arrays, for the commands
+    that look at some rows (a sample, a part for a worker).
+    """
 
-    @classmethod
-    def of(cls, X) -> "ColumnFile | None":
-        """X's file, when X is a column-major mapping made with one (``X.column_file``)."""
-        file = getattr(X, "column_file", None)
-        return cls(file, X.shape, X.dtype) if file is not None and X.flags.f_contiguous else None
+    ndim = 2
+
+    def __init__(self, file, shape: tuple[int, int], dtype, rows: int):
+        self.file, self.fd = file, file.fileno()
+        self.shape, self.dtype, self.rows = tuple(shape), np.dtype(dtype), rows
+        self.nbytes = self.shape[0] * self.shape[1] * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _tile(self, k: int) -> np.ndarray:
+        """Block k, (rows in it, n_features), column-major."""
+        n, d = self.shape
+        n_k = min(self.rows, n - k * self.rows)
+        tile = np.empty((d, n_k), dtype=self.dtype)  # its transpose: the tile's bytes in order
+        got = os.preadv(self.fd, [tile], k * self.rows * d * self.dtype.itemsize)
+        if got != tile.nbytes:
+            raise OSError(f"short read of the prepared rows ({got} of {tile.nbytes} bytes)")
+        return tile.T
 
     def read_rows(self, lo: int, hi: int, out: np.ndarray) -> None:
-        """Rows lo to hi - 1 into ``out`` (hi - lo, n_features), column-major."""
+        """Rows lo to hi - 1 into ``out`` (hi - lo, n_features); a whole block in one read."""
         n, d = self.shape
-        size = self.dtype.itemsize
-        for j in range(d):
-            column = out[:, j]
-            got = os.preadv(self.fd, [column], (j * n + lo) * size)
-            if got != column.nbytes:
-                raise OSError(f"short read of the prepared rows ({got} of {column.nbytes} bytes)")
+        k = lo // self.rows
+        if lo == k * self.rows and hi == min(n, lo + self.rows) and out.T.flags.c_contiguous:
+            got = os.preadv(self.fd, [out.T], k * self.rows * d * self.dtype.itemsize)
+            if got != out.nbytes:
+                raise OSError(f"short read of the prepared rows ({got} of {out.nbytes} bytes)")
+            return
+        out[:] = self[lo:hi]
+
+    def __getitem__(self, key) -> np.ndarray:
+        n, d = self.shape
+        if isinstance(key, (int, np.integer)):
+            return self[np.array([int(key)])][0]
+        if isinstance(key, slice):
+            key = np.arange(*key.indices(n))  # the slice's rows only
+        idx = np.asarray(key)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        idx = np.where(idx < 0, idx + n, idx)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"row index out of range for {n} rows")
+        out = np.empty((idx.size, d), dtype=self.dtype, order="F")
+        blocks = idx // self.rows
+        for k in np.unique(blocks):
+            at = np.flatnonzero(blocks == k)
+            out[at] = self._tile(int(k))[idx[at] - k * self.rows]
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self[0:self.shape[0]]
+        return whole if dtype is None else whole.astype(dtype, copy=False)
 
 
 def loss_and_gradient(X: np.ndarray, y: np.ndarray, w: np.ndarray, b, part_bytes: int = PART_BYTES) -> LossGrad:
     """:func:`neurocli.engines.memory.loss_and_gradient` over X (a mapped file, or an array):
-    a column-major file read block by block (:class:`ColumnFile`), else part by part, each
+    a file of tiles read block by block (:class:`TiledColumns`), else part by part, each
     part's pages handed back once done; the same grid, the same block function, the same bits."""
     n, d = X.shape
     rows = rows_per_block(n, d, X.dtype)
@@ -84,9 +125,9 @@ def loss_and_gradient(X: np.ndarray, y: np.ndarray, w: np.ndarray, b, part_bytes
     n_blocks = -(-n // rows)
     grad_parts = np.empty((n_blocks, d), dtype=np.result_type(X.dtype, w, y))
     sums = np.empty((n_blocks, 4), dtype=np.float64)
-    source = ColumnFile.of(X)
-    if source is not None:
-        memory.map_blocks(memory.block_partials, source, y, w, b, rows, grad_parts, sums)
+    if isinstance(X, TiledColumns):
+        assert X.rows == rows, "the tiles are the grid's blocks"
+        memory.map_blocks(memory.block_partials, X, y, w, b, rows, grad_parts, sums)
         return combine(grad_parts, sums, n)
     per_part = max(1, part_bytes // max(1, rows * d * X.dtype.itemsize))
     for first in range(0, n_blocks, per_part):
