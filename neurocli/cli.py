@@ -26,7 +26,28 @@ from neurocli.errors import (EXIT_BAD_INPUT, EXIT_INCONCLUSIVE, EXIT_INTERNAL, E
                              EXIT_SIGINT, EXIT_SIGTERM, EXIT_TRAINING_FAILED, NeurocliError, exit_codes_help)
 
 
-class _Commands(typer.core.TyperGroup):
+class _HelpGroup(typer.core.TyperGroup):
+    """A group whose --help lists each command with the first clause of its help (up to the
+    first ": " or "; ", else its first sentence) whole, wrapped to the page; click would cut
+    it to one line and end it with "..."."""
+
+    def format_commands(self, ctx, formatter) -> None:
+        commands = [(name, self.get_command(ctx, name)) for name in self.list_commands(ctx)]
+        rows = [(name, _first_clause(cmd.get_short_help_str(limit=10_000)))
+                for name, cmd in commands if cmd is not None and not cmd.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _first_clause(sentence: str) -> str:
+    """``"Train the neuron; save its files."`` -> ``"Train the neuron"``."""
+    import re
+
+    return re.split(r"[:;] ", sentence, maxsplit=1)[0].rstrip(".")
+
+
+class _Commands(_HelpGroup):
     """A usage error (an unknown option, a bad or missing value) is reported like every other
     bad input: one line on stderr, exit 2; standard output that fails, in one line, exit 74."""
 
@@ -103,12 +124,58 @@ def _stdout_lost() -> str | None:
     return sys.stdout.failed if isinstance(sys.stdout, _WatchedStdout) else None
 
 
-app = typer.Typer(
+class _Command(typer.core.TyperCommand):
+    """A command whose help names its parameters as users read them: arguments in capitals
+    (``neurocli train [OPTIONS] CONFIG``, ``[CONFIG]`` when optional) and options with their
+    choices (``--format [text|markdown|latex|json]``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.metavar is None:
+                param.metavar = _metavar(param)
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                shown = param.metavar if param.required else f"[{param.metavar}]"
+                pieces.append(shown + ("..." if param.nargs != 1 else ""))
+        return pieces
+
+
+def _metavar(param) -> str | None:
+    """An argument's name in capitals; an option's choices as ``[a|b|c]``, or its items' type
+    for a repeatable one (``<str>``); None: what typer shows (``<path>``, ``<float>``)."""
+    if param.param_type_name == "argument":
+        return param.name.upper()
+    kind = getattr(param, "type_descriptor", None)
+    if kind is None or getattr(param, "is_flag", False):
+        return None
+    if kind.is_choice:
+        return "[" + "|".join(map(str, kind.choices)) + "]"
+    if kind.is_list:
+        return f"<{param.bare_type().removeprefix('list[').removesuffix(']')}>"
+    return None
+
+
+class _App(typer.Typer):
+    """A Typer app whose commands are made as :class:`_Command`, unless one asks otherwise."""
+
+    def command(self, *args, **kwargs):
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
+# -h is --help, for every command (click hands the names down to the subcommands' contexts)
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
+app = _App(
     cls=_Commands,
-    add_completion=False,
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
+    context_settings=HELP_OPTIONS,
     help="Train, gradient-check and derive a single ReLU neuron, max(0, w.x + b), with MSE loss "
          "and hand-derived gradients (Parr & Howard, 'The Matrix Calculus You Need For Deep Learning').",
     epilog=exit_codes_help(),
@@ -147,10 +214,10 @@ def handle_errors(debug: bool):
     except NeurocliError as exc:
         if debug:
             traceback.print_exc()
-        line = _one_line(exc.located())
-        if len(line) > MAX_ERROR_CHARS:  # a value echoed in full could fill the screen
-            line = line[:MAX_ERROR_CHARS - 3] + "..."
-        print(f"error: {line}", file=sys.stderr)
+        for line in map(_one_line, exc.lines()):  # one line a problem (a config may have several)
+            if len(line) > MAX_ERROR_CHARS:  # a value echoed in full could fill the screen
+                line = line[:MAX_ERROR_CHARS - 3] + "..."
+            print(f"error: {line}", file=sys.stderr)
         raise typer.Exit(exc.exit_code)
     except MemoryError:
         if debug:
@@ -234,25 +301,49 @@ class _Signals:
 @app.command(epilog=exit_codes_help("train"))
 def train(
     config: Path = typer.Argument(..., help="YAML config file (see configs/quickstart.yaml)."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key, e.g. --set training.epochs=50 (repeatable)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override a config key, e.g. --set training.epochs=50 (repeatable)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the interrupted run in this run directory."),
     json_out: bool = typer.Option(False, "--json", help="Print NDJSON only on stdout: one object per logged epoch, then a summary."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final summary."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config (every default "
+                                      "filled in, data.features from the data's header) as YAML and exit, "
+                                      "without training."),
     debug: bool = DebugOption,
 ):
     """Train the neuron by gradient descent; save model.json, history.csv and config.yaml in a run directory.
 
     Shows a live view on a terminal, plain lines otherwise. An existing run directory is never
     overwritten: a new one gets a -2, -3, ... suffix. Ctrl-C saves a checkpoint for --resume.
+    A target with negative values, which a ReLU cannot output, is warned of at the start.
     """
     from neurocli.pipeline import TrainRun
 
+    if print_config:
+        with handle_errors(debug):
+            _print_resolved_config(config, set_)
+        return
     with handle_errors(debug), _Signals() as signals:
         inputs = _read(config, set_, live=not (json_out or quiet))
         run = TrainRun.start(inputs) if resume is None else TrainRun.resume(inputs, resume)
         signals.attach(run.trainer, run.run_dir)
+        if run.trainer.start_warning and not json_out:  # --json: with the summary's warning, at the end
+            print(f"warning: {run.trainer.start_warning}", file=sys.stderr)
         with run.discarded_unless_saved():
             _train_and_report(run, resume is not None, json_out, quiet, signals)
+
+
+def _print_resolved_config(config: Path, overrides) -> None:
+    """The config with every default filled in and data.features read from the data's header,
+    as YAML: training it gives the same run as ``config``."""
+    import yaml
+
+    from neurocli.config import load_config, resolve_features
+    from neurocli.pipeline import load_inputs
+
+    loaded = resolve_features(load_config(config, overrides))
+    if loaded.config.data.features is None:  # data.path names no file: reading the data says why, as train does
+        loaded = loaded.with_features(load_inputs(config, overrides, loaded=loaded).prepared.feature_names)
+    print(yaml.safe_dump(loaded.resolved(every_key=True), sort_keys=False), end="")
 
 
 def _read(config: Path, overrides, live: bool):
@@ -288,6 +379,7 @@ class _Stdout:
 def _train_and_report(run, resumed: bool, json_out: bool, quiet: bool, signals: _Signals) -> None:
     """The descent with its live view or log lines, the summary, and the exit code it implies."""
     from neurocli import render
+    from neurocli.render.layout import show
 
     out, stdout = Console(highlight=False), _Stdout()
     if not (json_out or quiet):
@@ -298,20 +390,23 @@ def _train_and_report(run, resumed: bool, json_out: bool, quiet: bool, signals: 
         if summary["warning"]:  # for the human beside the script (the summary panel shows it otherwise)
             print(f"warning: {summary['warning']}", file=sys.stderr)
     else:
-        stdout(lambda: out.print(render.summary_renderable(summary, [h["loss"] for h in run.state.history])))
+        stdout(lambda: show(out, render.summary_renderable(summary, [h["loss"] for h in run.state.history])))
     _exit_for(summary, run, signals, stdout.lost)
 
 
 def _print_start(out: Console, run, resumed: bool) -> None:
+    """What the run reads and where it writes: wrapped at words on a terminal, one line a message elsewhere."""
+    from neurocli.render.layout import Prose, show
+
     p = run.inputs.prepared
     table = p.table
     if table.n_dropped:
-        out.print(f"dropped {table.n_dropped} row{'s' if table.n_dropped > 1 else ''} with missing values "
-                  f"(data.missing: drop); {len(table.rows)} rows left")
+        show(out, Prose(f"dropped {table.n_dropped} row{'s' if table.n_dropped > 1 else ''} with missing values "
+                        f"(data.missing: drop); {len(table.rows)} rows left"))
     verb = f"resuming at epoch {run.state.epoch} of" if resumed else "training on"
-    out.print(f"{verb} {p.X_train.shape[0]} rows, validating on "
-              f"{p.X_val.shape[0]}; features: {', '.join(table.feature_names)}; "
-              f"target: {table.target}; run directory: {run.run_dir}")
+    show(out, Prose(f"{verb} {p.X_train.shape[0]} rows, validating on "
+                    f"{p.X_val.shape[0]}; features: {', '.join(table.feature_names)}; "
+                    f"target: {table.target}; run directory: {run.run_dir}"))
 
 
 def _descend(run, out: Console, stdout: _Stdout, json_out: bool, quiet: bool) -> dict:
@@ -336,7 +431,7 @@ def _descend(run, out: Console, stdout: _Stdout, json_out: bool, quiet: bool) ->
         elif live_mode:
             view.update(rec, losses)
         elif not quiet and logged:
-            stdout(lambda: print(render.epoch_line(rec, total)))
+            stdout(lambda: print(render.epoch_line(rec, total, out.width)))
             emitted.append(rec.epoch)
 
     if not live_mode:
@@ -346,7 +441,7 @@ def _descend(run, out: Console, stdout: _Stdout, json_out: bool, quiet: bool) ->
         elif not quiet and run.state.history and run.state.history[-1]["epoch"] not in emitted:
             from neurocli.train import EpochRecord  # the epoch the run stopped at, whatever stopped it
 
-            stdout(lambda: print(render.epoch_line(EpochRecord(**run.state.history[-1]), total)))
+            stdout(lambda: print(render.epoch_line(EpochRecord(**run.state.history[-1]), total, out.width)))
         return summary
     with render.LiveView(out, total, start_epoch=run.state.epoch) as view:
         summary = run.run(on_epoch)
@@ -403,7 +498,8 @@ def predict(
     model: Path = typer.Argument(..., help="model.json from a training run."),
     data: str = typer.Argument(..., help="The data, with the model's feature columns: a CSV or Parquet file, a "
                                "folder or a glob of them (one data set, its files in name order, all with the "
-                               "same columns), or a URL (s3://..., file://...) as data.path takes it."),
+                               "same columns), a URL (s3://..., file://...) as data.path takes it, or - for a "
+                               "CSV on standard input."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the CSV here instead of stdout: atomically (through a symlink to its target), as a stream to a FIFO or device; never onto an input file or the model; - is stdout."),
     delimiter: str = typer.Option(",", "--delimiter", callback=_delimiter,
                                   help="CSV delimiter of DATA: one character; \\t is a tab."),
@@ -417,14 +513,18 @@ def predict(
     Parquet file's columns as CSV.
     """
     from neurocli import io as nio
-    from neurocli.pipeline import predict_csv
+    from neurocli.pipeline import data_or_stdin, predict_csv
 
     with handle_errors(debug):
-        result = predict_csv(model, data, delimiter)
+        with data_or_stdin(data) as source:
+            result = predict_csv(model, source, delimiter)
         n = result.n_missing
         if n:
-            print(f"note: {n} row{'s' if n > 1 else ''} of {data} {'have' if n > 1 else 'has'} an empty or NA "
-                  f"feature; their {result.column} is left empty", file=sys.stderr)
+            from neurocli.render.layout import Prose, show
+
+            show(Console(stderr=True, highlight=False),
+                 Prose(f"note: {n} row{'s' if n > 1 else ''} of {_shown(data)} {'have' if n > 1 else 'has'} an empty "
+                       f"or NA feature; their {result.column} is left empty"))
         nio.write_output("-" if output is None else output, result.csv, protected=_inputs_of(result, model))
 
 
@@ -433,6 +533,102 @@ def _inputs_of(result, model: Path) -> dict[str, Path]:
     if len(result.files) == 1:
         return {"input CSV": result.files[0], "model file": model}
     return {**{f"input file {f}": f for f in result.files}, "model file": model}
+
+
+def _shown(data: str) -> str:
+    """DATA as a message names it: standard input as <stdin>."""
+    return "<stdin>" if data == "-" else data
+
+
+# --- evaluate command (neurocli/pipeline.py evaluate_model, neurocli/render/evaluate.py) ---
+
+@app.command(epilog=exit_codes_help("evaluate"))
+def evaluate(
+    model: Path = typer.Argument(..., help="model.json from a training run."),
+    data: str = typer.Argument(..., help="Held-out data with the model's feature and target columns, read as "
+                               "predict reads it: a CSV or Parquet file, a folder or a glob of them, a URL, or - "
+                               "for a CSV on standard input."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object: mse, rmse, mae, r2, rows, "
+                                  "rows_skipped."),
+    delimiter: str = typer.Option(",", "--delimiter", callback=_delimiter,
+                                  help="CSV delimiter of DATA: one character; \\t is a tab."),
+    debug: bool = DebugOption,
+):
+    """Score a trained model on held-out data: the MSE, RMSE, MAE and R^2 of its predictions.
+
+    The data is read and checked as predict reads it; rows with an empty or NA feature or
+    target are left out and counted in one note on stderr. The metrics are computed as
+    train computes its own, on the rows scored.
+    """
+    from neurocli.pipeline import data_or_stdin, evaluate_model
+    from neurocli.render import evaluate as rev
+
+    with handle_errors(debug):
+        with data_or_stdin(data) as source:
+            result = evaluate_model(model, source, delimiter)
+        note = rev.skipped_note(result, _shown(data))
+        if note:
+            print(note, file=sys.stderr)
+        if json_out:
+            print(rev.evaluation_json(result))
+        else:
+            Console(highlight=False).print(rev.evaluation_renderable(result, str(model), _shown(data)))
+
+
+# --- init command (neurocli/scaffold.py) ---
+
+@app.command(epilog=exit_codes_help("init"))
+def init(
+    data: Optional[str] = typer.Argument(None, help="The data to write a config for: a CSV or Parquet file, a "
+                                         "folder or a glob of them, or a URL, as data.path takes it."),
+    target: Optional[str] = typer.Option(None, "--target", help="The column to predict (numeric)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the config to this file, which "
+                                          "must not exist (without -o: to stdout). With --example: the folder "
+                                          "to write into [default: the current one]."),
+    example: bool = typer.Option(False, "--example", help="Write the quickstart instead: configs/quickstart.yaml "
+                                 "and data/penguins.csv, as shipped with neurocli."),
+    delimiter: str = typer.Option(",", "--delimiter", callback=_delimiter,
+                                  help="CSV delimiter of DATA: one character; \\t is a tab."),
+    debug: bool = DebugOption,
+):
+    """Write a config for a data set: one that trains at once, every key with its default.
+
+    The numeric columns become the features (text columns are named in a comment and left
+    out); missing: drop when used columns have empty or NA cells (how many, in a comment);
+    standardized features, a validation split with early stopping, and a learning rate
+    stable on z-scores. Never overwrites a file. --example writes the quickstart's config
+    and data.
+    """
+    with handle_errors(debug):
+        if example:
+            _init_example(data, target, output)
+        else:
+            _init_config(data, target, output, delimiter)
+
+
+def _init_example(data: Optional[str], target: Optional[str], output: Optional[Path]) -> None:
+    from neurocli.errors import ConfigError
+    from neurocli.scaffold import write_example
+
+    if data is not None or target is not None:
+        raise ConfigError("--example writes the quickstart on its own: give no DATA and no --target", where="--example")
+    config, csv = write_example(Path(".") if output is None else output)
+    print(f"wrote {config} and {csv}\ntrain it with: neurocli train {config}")
+
+
+def _init_config(data: Optional[str], target: Optional[str], output: Optional[Path], delimiter: str) -> None:
+    from neurocli.errors import ConfigError
+    from neurocli.scaffold import scaffold, write_new
+
+    if data is None or target is None:
+        raise ConfigError("give the DATA and its --target COLUMN (or --example for the quickstart)", where="init")
+    to_file = None if output is None or str(output) == "-" else output
+    text, survey = scaffold(data, target, delimiter, to_file)
+    if to_file is None:
+        sys.stdout.write(text)
+        return
+    write_new(output, text.encode("utf-8"))
+    print(f"wrote {output}: {len(survey.features)} features, target {target}\ntrain it with: neurocli train {output}")
 
 
 # --- gradcheck command (neurocli/problems.py, neurocli/gradcheck.py, neurocli/render/gradcheck.py) ---
@@ -505,8 +701,9 @@ def gradcheck(
 
     with handle_errors(debug):
         problem = gradcheck_problem(config, set_, model)
-        report = problem.check(eps=eps, rtol=rtol, atol=atol, points=points, seed=seed, max_rows=max_rows,
-                               jacobian=JACOBIAN_MODES[jacobian], sweep=sweep)
+        with _points_progress(points) as progress:
+            report = problem.check(eps=eps, rtol=rtol, atol=atol, points=points, seed=seed, max_rows=max_rows,
+                                   jacobian=JACOBIAN_MODES[jacobian], sweep=sweep, progress=progress)
         _print_report(report, problem, json_out)
     if report.verdict == "fail":
         raise typer.Exit(EXIT_TRAINING_FAILED)
@@ -516,14 +713,55 @@ def gradcheck(
 
 def _print_report(report, problem, json_out: bool) -> None:
     from neurocli.render import gradcheck as rg
+    from neurocli.render.layout import show
 
     if json_out:
         print(rg.report_json(report, problem), flush=True)
         return
-    out = Console(highlight=False)
-    if not out.is_terminal:  # pipes and logs: room for the whole table
-        out = Console(highlight=False, width=max(out.width, 130))
-    out.print(rg.report_renderable(report, problem))
+    report, left_out = _worst_points(report)
+    show(Console(highlight=False), rg.report_renderable(report, problem))
+    if left_out:
+        print(left_out)
+
+
+@contextlib.contextmanager
+def _points_progress(points: int):
+    """A progress bar of the random points checked, on stderr when it is a terminal; the
+    callback for gradcheck.check's ``progress`` (None: nothing to show)."""
+    err = Console(stderr=True, highlight=False)
+    if points < 1 or not err.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("checking random points"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("points", total=points)
+        yield lambda done, total: bar.update(task, completed=done)
+
+
+MAX_POINTS_SHOWN = 20  # points of a report printed as tables; --json has every one
+
+
+def _worst_points(report):
+    """The report as printed: its first point (the parameters asked for) and the worst of its
+    random points, :data:`MAX_POINTS_SHOWN` in all, worst first; and the line that counts
+    those left out (None: none is)."""
+    import dataclasses
+
+    if len(report.points) <= MAX_POINTS_SHOWN:
+        return report, None
+    rank = {"fail": 2, "inconclusive": 1, "pass": 0}
+
+    def worst_first(point):
+        return (-rank[point.verdict], -max((p.badness for p in point.parameters), default=0.0))
+
+    first, rest = report.points[0], sorted(report.points[1:], key=worst_first)
+    shown, hidden = rest[:MAX_POINTS_SHOWN - 1], rest[MAX_POINTS_SHOWN - 1:]
+    counts = {v: sum(p.verdict == v for p in hidden) for v in ("fail", "inconclusive", "pass")}
+    tally = ", ".join(f"{n:,} {v}" for v, n in counts.items() if n)
+    line = f"shown: the {len(shown)} worst of {len(rest):,} random points; {len(hidden):,} more ({tally}) in --json"
+    return dataclasses.replace(report, points=[first, *shown]), line
 
 
 # --- derive command (neurocli/problems.py, neurocli/derive.py, neurocli/render/derive.py) ---
@@ -572,21 +810,72 @@ def _print_derivation(result, format_: DeriveFormat) -> None:
 
     from neurocli import derive as dv
     from neurocli.render import derive as rd
+    from neurocli.render.layout import show
 
     if format_ == "text":
         renderables = rd.vcr_renderables(result) if isinstance(result, dv.VectorChainRule) else rd.text_renderables(result)
-        out = Console(highlight=False, emoji=False)
-        if not out.is_terminal:
-            out = Console(highlight=False, emoji=False, width=100)  # pipes and files: a fixed, readable width
-        out.print(Group(*renderables))
+        show(Console(highlight=False, emoji=False), Group(*renderables))
     else:
         render_fn = {"markdown": rd.to_markdown, "latex": rd.to_latex, "json": rd.to_json}[format_]
         sys.stdout.write(render_fn(result))
 
 
+# --- plot command (neurocli/plot.py) ---
+
+@app.command(epilog=exit_codes_help("plot"))
+def plot(
+    run_dir: Path = typer.Argument(..., help="A run directory (it holds model.json and history.csv)."),
+    format_: Literal["png", "svg"] = typer.Option("png", "--format", help="png or svg."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Read the data and replay the descent from this "
+                                          "config [default: RUN_DIR/config.yaml]."),
+    debug: bool = DebugOption,
+):
+    """Draw a run's pictures into RUN_DIR/plots/: loss.png (training and validation loss per
+    epoch, log scale, the epoch early stopping restored marked), predicted.png (predicted
+    against actual on the validation rows, or the training rows without a split; R^2 in the
+    title) and surface.png (the training loss over the two most influential weights, the
+    other parameters at their trained values, with the descent's path and the crease where a
+    row crosses z = 0). Prints the paths written, one a line.
+
+    The path is the run's config trained again in a temporary folder (the same bits); a
+    replay that does not end at model.json's parameters is named in a warning. The surface is
+    evaluated on at most 20,000 training rows (a seeded sample; the picture says so). Files
+    of the same names are replaced atomically.
+    """
+    from neurocli.plot import write_plots
+
+    with handle_errors(debug):
+        paths, warnings = write_plots(run_dir, format_, config)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for path in paths:
+        print(path)
+
+
+# --- schema command (neurocli/config.py) ---
+
+@app.command()
+def schema():
+    """Print the config's JSON Schema, for editors that complete and check YAML.
+
+    Save it and name it on a config's first line, for a YAML language server (editors'
+    YAML extensions use one):
+
+        neurocli schema > neurocli.schema.json
+
+        # yaml-language-server: $schema=neurocli.schema.json
+    """
+    import json
+
+    from neurocli.config import json_schema
+
+    with handle_errors(False):
+        print(json.dumps(json_schema(), indent=2))
+
+
 # --- cache command (neurocli/cache.py) ---
 
-cache_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+cache_app = _App(cls=_HelpGroup, no_args_is_help=True, rich_markup_mode=None,
                         help="The binary cache of parsed data files, kept under the user's cache folder "
                              "($NEUROCLI_CACHE_DIR, else $XDG_CACHE_HOME/neurocli, else ~/.cache/neurocli); "
                              "NEUROCLI_CACHE=off turns it off.")
@@ -605,10 +894,10 @@ def cache_info(json_out: bool = typer.Option(False, "--json", help="Print one JS
     if json_out:
         print(json.dumps(s))
         return
-    print(f"cache: {s['dir']} ({'on' if s['enabled'] else 'off: NEUROCLI_CACHE=off'}); "
-          f"{len(s['entries'])} entr{'y' if len(s['entries']) == 1 else 'ies'}, {s['bytes'] / 1e6:.1f} MB")
-    for e in s["entries"]:
-        print(f"  {e['file']}  {e['rows']} rows  {e['bytes'] / 1e6:.1f} MB")
+    from neurocli.render.cache import info_renderable
+    from neurocli.render.layout import show
+
+    show(Console(highlight=False), info_renderable(s))
 
 
 @cache_app.command("clear")

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from neurocli.errors import ConfigError
+from neurocli.errors import ConfigError, ConfigErrors
 from neurocli.io import check_regular_file
 
 # A config is a handful of keys; anything that expands to more nodes is an alias bomb.
@@ -46,13 +46,23 @@ def delimiter_error(delimiter: str) -> str | None:
 
 
 class DataConfig(_Schema):
-    path: str = Field(description="CSV file, relative to the config file's folder")
-    target: str = Field(description="column to predict")
-    features: list[str] | None = Field(None, min_length=1, description="default: every other column")
-    standardize: bool = Field(True, description="z-score the features (stats from the training split)")
-    missing: Literal["error", "drop"] = Field("error", description="what to do with empty/NA cells")
-    validation_fraction: float = Field(0.0, ge=0.0, lt=1.0)
-    delimiter: str = Field(",", description="one character; \\t (backslash, t) is a tab")
+    path: str = Field(description="the data: a CSV or Parquet (.parquet, .pq) file, a folder of them, a glob "
+                                  "(parts/*.csv), relative to the config file's folder; or a URL (s3://, gs://, "
+                                  "file://)")
+    target: str = Field(description="the column to predict")
+    features: list[str] | None = Field(None, min_length=1,
+                                       description="the feature columns; null: every column but the target "
+                                                   "and those in data.exclude")
+    exclude: list[str] | None = Field(None, description="columns left out of the default features (every column "
+                                                        "but the target), e.g. [date, species]")
+    standardize: bool = Field(True, description="z-score the features (statistics of the training split, saved "
+                                                "with the model)")
+    missing: Literal["error", "drop"] = Field("error", description="rows with an empty or NA cell in a used "
+                                                                   "column: error, or drop them")
+    validation_fraction: float = Field(0.0, ge=0.0, lt=1.0,
+                                       description="each row is held out for validation with this probability "
+                                                   "(a hash of the seed and the row)")
+    delimiter: str = Field(",", description="the CSV delimiter: one character; \\t (backslash, t) is a tab")
 
     @field_validator("delimiter", mode="before")
     @classmethod
@@ -77,29 +87,50 @@ class DataConfig(_Schema):
                 seen.add(name)
         return features
 
+    @field_validator("exclude")
+    @classmethod
+    def _exclude_leaves_out_others(cls, exclude, info):
+        """data.exclude names columns once each, neither the target nor one of data.features."""
+        for i, name in enumerate(exclude or []):
+            if name in exclude[:i]:
+                raise ValueError(f"column {name!r} is listed twice in data.exclude")
+            if name == info.data.get("target"):
+                raise ValueError(f"data.exclude lists the target {name!r}; the target is never a feature")
+            if name in (info.data.get("features") or []):
+                raise ValueError(f"data.exclude lists {name!r}, which data.features lists too; a column is "
+                                 f"either a feature or excluded")
+        return exclude
+
 
 class ModelConfig(_Schema):
-    weights_init: Literal["normal", "zeros"] | list[float] = "normal"
-    bias_init: Literal["target_mean"] | float = "target_mean"
+    weights_init: Literal["normal", "zeros"] | list[float] = Field(
+        "normal", description="normal: N(0, 1/n) from the seed; zeros; or a list of n numbers, used exactly")
+    bias_init: Literal["target_mean"] | float = Field(
+        "target_mean", description="target_mean: the mean of the training split's target; or a number, used exactly")
 
 
 class EarlyStoppingConfig(_Schema):
-    patience: int = Field(20, ge=1)
-    min_delta: float = Field(0.0, ge=0.0)
+    patience: int = Field(20, ge=1, description="epochs without an improvement before the run stops")
+    min_delta: float = Field(0.0, ge=0.0, description="the least decrease of the loss that counts as an "
+                                                      "improvement")
 
 
 class TrainingConfig(_Schema):
-    epochs: int = Field(100, ge=1)
-    learning_rate: float = Field(0.01, gt=0.0)
-    batch_size: int | None = Field(None, ge=1)
-    shuffle: bool = True
-    early_stopping: EarlyStoppingConfig | None = None
-    dtype: Literal["float64", "float32"] = "float64"
-    log_every: int | None = Field(None, ge=1, description="epochs between plain log lines")
+    epochs: int = Field(100, ge=1, description="passes over the training split")
+    learning_rate: float = Field(0.01, gt=0.0, description="the step of gradient descent")
+    batch_size: int | None = Field(None, ge=1, description="null: full batch; a number: mini-batch SGD")
+    shuffle: bool = Field(True, description="mini-batch: reshuffle every epoch from the seed")
+    early_stopping: EarlyStoppingConfig | None = Field(
+        None, description="stop when the validation loss (else the training loss) stops improving, and "
+                          "restore the best parameters; null: off")
+    dtype: Literal["float64", "float32"] = Field("float64", description="the precision of training")
+    log_every: int | None = Field(None, ge=1, description="epochs between plain and JSON log lines; null: "
+                                                          "epochs / 20")
 
 
 class OutputConfig(_Schema):
-    dir: str = "runs/run"
+    dir: str = Field("runs/run", description="the run directory, relative to the current directory (~ "
+                                             "expands); an existing one gets a -2, -3, ... suffix")
     checkpoint_interval: float = Field(30.0, gt=0.0, description="seconds of training between checkpoints")
 
     @field_validator("dir")
@@ -121,12 +152,21 @@ class EngineConfig(_Schema):
 
 
 class Config(_Schema):
-    data: DataConfig
-    model: ModelConfig = ModelConfig()
-    training: TrainingConfig = TrainingConfig()
-    engine: EngineConfig = EngineConfig()
-    seed: int = Field(0, ge=0)
-    output: OutputConfig = OutputConfig()
+    """A neurocli training config: the data, the neuron's start, the descent, the engine and the output."""
+
+    model_config = ConfigDict(title="neurocli config")
+
+    data: DataConfig = Field(description="the data set and how to read and prepare it")
+    model: ModelConfig = Field(ModelConfig(), description="the neuron's initial parameters")
+    training: TrainingConfig = Field(TrainingConfig(), description="gradient descent")
+    engine: EngineConfig = Field(EngineConfig(), description="where the gradient is computed")
+    seed: int = Field(0, ge=0, description="the same seed and config give bit-identical results")
+    output: OutputConfig = Field(OutputConfig(), description="where the run's files go")
+
+
+def json_schema() -> dict:
+    """The config's JSON Schema (draft 2020-12), for editors that complete and check YAML."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **Config.model_json_schema()}
 
 
 @dataclass
@@ -168,11 +208,20 @@ class LoadedConfig:
         """A ConfigError located at the value of ``keys`` (or its nearest written parent)."""
         return _located_error(self.path, self.locations, self.overrides, keys, message)
 
-    def resolved(self) -> dict[str, Any]:
-        """The config as plain data, with the data path made absolute."""
+    def resolved(self, every_key: bool = False) -> dict[str, Any]:
+        """The config as plain data, with the data path made absolute. data.exclude, when not
+        set, is left out (unless ``every_key``): a run's saved config, and the fingerprint a
+        resume compares, stay those of the runs made before the key existed."""
         data = self.config.model_dump(mode="json")
         data["data"]["path"] = self.data_source
+        if data["data"]["exclude"] is None and not every_key:
+            del data["data"]["exclude"]
         return data
+
+    def with_features(self, features: list[str]) -> "LoadedConfig":
+        """This config with data.features set to ``features`` (resolved from the data's header)."""
+        data = self.config.data.model_copy(update={"features": list(features)})
+        return LoadedConfig(self.config.model_copy(update={"data": data}), self.path, self.locations, self.overrides)
 
 
 def _located_error(path, locations, overrides, keys, message) -> ConfigError:
@@ -372,22 +421,55 @@ def _error_keys(error: dict) -> tuple:
 
 
 def validate(data: dict, path: Path | None, locations: dict, overrides: dict) -> LoadedConfig:
+    """``data`` checked against the schema; every problem found is raised at once, each located
+    (one: a ConfigError, as always; more: a ConfigErrors, one line each)."""
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
-        # A union reports one error per branch; the most specific (deepest) explains best.
-        first = max(errors, key=lambda e: (len(_error_keys(e)), e["type"] != "literal_error"))
-        same_place = [e for e in errors if _error_keys(e) == _error_keys(first)]
-        if len(same_place) > 1 and first["type"] in {"literal_error", "list_type", "float_type"}:
-            message = _union_message(_error_keys(first), first.get("input"))
-        else:
-            message = _describe(first)
-        keys = _error_keys(first)
-        if first["type"] == "extra_forbidden" and ("<key>",) + keys in locations:
-            keys = ("<key>",) + keys
-        raise _located_error(path, locations, overrides, keys, message) from exc
+        found = [_problem(group, path, locations, overrides) for group in _by_field(exc.errors())]
+        found = sorted({e.located(): e for e in found}.values(), key=lambda e: _place_order(e, overrides))
+        raise (found[0] if len(found) == 1 else ConfigErrors(found)) from exc
     return LoadedConfig(config=config, path=path, locations=locations, overrides=overrides)
+
+
+def _by_field(errors: list[dict]) -> list[list[dict]]:
+    """pydantic's errors grouped by the field they are about: one field's errors (a union
+    reports one per branch, a list one per item) share a key path, the shortest a prefix of the
+    others'. One message comes of each group."""
+    groups: list[tuple[tuple, list[dict]]] = []
+    for error in sorted(errors, key=lambda e: len(_error_keys(e))):
+        keys = _error_keys(error)
+        group = next((g for root, g in groups if keys[:len(root)] == root), None)
+        if group is None:
+            groups.append((keys, [error]))
+        else:
+            group.append(error)
+    return [group for _, group in groups]
+
+
+def _problem(errors: list[dict], path, locations, overrides) -> ConfigError:
+    """The located error of one field's pydantic errors."""
+    # A union reports one error per branch; the most specific (deepest) explains best.
+    first = max(errors, key=lambda e: (len(_error_keys(e)), e["type"] != "literal_error"))
+    same_place = [e for e in errors if _error_keys(e) == _error_keys(first)]
+    if len(same_place) > 1 and first["type"] in {"literal_error", "list_type", "float_type"}:
+        message = _union_message(_error_keys(first), first.get("input"))
+    else:
+        message = _describe(first)
+    keys = _error_keys(first)
+    if first["type"] == "extra_forbidden" and ("<key>",) + keys in locations:
+        keys = ("<key>",) + keys
+    return _located_error(path, locations, overrides, keys, message)
+
+
+def _place_order(error: ConfigError, overrides: dict) -> tuple:
+    """Errors in the file by line and column, then those of the --set overrides in their order."""
+    where = error.where or ""
+    found = re.match(r"line (\d+), column (\d+)", where)
+    if found:
+        return (0, int(found.group(1)), int(found.group(2)))
+    sets = [f"--set {shown(text)}" for text in overrides.values()]
+    return (1, sets.index(where)) if where in sets else (2, 0)
 
 
 _UNION_HELP = {
@@ -429,9 +511,61 @@ def load_config(path: Path, overrides: list[str] | None = None) -> LoadedConfig:
     for item in overrides or []:
         keys, text_item = _apply_override(data, item)
         applied[keys] = text_item
-    return validate(data, path, locations, applied)
+    loaded = validate(data, path, locations, applied)
+    return resolve_features(loaded) if loaded.config.data.exclude else loaded
+
+
+def resolve_features(loaded: LoadedConfig) -> LoadedConfig:
+    """``loaded`` with data.features as the data's header resolves it: the columns given, or
+    every column but the target and data.exclude's, checked as the reader checks them (a
+    column that is not there, an empty name, a column of text among the default features),
+    and each column of data.exclude in the header, located at its place in the config.
+
+    The header is the data set's first file's. When data.path names no file the config is
+    returned as it is: reading the data then says what is wrong with data.path."""
+    from neurocli import data, sources
+    from neurocli.cache import cache_dir
+    from neurocli.errors import DataError
+
+    cfg = loaded.config.data
+    try:
+        if loaded.data_url:
+            first = sources.fetched(loaded.data_url, cache_dir() / "remote")[0]
+        elif sources.is_pattern(loaded.data_path) or loaded.data_path.is_file() or loaded.data_path.is_dir():
+            first = sources.data_files(loaded.data_path)[0]
+        else:
+            return loaded
+    except DataError:
+        return loaded
+    names = sources.column_names(first, cfg.delimiter)
+    for i, name in enumerate(cfg.exclude or []):
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; it has: {', '.join(names)}"
+            raise loaded.error(("data", "exclude", i), f"data.exclude[{i}]: column {name!r} is not in "
+                                                       f"{first.name}{hint}")
+    return loaded.with_features(data.feature_columns(first, names, cfg.target, cfg.features, cfg.exclude or ()))
 
 
 def config_from_dict(data: dict, path: Path | None = None) -> LoadedConfig:
     """Validate an in-memory config (tests, resume)."""
     return validate(data, path, {}, {})
+
+
+def load_config_dict(data: dict, overrides: list[str] | None = None) -> LoadedConfig:
+    """Validate a config given as a dict (the Python API), applying ``--set`` overrides, as
+    :func:`load_config` does a file's. Nothing locates its values in a file: an error names
+    the dotted key (``key training.learning_rate: ...``); relative paths are taken from the
+    current folder. ``data`` itself is left unchanged."""
+    import copy
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"the config must be a dict of sections (data, model, training, ...), got "
+                          f"{type(data).__name__}")
+    data = copy.deepcopy(data)
+    applied = {}
+    for item in overrides or []:
+        keys, text_item = _apply_override(data, item)
+        applied[keys] = text_item
+    loaded = validate(data, None, {}, applied)
+    return resolve_features(loaded) if loaded.config.data.exclude else loaded

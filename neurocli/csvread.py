@@ -202,6 +202,17 @@ def _check_first_line(text: bytes, n_header: int, delimiter: str) -> None:
         pos, line = newline + 1, line + 1
 
 
+def parser_names(names: list[str]) -> list[str]:
+    """The header's names as pandas takes them, each once: a column nobody uses may repeat a
+    name (two empty ones, say), and each repeat gets a name of its own that no header has."""
+    seen: set[str] = set()
+    out = []
+    for i, name in enumerate(names):
+        out.append(name if name not in seen else f"\0column {i + 1}")
+        seen.add(name)
+    return out
+
+
 def _parse_piece(text: bytes, names: list[str], wanted: list[str], delimiter: str):
     """One newline-aligned piece of the data section -> its wanted columns as floats.
 
@@ -212,7 +223,7 @@ def _parse_piece(text: bytes, names: list[str], wanted: list[str], delimiter: st
     _check_first_line(text, len(names), delimiter)
     try:  # every column (no usecols): a row with more fields than the header is an error, not cut
         # low_memory: tokenizing in internal chunks spares growing one piece-sized token buffer
-        frame = pd.read_csv(io.BytesIO(text), sep=delimiter, header=None, names=names, index_col=False,
+        frame = pd.read_csv(io.BytesIO(text), sep=delimiter, header=None, names=parser_names(names), index_col=False,
                             engine="c", encoding="utf-8", low_memory=True)
     except pd.errors.EmptyDataError:  # only blank lines
         return [np.empty(0) for _ in wanted], []

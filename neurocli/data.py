@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,7 +26,8 @@ import pandas as pd
 
 from neurocli.csvread import (
     PieceCollector, PieceError, PreallocatedRows, decode_error, first_missing, frame_columns, ignore_restated_pandas_warnings,
-    line_of_row, missing_cell_error, no_data_rows_error, read_pieces, read_pieces_into, records, row_lines,
+    line_of_row, missing_cell_error, no_data_rows_error, parser_names, read_pieces, read_pieces_into, records,
+    row_lines,
 )
 from neurocli import parquetread, rowrules
 from neurocli.errors import DataError
@@ -121,7 +124,19 @@ def _check_file(path: Path) -> None:
         raise DataError("the data file is empty: expected a header line and data rows", path=path)
 
 
-def read_header(path: Path, delimiter: str) -> list[str]:
+class Header(list):
+    """A CSV file's column names as its header line has them (a list of str), with the file and
+    its delimiter, so that the columns chosen from it can be checked against the rows below."""
+
+    def __init__(self, names: list[str], path: Path, delimiter: str):
+        super().__init__(names)
+        self.path, self.delimiter = path, delimiter
+
+
+def read_header(path: Path, delimiter: str) -> Header:
+    """The column names of a CSV file's first line, stripped. Names are not checked here: a
+    column nobody uses may have an empty or a repeated name (:func:`_chosen_columns` checks
+    the ones used)."""
     _check_file(path)
     with open(path, "rb") as fh:
         first = fh.readline(1 << 20)
@@ -148,17 +163,7 @@ def read_header(path: Path, delimiter: str) -> list[str]:
                     f"set data.delimiter: '{shown}' in the config (for predict: --delimiter '{shown}')",
                     path=path, where="line 1",
                 )
-    seen: dict[str, int] = {}
-    for i, name in enumerate(names, start=1):
-        if name == "" or name.lower() == "nan":
-            raise DataError(f"column {i} has an empty name in the header", path=path, where="line 1")
-        if name in seen:
-            raise DataError(
-                f"column name {name!r} appears twice (columns {seen[name]} and {i}); names must be unique",
-                path=path, where="line 1",
-            )
-        seen[name] = i
-    return names
+    return Header(names, path, delimiter)
 
 
 def _missing_columns(path: Path, wanted: list[str], names: list[str], role: str, header: str = "line 1") -> DataError:
@@ -326,20 +331,105 @@ def _read_whole(path: Path, n_header: int, features, target, missing, delimiter,
     return table
 
 
-def _chosen_columns(path: Path, names: list[str], target, features, header: str) -> list[str]:
-    """The feature columns (every column but the target when not given), each checked to be there."""
-    if len(set(names)) != len(names):
-        twice = next(c for c in names if names.count(c) > 1)
-        raise DataError(f"column name {twice!r} appears twice; names must be unique", path=path, where=header)
+def feature_columns(path: Path, names: list[str], target: str, features: list[str] | None = None,
+                    exclude=()) -> list[str]:
+    """The feature columns of the file at ``path`` with columns ``names``, as reading it would
+    choose them (:func:`_chosen_columns`): ``features``, or every column but the target and
+    those in ``exclude``."""
+    return _chosen_columns(path, names, target, features, "row 1" if parquetread.is_parquet(path) else "line 1",
+                           exclude)
+
+
+def _chosen_columns(path: Path, names: list[str], target, features, header: str, exclude=()) -> list[str]:
+    """The feature columns (every column but the target and ``exclude`` when not given), each
+    checked to be there once, with a name; a default feature of text is refused, naming every
+    such column and the fixes. The columns not used are not looked at."""
     if target is not None and target not in names:
         raise _missing_columns(path, [target], names, "target", header)
-    if features is None:
-        features = [c for c in names if c != target]
+    chosen = features is None
+    if chosen:
+        features = [c for c in names if c != target and c not in exclude]
+        for i, name in enumerate(names, start=1):
+            if name in features and (name == "" or name.lower() == "nan"):
+                raise DataError(f"column {i} has an empty name in the header; name it, or list the columns to "
+                                f"use in data.features", path=path, where=header)
         if not features:
-            raise DataError("no feature columns: the file has only the target column", path=path, where=header)
+            rest = "the target column and the columns of data.exclude" if exclude else "the target column"
+            raise DataError(f"no feature columns: the file has only {rest}", path=path, where=header)
     elif any(c not in names for c in features):
         raise _missing_columns(path, features, names, "feature", header)
+    for name in list(features) + ([target] if target is not None else []):
+        at = [i for i, c in enumerate(names, start=1) if c == name]
+        if len(at) > 1:
+            raise DataError(f"column name {name!r} appears twice (columns {at[0]} and {at[1]}); names must be unique",
+                            path=path, where=header)
+    if chosen:
+        _refuse_text_features(path, names, features, target, list(exclude))
     return list(features)
+
+
+# The start of the file in which a default feature's cells are looked at for text: about a
+# megabyte of rows (a CSV's first whole lines of it; of a Parquet file, as many rows of the
+# columns used), so that looking costs a few milliseconds however wide the file
+TEXT_SAMPLE_BYTES = 1 << 20
+
+
+def _refuse_text_features(path: Path, names: list[str], features: list[str], target, exclude) -> None:
+    """Raise, at the first cell the reader would refuse, if some of the default ``features``
+    hold text in the file's first rows, naming them all and the two fixes."""
+    sample = _first_rows(path, names, features + ([target] if target is not None else []))
+    text = [c for c in features if sample is not None and _not_numeric(sample[c])]
+    if not text:
+        return  # the reader finds any problem further down, at its line
+    try:
+        frame_columns(sample, features + ([target] if target is not None else []))
+        first, where = f"column {text[0]!r} is not numeric", None
+    except PieceError as exc:
+        first = exc.message
+        where = (f"row {exc.row + 1}" if parquetread.is_parquet(path) else
+                 f"line {line_of_row(path, exc.row, names.delimiter)}")
+    also = " and data.exclude's" if exclude else ""
+    raise DataError(f"{first}; with no data.features every column but the target{also} is a feature, and "
+                    f"{len(text)} {'is' if len(text) == 1 else 'are'} not numeric: {', '.join(text)}; list the "
+                    f"columns to use in data.features, or set data.exclude: [{', '.join([*exclude, *text])}]",
+                    path=path, where=where)
+
+
+def _first_rows(path: Path, names: list[str], wanted: list[str]) -> pd.DataFrame | None:
+    """The ``wanted`` columns of the file's first rows (:data:`TEXT_SAMPLE_BYTES`) as the
+    reader parses them; None when that cannot be done here (the reader then says why)."""
+    if parquetread.is_parquet(path):
+        rows = max(16, TEXT_SAMPLE_BYTES // (8 * len(wanted)))
+        with contextlib.suppress(DataError, StopIteration):
+            return next(parquetread.batches(path, wanted, rows))[0]
+        return None
+    if not isinstance(names, Header):
+        return None
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(TEXT_SAMPLE_BYTES + 1)
+        if len(head) > TEXT_SAMPLE_BYTES:  # whole lines only
+            head = head[:head.rfind(b"\n", 0, TEXT_SAMPLE_BYTES) + 1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (mixed types in a column: the point of looking)
+            warnings.simplefilter("error", pd.errors.ParserWarning)  # the first row has more fields than the header
+            return pd.read_csv(io.BytesIO(head), sep=names.delimiter, header=0, names=parser_names(names),
+                               index_col=False, encoding="utf-8-sig", engine="c")[wanted]
+    except (ValueError, UnicodeDecodeError, OSError, csv.Error, pd.errors.ParserWarning):  # parser errors: ValueError
+        return None
+
+
+def _not_numeric(series: pd.Series) -> bool:
+    """Whether a parsed column holds a cell that is not a number (text, true/false), as
+    :func:`neurocli.csvread.frame_columns` finds them."""
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return True
+    if pd.api.types.is_numeric_dtype(series.dtype):
+        return False
+    bad = pd.to_numeric(series, errors="coerce").isna() & series.notna()
+    if series.dtype == object:
+        bad = bad | series.map(lambda v: isinstance(v, (bool, np.bool_)))
+    return bool(bad.any())
 
 
 def _table_from_frame(path: Path, frame: pd.DataFrame, features, target, missing, layout,

@@ -139,6 +139,17 @@ class Advice:
         return (f"early stopping kept epoch 1's parameters: no later epoch improved on them while the loss rose "
                 f"to {rose:.3g} times its first epoch's; the steps overshoot: lower {self._lr}{also}")
 
+    @staticmethod
+    def negative_target(y: np.ndarray) -> str | None:
+        """The warning, at the start of a run, for a training target with values below 0: a ReLU
+        outputs none, so those rows keep an error whatever the parameters (None: no such row)."""
+        negative = int(np.count_nonzero(y < 0)) if y.size else 0
+        if not negative:
+            return None
+        rows = f"{negative} of the {y.size} training rows have" if negative > 1 else f"1 of the {y.size} training rows has"
+        return (f"{rows} a negative target (the smallest {float(np.min(y)):.6g}), which a ReLU cannot output (its "
+                f"values are >= 0): they are predicted 0 at best; shift the target by a constant to make it >= 0")
+
     def _unscaled_feature(self) -> tuple[str, float] | None:
         """(name, size) of the largest feature when the run is not standardized and that
         feature's root mean square exceeds :data:`UNSCALED_FEATURE_SIZE`; measured once."""

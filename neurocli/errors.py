@@ -17,34 +17,42 @@ EXIT_SIGHUP = 129
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
-COMMANDS = ("train", "predict", "gradcheck", "derive")
+COMMANDS = ("train", "predict", "evaluate", "init", "gradcheck", "derive", "plot")
 
 # (code, meaning, what it means for a command that says it differently; None: that command never says it)
 EXIT_CODES: tuple[tuple[int, str, dict[str, str | None]], ...] = (
     (EXIT_OK, "success", {"gradcheck": "pass (every gradient agrees)"}),
     (EXIT_TRAINING_FAILED,
      "training failed (diverged or dead neuron), a gradient check failed, or derive's three computations disagree",
-     {"train": "training failed (diverged or dead neuron)", "predict": None,
+     {"train": "training failed (diverged or dead neuron)", "predict": None, "evaluate": None, "init": None,
+      "plot": None,
       "gradcheck": "fail (a gradient, the Jacobian or the determinism check disagrees)",
       "derive": "the three ways of computing the gradient disagree"}),
     (EXIT_BAD_INPUT, "bad input (config, data, model file, output directory)",
      {"predict": "bad input (model file, data file, output file)",
+      "evaluate": "bad input (model file, data file)",
+      "init": "bad input (data file, target, an output file that exists)",
       "gradcheck": "bad input (config, data, model file, options)",
-      "derive": "bad input (config, data, model file, option)"}),
+      "derive": "bad input (config, data, model file, option)",
+      "plot": "bad input (not a run directory, a damaged run file, config, data, an unwritable plots folder)"}),
     (EXIT_INCONCLUSIVE, "gradcheck inconclusive",
-     {"train": None, "predict": None, "derive": None,
+     {"train": None, "predict": None, "evaluate": None, "init": None, "derive": None, "plot": None,
       "gradcheck": "inconclusive (no active sample: both gradients are zero and prove nothing; every sample "
                    "straddles the kink; or a step too small for float64 precision)"}),
     (EXIT_INTERNAL, "internal error (a bug: please report it)", {}),
     (EXIT_OUTPUT_LOST, "standard output closed or full (train: the run went on without it and was saved)",
      {"train": "standard output closed or full (the run went on without it and was saved)",
       "predict": "standard output closed or full (use -o to write a file)",
-      "gradcheck": "standard output closed or full", "derive": "standard output closed or full"}),
+      "evaluate": "standard output closed or full", "init": "standard output closed or full (use -o to write a file)",
+      "gradcheck": "standard output closed or full", "derive": "standard output closed or full",
+      "plot": "standard output closed or full"}),
     # only train handles SIGHUP, like SIGTERM (checkpoint, then 129); the other commands just end
-    (EXIT_SIGHUP, "hung up (SIGHUP)", {"predict": None, "gradcheck": None, "derive": None}),
+    (EXIT_SIGHUP, "hung up (SIGHUP)", {"predict": None, "evaluate": None, "init": None, "gradcheck": None,
+                                       "derive": None, "plot": None}),
     (EXIT_SIGINT, "interrupted (Ctrl-C)", {}),
     # only train handles SIGTERM (checkpoint, then 143); the other commands just end
-    (EXIT_SIGTERM, "terminated (SIGTERM)", {"predict": None, "gradcheck": None, "derive": None}),
+    (EXIT_SIGTERM, "terminated (SIGTERM)", {"predict": None, "evaluate": None, "init": None, "gradcheck": None,
+                                            "derive": None, "plot": None}),
 )
 
 
@@ -88,9 +96,27 @@ class NeurocliError(Exception):
             prefix = f"{self.where}: "
         return prefix + self.message
 
+    def lines(self) -> list[str]:
+        """The error as the lines the CLI prints, each after ``error: ``: this one."""
+        return [self.located()]
+
 
 class ConfigError(NeurocliError):
     """The YAML config (or a --set override) is invalid."""
+
+
+class ConfigErrors(ConfigError):
+    """Several problems of one config, found in one pass: one located line each, in the order
+    of the file (then the ``--set`` overrides), so that one round of editing fixes them all."""
+
+    def __init__(self, errors: list[ConfigError]):
+        self.errors = list(errors)
+        first = self.errors[0]
+        super().__init__(first.message, path=first.path, where=first.where)
+        self.args = ("\n".join(self.lines()),)
+
+    def lines(self) -> list[str]:
+        return [e.located() for e in self.errors]
 
 
 class DataError(NeurocliError):

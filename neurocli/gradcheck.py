@@ -659,7 +659,8 @@ def sample_rows(n_rows: int, max_rows: int, seed: int) -> np.ndarray | None:
 @np.errstate(over="ignore", invalid="ignore")  # an overflow ends in the verdict (inconclusive), not a warning
 def check(X, y, w, b, grad_fn: GradFn | None = None, *, eps=None, rtol=DEFAULT_RTOL,
           atol=DEFAULT_ATOL, names=None, points=0, seed=0, jacobian="auto", sweep=False,
-          label="given parameters", max_rows: int = MAX_ROWS) -> GradcheckReport:
+          label="given parameters", max_rows: int = MAX_ROWS,
+          progress: Callable[[int, int], None] | None = None) -> GradcheckReport:
     """Check ``grad_fn`` at (w, b) and at ``points`` seeded random points; see the module docstring.
 
     X : ndarray of shape (n_samples, n_features); y : ndarray of shape (n_samples,);
@@ -670,24 +671,27 @@ def check(X, y, w, b, grad_fn: GradFn | None = None, *, eps=None, rtol=DEFAULT_R
     from ``seed``); the report's indices are then positions in the sample (``report.row``).
     The verdict: "fail" if any point fails; "inconclusive" if no point is conclusive
     (no active sample, or nothing left after excluding straddlers); else "pass".
+    ``progress(done, points)`` is told each random point checked.
     """
     rows = sample_rows(X.shape[0], max_rows, seed)
     checked = (X, y) if rows is None else (X[rows], y[rows])
     report = _check_all(*checked, w, b, grad_fn, eps=eps, rtol=rtol, atol=atol, names=names, points=points,
-                        seed=seed, jacobian=jacobian, sweep=sweep, label=label)
+                        seed=seed, jacobian=jacobian, sweep=sweep, label=label, progress=progress)
     report.rows_total, report.rows = X.shape[0], rows
     report.sample_seed = None if rows is None else seed
     return report
 
 
 def _check_all(X, y, w, b, grad_fn: GradFn | None, *, eps, rtol, atol, names, points, seed, jacobian, sweep,
-               label) -> GradcheckReport:
+               label, progress=None) -> GradcheckReport:
     """:func:`check` on every row of (X, y)."""
     names = list(names) if names else [f"x{k + 1}" for k in range(X.shape[1])]
     opts = dict(eps=eps, rtol=rtol, atol=atol, names=names, jacobian=jacobian, seed=seed)
     reports = [check_point(X, y, w, b, grad_fn, label=label, sweep=sweep, **opts)]
     for i, (wk, bk) in enumerate(random_points(X, w, points, seed), start=1):
         reports.append(check_point(X, y, wk, bk, grad_fn, label=f"random point {i} (seed {seed})", **opts))
+        if progress is not None:
+            progress(i, points)
     verdicts = [r.verdict for r in reports]
     if "fail" in verdicts:
         verdict = "fail"

@@ -11,6 +11,8 @@ import json
 import math
 import re
 import shutil
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -392,6 +394,9 @@ class TrainRun:
                      "rows_used": int(len(p.table.rows)), "rows_dropped": p.table.n_dropped},
             "config": self.resolved,
             "versions": nio.package_versions(),
+            "trained_at": savedfiles.utc_now(),
+            # the epoch of the best monitored loss: the model's parameters when early stopping ended the run
+            "best_epoch": st.best_epoch if cfg.training.early_stopping is not None and st.best_epoch > 0 else None,
         }
         history = nio.history_csv(st.history)
         nio.atomic_write_text(d / "history.csv", history)
@@ -517,7 +522,7 @@ def predict_csv(model_path: Path, data: str | Path, delimiter: str = ",") -> Pre
     """
     m = savedfiles.load_model(model_path)
     files = prediction_files(data)
-    tables = _tables_to_predict(files, m["features"], delimiter)
+    tables = read_tables(files, m["features"], delimiter)
     pred = _predictions(m, tables)
     _refuse_overflow(pred, tables, model_path)
     n_missing = int(np.isnan(pred).sum())  # a missing feature gives NaN
@@ -528,6 +533,119 @@ def predict_csv(model_path: Path, data: str | Path, delimiter: str = ",") -> Pre
     return Prediction(text, name, n_missing, files)
 
 
+@dataclass
+class Evaluation:
+    """A saved model's metrics on held-out rows that have its target."""
+
+    metrics: dict  # mse, rmse, mae, r2: neurocli.train.evaluate's on the rows scored
+    rows: int  # the rows scored
+    rows_skipped: int  # rows left out: an empty or NA feature or target
+    target: str
+    files: list[Path] = field(default_factory=list)  # the data set's files, as read
+
+    def as_dict(self) -> dict:
+        """What ``evaluate --json`` prints: mse, rmse, mae, r2, rows, rows_skipped."""
+        return {**self.metrics, "rows": self.rows, "rows_skipped": self.rows_skipped}
+
+
+def evaluate_model(model_path: Path, data: str | Path, delimiter: str = ",", *,
+                   model: dict | None = None) -> Evaluation:
+    """A model.json's MSE, RMSE, MAE and R^2 on a data set with its feature and target columns.
+
+    ``data`` is read as :func:`predict_csv` reads it (a CSV or Parquet file, a folder, a glob,
+    a URL), with its checks and errors; rows with an empty or NA feature or target are left
+    out and counted. The metrics are :func:`neurocli.train.evaluate`'s on the rows kept, at
+    the model's parameters, after its saved standardization. ``model``: the model.json
+    already loaded from ``model_path``.
+    """
+    m = model if model is not None else savedfiles.load_model(model_path)
+    target = model_target(m, model_path)
+    files = prediction_files(data)
+    tables = read_tables(files, m["features"], delimiter, target=target, missing="drop", keep_text=False)
+    X, y = _stacked([t.X for t in tables]), _stacked([t.y for t in tables])
+    _refuse_overflow(predict_rows(m, X), tables, model_path)
+    return scored(m, X, y, sum(t.n_dropped for t in tables), data, files)
+
+
+def model_target(m: dict, model_path: Path) -> str:
+    """The target column a model.json was trained on (a model written by hand may not say)."""
+    if not m.get("target"):
+        raise ModelFileError("the model names no target column (field target); add it to score the model",
+                             path=model_path)
+    return m["target"]
+
+
+def scored(m: dict, X: np.ndarray, y: np.ndarray, skipped: int, source: object,
+           files: list[Path] | None = None) -> Evaluation:
+    """The Evaluation of a loaded model on raw feature rows ``X`` and their targets ``y``
+    (rows with a NaN already left out, ``skipped`` of them); ``source`` names the data."""
+    if not len(y):
+        rows = "its one row has" if skipped == 1 else f"all {skipped} rows have"
+        raise DataError(f"no row to score: {rows} an empty or NA feature or target", path=source)
+    metrics = evaluate(_standardized(m, X), y, *_parameters(m))
+    return Evaluation(metrics, int(len(y)), int(skipped), m["target"], files or [])
+
+
+STDIN = "-"
+
+
+@contextlib.contextmanager
+def data_or_stdin(data: str | Path):
+    """``data`` itself; for ``-``, standard input (CSV) copied into a file under the cache
+    folder, removed on the way out. Errors that name the copy name ``<stdin>`` instead, with
+    the same lines: the copy holds the bytes as they came."""
+    if str(data) != STDIN:
+        yield data
+        return
+    copy = _stdin_copy()
+    try:
+        yield copy
+    except NeurocliError as exc:
+        raise _as_stdin(exc, copy) from None
+    finally:
+        copy.unlink(missing_ok=True)
+
+
+def _stdin_copy() -> Path:
+    if sys.stdin is None or sys.stdin.isatty():
+        raise DataError("DATA is -, standard input, but nothing is piped into it: pipe a CSV in "
+                        "(cat d.csv | neurocli ...) or give the file", path="<stdin>")
+    folder = cache_dir() / "stdin"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="stdin-", suffix=".csv", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"cannot make the copy of standard input: {exc.strerror or exc}", path=folder) from None
+    copy = Path(name)
+    try:
+        with open(fd, "wb") as fh:
+            source = getattr(sys.stdin, "buffer", None)
+            if source is not None:
+                shutil.copyfileobj(source, fh)
+            else:  # a text stream without bytes underneath
+                fh.write(sys.stdin.read().encode("utf-8"))
+        with open(copy, "rb") as fh:
+            if fh.read(4) == b"PAR1":
+                raise DataError("standard input is read as CSV, and this is a Parquet file: give its path",
+                                path="<stdin>")
+    except BaseException:
+        copy.unlink(missing_ok=True)
+        raise
+    return copy
+
+
+def _as_stdin(exc: NeurocliError, copy: Path) -> NeurocliError:
+    """``exc`` with the copy of standard input named ``<stdin>``, wherever it names it."""
+    path = "<stdin>" if exc.path is not None and str(exc.path) == str(copy) else exc.path
+    message = exc.message.replace(str(copy), "<stdin>").replace(copy.name, "<stdin>")
+    if path == exc.path and message == exc.message:
+        return exc
+    try:
+        return type(exc)(message, path=path, where=exc.where)
+    except TypeError:  # an error type of other arguments (several errors in one): as it was
+        return exc
+
+
 def prediction_files(data: str | Path) -> list[Path]:
     """The files of the data set ``data`` names (:func:`neurocli.sources.data_files`); a URL's
     fetched into the cache folder (:func:`neurocli.sources.fetched`)."""
@@ -536,12 +654,16 @@ def prediction_files(data: str | Path) -> list[Path]:
     return sources.data_files(Path(data))
 
 
-def _tables_to_predict(files: list[Path], features: list[str], delimiter: str) -> list[Table]:
-    """Each file's feature columns, empty and NA cells kept, with a CSV's records as written."""
+def read_tables(files: list[Path], features: list[str] | None, delimiter: str, *, target: str | None = None,
+                missing: str = "keep", keep_text: bool = True) -> list[Table]:
+    """Each file's feature columns (and ``target``'s), validated, as predict reads them: by
+    default empty and NA cells kept and a CSV's records as written; every file with the
+    first one's columns. ``missing="drop"`` leaves out, and counts, the rows with an empty
+    or NA cell in those columns (evaluate)."""
     if len(files) > 1:
         _check_same_columns(files, delimiter)
-    return [read_table(f, target=None, features=features, missing="keep", delimiter=delimiter, keep_text=True)
-            for f in files]
+    return [read_table(f, target=target, features=features, missing=missing, delimiter=delimiter,
+                       keep_text=keep_text) for f in files]
 
 
 def _check_same_columns(files: list[Path], delimiter: str) -> None:
@@ -558,10 +680,29 @@ def _check_same_columns(files: list[Path], delimiter: str) -> None:
 def _predictions(m: dict, tables: list[Table]) -> np.ndarray:
     """The model on every row of the tables, in order: one array, so each row's bits are the
     ones of the same rows in one file."""
-    X = tables[0].X if len(tables) == 1 else np.concatenate([t.X for t in tables])
+    return predict_rows(m, _stacked([t.X for t in tables]))
+
+
+def _stacked(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _standardized(m: dict, X: np.ndarray) -> np.ndarray:
+    """Raw feature rows as the model's weights take them: its saved standardization applied."""
     if m.get("standardization"):
-        X = Standardization.from_dict(m["standardization"]).apply(X)
-    return neuron_predict(X, np.asarray(m["weights_standardized"], dtype=np.float64), float(m["bias_standardized"]))
+        return Standardization.from_dict(m["standardization"]).apply(X)
+    return X
+
+
+def _parameters(m: dict) -> tuple[np.ndarray, float]:
+    """A loaded model's (w, b) in the units of its standardized features, as float64."""
+    return np.asarray(m["weights_standardized"], dtype=np.float64), float(m["bias_standardized"])
+
+
+def predict_rows(m: dict, X: np.ndarray) -> np.ndarray:
+    """A loaded model.json on raw feature rows (columns in the model's feature order): what
+    predict writes, bit for bit. A row with a NaN feature gives NaN."""
+    return neuron_predict(_standardized(m, X), *_parameters(m))
 
 
 def _refuse_overflow(pred: np.ndarray, tables: list[Table], model_path: Path) -> None:

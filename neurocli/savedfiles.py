@@ -10,11 +10,12 @@ the data (the number of features, of batches) is checked where the data is known
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from neurocli import __version__
 from neurocli import io as nio
@@ -34,6 +35,25 @@ Dtype = Literal["float64", "float32"]
 Stopped = Literal[tuple(reason.value for reason in StopReason)]
 Sha256 = Annotated[str, Field(pattern="^[0-9a-f]{64}$")]
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def utc_now() -> str:
+    """The time now, as model.json's ``trained_at`` records it: ISO 8601, UTC, to the second."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _utc_time(text: str) -> str:
+    """``text`` if it is an ISO 8601 time in UTC (``2024-05-01T12:00:00Z`` or ``+00:00``)."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"must be an ISO 8601 time such as 2024-05-01T12:00:00Z, got {text[:40]!r}") from None
+    if when.utcoffset() is None or when.utcoffset().total_seconds() != 0:
+        raise ValueError(f"must be a time in UTC (ending in Z or +00:00), got {text[:40]!r}")
+    return text
+
+
+UtcTime = Annotated[str, AfterValidator(_utc_time)]
 
 
 class _Strict(BaseModel):
@@ -68,9 +88,13 @@ class ModelFile(_Open):
     data: dict[str, Any] | None = None
     config: Config | None = None
     versions: dict[str, str] | None = None
+    trained_at: UtcTime | None = None  # when the run saved this model (older files have none)
+    best_epoch: Annotated[int, Field(ge=1, le=2**62)] | None = None  # early stopping's best epoch
 
     @model_validator(mode="after")
     def _lengths_agree(self):
+        if self.best_epoch is not None and self.epochs is not None and self.best_epoch > self.epochs:
+            raise ValueError(f"best_epoch: {self.best_epoch} is past the run's last epoch ({self.epochs})")
         n = len(self.features)
         if len(set(self.features)) != n:
             raise ValueError("features: a column is listed twice")

@@ -194,8 +194,11 @@ class Trainer:
                              float(np.mean(y, dtype=np.float64)))
         self.stopped: StopReason | None = None
         self.message: str | None = None
-        # a succeeded run that ended far worse than predicting the mean says so here (and in message)
-        self.warning: str | None = None
+        # what the data shows before the first step (a target a ReLU cannot reach), for the start of the run
+        self.start_warning: str | None = None if y is None else Advice.negative_target(y)
+        # the start's warning, and for a succeeded run that ended far worse than predicting the mean,
+        # that too (and in message)
+        self.warning: str | None = self.start_warning
         self._X, self._y = (X, y) if engine is None else (None, None)
         self._zero_loss: float | None = None
         self._stop_requested = False
@@ -263,9 +266,10 @@ class Trainer:
         """Record why the run stopped; a succeeded run far worse than the mean gets its warning."""
         self.stopped, self.message = reason, message
         if reason.succeeded:
-            self.warning = self._fit_warning()
-            if self.warning is not None:
-                self.message = f"{message}; warning: {self.warning}" if message else f"warning: {self.warning}"
+            fit = self._fit_warning()
+            if fit is not None:
+                self.message = f"{message}; warning: {fit}" if message else f"warning: {fit}"
+            self.warning = "; ".join(w for w in (self.start_warning, fit) if w) or None
 
     def _full_batch_step(self) -> bool:
         """The epoch's one descent step on all rows; False (and stopped) if it diverged."""

@@ -57,7 +57,9 @@ def test_the_table_names_every_exit_code_once():
 def test_each_command_lists_the_codes_it_can_return():
     codes = {c: [code for code, _ in errors.exit_codes(c)] for c in errors.COMMANDS}
     assert codes == {"train": [0, 1, 2, 70, 74, 129, 130, 143], "predict": [0, 2, 70, 74, 130],
-                     "gradcheck": [0, 1, 2, 3, 70, 74, 130], "derive": [0, 1, 2, 70, 74, 130]}
+                     "evaluate": [0, 2, 70, 74, 130], "init": [0, 2, 70, 74, 130],
+                     "gradcheck": [0, 1, 2, 3, 70, 74, 130], "derive": [0, 1, 2, 70, 74, 130],
+                     "plot": [0, 2, 70, 74, 130]}
     assert dict(errors.exit_codes("gradcheck"))[0].startswith("pass")
     with pytest.raises(ValueError):
         errors.exit_codes("trian")
@@ -80,7 +82,7 @@ def test_a_bad_option_value_is_one_line_and_exit_2(args):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["predict"], "error: Missing argument 'model'; see neurocli predict --help"),
+    (["predict"], "error: Missing argument 'MODEL'; see neurocli predict --help"),
     (["train", "c.yaml", "--bogus"], "error: No such option: --bogus; see neurocli train --help"),
     (["nosuch"], "error: No such command 'nosuch'; see neurocli --help"),
     (["train", "c.yaml", "--set"], "error: Option '--set' requires an argument"),

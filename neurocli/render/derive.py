@@ -16,11 +16,15 @@ import re
 import unicodedata
 
 import numpy as np
+from rich.cells import cell_len
 from rich.console import Console, Group
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 from neurocli.derive import Derivation, SampleRow, Step, VectorChainRule
+from neurocli.render.layout import (Fields, Fitted, Prose, column_widths, fit_fields, fixed_table, if_fits, name_line,
+                                    natural_width, stacked, stacked_width)
 
 # Matrices larger than this are shown with their middle rows/columns elided (JSON keeps all).
 MATRIX_MAX = 10
@@ -42,8 +46,9 @@ def sym(name: str) -> str:
     return "/".join("∂" + part[1:] for part in name.split("/"))
 
 
-def _cells(M: np.ndarray) -> list[list[str]]:
-    """The matrix as strings, with the middle elided when it is larger than MATRIX_MAX."""
+def _grid(M: np.ndarray) -> tuple[list[list[str]], list[int | None]]:
+    """The matrix as strings, with the middle elided when it is larger than MATRIX_MAX, and the
+    column each shown column is (None for the elision)."""
     M = np.atleast_2d(M)
     r, c = M.shape
     k = MATRIX_EACH_END
@@ -54,18 +59,21 @@ def _cells(M: np.ndarray) -> list[list[str]]:
         if i is None:
             out.append(["⋮" if j is not None else "⋱" for j in cols])
         else:
-            out.append(["…" if j is None else num(M[i, j]) for j in cols])
-    return out
+            out.append(["⋯" if j is None else num(M[i, j]) for j in cols])
+    return out, cols
+
+
+def _cells(M: np.ndarray) -> list[list[str]]:
+    return _grid(M)[0]
 
 
 # ----------------------------------------------------------------------------- text
 
 
-def matrix_lines(M: np.ndarray) -> list[str]:
-    """A matrix as right-aligned columns between brackets: ``[ 1  2 ]`` or ⎡ ⎤ ⎢ ⎥ ⎣ ⎦ rows."""
-    cells = _cells(M)
-    widths = [max(len(row[j]) for row in cells) for j in range(len(cells[0]))]
-    body = ["  ".join(cell.rjust(wd) for cell, wd in zip(row, widths)) for row in cells]
+def _bracket(cells: list[list[str]]) -> list[str]:
+    """Rows of cells as right-aligned columns between brackets: ``[ 1  2 ]`` or ⎡ ⎤ ⎢ ⎥ ⎣ ⎦ rows."""
+    widths = [max(cell_len(row[j]) for row in cells) for j in range(len(cells[0]))]
+    body = ["  ".join(" " * (wd - cell_len(cell)) + cell for cell, wd in zip(row, widths)) for row in cells]
     if len(body) == 1:
         return [f"[ {body[0]} ]"]
     out = []
@@ -75,17 +83,109 @@ def matrix_lines(M: np.ndarray) -> list[str]:
     return out
 
 
-def hstack(blocks: list[list[str]]) -> list[str]:
-    """Place blocks of lines side by side, each centred vertically on the tallest."""
+def matrix_lines(M: np.ndarray) -> list[str]:
+    """A matrix as right-aligned columns between brackets: ``[ 1  2 ]`` or ⎡ ⎤ ⎢ ⎥ ⎣ ⎦ rows."""
+    return _bracket(_cells(M))
+
+
+def matrix_blocks(M: np.ndarray, width: int) -> list[str]:
+    """A matrix too wide for ``width`` columns in blocks of as many whole columns as fit, one
+    below the other, each under a line naming its columns (``columns 1-3 of 8``)."""
+    cells, cols = _grid(M)
+    n = np.atleast_2d(M).shape[1]
+    groups: list[list[int]] = []
+    for j in range(len(cols)):
+        if groups and _width(_bracket([[row[k] for k in groups[-1] + [j]] for row in cells])) <= width:
+            groups[-1].append(j)
+        else:
+            groups.append([j])
+    out = []
+    for group in groups:
+        shown = [cols[k] + 1 for k in group if cols[k] is not None]
+        out.append(f"column {shown[0]} of {n}" if len(group) == 1 and shown else
+                   f"columns {shown[0]}-{shown[-1]} of {n}")
+        out += _bracket([[row[k] for k in group] for row in cells])
+    return out
+
+
+def _width(lines: list[str]) -> int:
+    return max((cell_len(line) for line in lines), default=0)
+
+
+def hstack(blocks: list[list[str]], top: bool = False) -> list[str]:
+    """Place blocks of lines side by side, each centred vertically on the tallest (or at the top)."""
     height = max(len(b) for b in blocks)
     out = [""] * height
     for block in blocks:
-        width = max(len(line) for line in block)
-        top = (height - len(block)) // 2
+        width = _width(block)
+        first = 0 if top else (height - len(block)) // 2
         for i in range(height):
-            j = i - top
-            out[i] += (block[j] if 0 <= j < len(block) else "").ljust(width)
+            j = i - first
+            line = block[j] if 0 <= j < len(block) else ""
+            out[i] += line + " " * (width - cell_len(line))
     return [line.rstrip() for line in out]
+
+
+class Equation:
+    """``symbol = F1 · F2 = V`` with its matrices side by side, after ``indent`` spaces; on a
+    narrower page each further ``· F`` or ``= V`` that does not fit starts a row of its own
+    (its sign under the first =), and a matrix wider than the page is shown in blocks of
+    columns (:func:`matrix_blocks`)."""
+
+    def __init__(self, indent: int, symbol: str, factors: list[np.ndarray], value: np.ndarray):
+        self.indent, self.symbol = indent, symbol
+        signs = ["·"] * (len(factors) - 1) + ["="] if factors else []
+        self.terms = [("=", m) for m in factors[:1] or [value]] + list(zip(signs, list(factors[1:]) + [value]))
+
+    def lines(self, width: int) -> list[str]:
+        first = " " * self.indent + f"{self.symbol} = "
+        lead = " " * (self.indent + cell_len(self.symbol) + 1)
+        rows: list[list[list[str]]] = []
+        for k, (sign, m) in enumerate(self.terms):
+            if k and not rows[-1][-1][0].startswith(("columns", "column")):
+                joined = rows[-1] + [[f" {sign} "], matrix_lines(m)]
+                if _width(hstack(joined)) <= width:
+                    rows[-1] = joined
+                    continue
+            head = first if k == 0 else f"{lead}{sign} "
+            body = matrix_lines(m)
+            if cell_len(head) + _width(body) > width:
+                body = matrix_blocks(m, width - cell_len(head))
+            rows.append([[head], body])
+        return [line for row in rows for line in hstack(row, top=row[-1][0].startswith(("columns", "column")))]
+
+    def __rich_measure__(self, console, options) -> Measurement:
+        widest = _width(self.lines(options.max_width))
+        return Measurement(widest, widest)
+
+    def __rich_console__(self, console, options):
+        for line in self.lines(options.max_width):
+            yield Text(line, overflow="fold", no_wrap=False)
+
+
+class Formula:
+    """A line of formulas joined by ",  " (or a chain of equalities, ``at=" = "``), after
+    ``indent`` spaces: whole where it fits, else broken after a comma (or before an =), the
+    next lines indented by 4 more and each still wrapped at spaces if too wide; on one line in
+    plain output."""
+
+    def __init__(self, text: str, indent: int = 2, at: str = ",  ", style: str = ""):
+        self.text, self.indent, self.at, self.style = text, indent, at, style
+
+    def _fields(self) -> list[str]:
+        parts = self.text.split(self.at)
+        if self.at == ",  ":
+            return [part + "," for part in parts[:-1]] + parts[-1:]
+        return parts[:1] + [self.at.lstrip() + part for part in parts[1:]]
+
+    def __rich_console__(self, console, options):
+        width = options.max_width - self.indent
+        if options.no_wrap or cell_len(self.text) <= width:
+            yield Prose(self.text, indent=self.indent, hang=4, style=self.style)
+            return
+        sep = "  " if self.at == ",  " else " "
+        for i, line in enumerate(fit_fields(self._fields(), width, sep=sep, indent="    ")):
+            yield Prose(line.strip(), indent=self.indent + (4 if i else 0), hang=4, style=self.style)
 
 
 def _ljust(s: str, width: int) -> str:
@@ -96,21 +196,22 @@ def _ljust(s: str, width: int) -> str:
 def _step_text(step: Step, n: int) -> list:
     shape = step.shape_text if step.shape_text == f"{step.shape[0]} x {step.shape[1]}" else \
         f"{step.shape_text} = {step.shape[0]} x {step.shape[1]}"
-    head = Text(f"  {step.formula}", style="bold")
+    head = Text(step.formula, style="bold")
     head.append(f"    {shape}", style="dim")
-    parts = [head]
+
+    def one_line(console, width):  # the formula and its shape side by side, where they fit
+        return Prose(head, indent=2) if 2 + head.cell_len <= width else None
+
+    def two_lines(console, width):  # the formula broken before an = where it must be, then its shape
+        return Group(Formula(step.formula, at=" = ", style="bold"), Prose(Text(shape, style="dim"), indent=6))
+
+    parts: list = [Fitted(one_line, two_lines)]
     for value, cond in step.cases:
-        parts.append(Text(f"      {_ljust(value.text, 4)} if {cond.text}"))
+        parts.append(Prose(f"{_ljust(value.text, 4)} if {cond.text}", indent=6, hang=4))
     if step.note:
-        parts.append(Text(f"      ({step.note})", style="dim"))
+        parts.append(Prose(f"({step.note})", indent=6, hang=1, style="dim"))
     if step.value is not None:
-        blocks = [[f"      {step.symbol} = "]]
-        if step.factors:
-            for i, f in enumerate(step.factors):
-                blocks.append(matrix_lines(f))
-                blocks.append([" · " if i < len(step.factors) - 1 else " = "])
-        blocks.append(matrix_lines(step.value))
-        parts.append(Text("\n".join(hstack(blocks))))
+        parts.append(Equation(6, step.symbol, list(step.factors or []), step.value))
     parts.append(Text(""))
     return parts
 
@@ -145,7 +246,10 @@ def place_columns(rows: list[SampleRow]) -> tuple[list[str], list[list[str]]]:
     return [units.pop()], [[m["n"]] for m in found]
 
 
-def _sample_table(d: Derivation) -> Table:
+def _sample_table(d: Derivation) -> Fitted:
+    """Each sample's term of the loss gradient, a row a sample: whole where it fits; on a
+    narrower page the vector ∂C/∂w wrapped between its entries; narrower still, the vectors in
+    a second table; on a narrow page each value named beside it. A number is never cut."""
     lo = d.loss
     shown = lo.rows_head + (lo.rows_tail if lo.n_omitted else [])
     place_names, place_cells = place_columns(shown)
@@ -153,38 +257,93 @@ def _sample_table(d: Derivation) -> Table:
     body = [[str(r.index), *cells, num(r.z), "yes" if r.active else "no", num(r.error), _vec(r.grad_w),
              num(r.grad_b)] for r, cells in zip(shown, place_cells)]
     total = ["Σ", *[""] * k, "", f"{lo.n_active}/{lo.n_samples}", "", _vec(lo.grad_w), num(lo.grad_b)]
-    columns = [("i", "right"), *[(name, "left" if name == "file" else "right") for name in place_names],
-               ("zᵢ", "right"), ("active", "left"), ("eᵢ", "right"), ("term of ∂C/∂w", "left"),
-               ("term of ∂C/∂b", "right")]
-    t = Table(box=None, padding=(0, 1), show_edge=False, pad_edge=False)
-    for j, (name, just) in enumerate(columns):
-        if name == "term of ∂C/∂w":  # the vector folds onto more lines when the page is narrow
-            t.add_column(Text(name), justify=just, overflow="fold", ratio=1)
-        elif name == "file":  # so does a long file name
-            t.add_column(Text(name), justify=just, overflow="fold")
-        else:  # a number is never cut: its column keeps the width of its widest cell
-            width = max(len(name), *(len(cells[j]) for cells in body + [total]))
-            t.add_column(Text(name), justify=just, no_wrap=True, min_width=width)
-    for cells in body[:len(lo.rows_head)]:
-        t.add_row(*map(Text, cells))
-    if lo.n_omitted:
-        t.add_row(*map(Text, ["⋮"] * (len(columns) - 2) + [f"⋮ ({lo.n_omitted} more rows)", "⋮"]))
-        for cells in body[len(lo.rows_head):]:
-            t.add_row(*map(Text, cells))
-    t.add_row(*map(Text, total), style="bold")
-    return t
+    headers = ["i", *place_names, "zᵢ", "active", "eᵢ", "term of ∂C/∂w", "term of ∂C/∂b"]
+    justify = ["right", *["left" if name == "file" else "right" for name in place_names], "right", "left", "right",
+               "left", "right"]
+    vec = len(headers) - 2  # the column of ∂C/∂w
+    more = f"⋮ ({lo.n_omitted} more rows)"
+
+    def rows(columns: list[int]) -> list[list[Text]]:
+        out = [[Text(cells[j]) for j in columns] for cells in body[:len(lo.rows_head)]]
+        if lo.n_omitted:  # (how many, in the column of ∂C/∂w: wide enough to say it)
+            out.append([Text(more if j == vec else "⋮") for j in columns])
+            out += [[Text(cells[j]) for j in columns] for cells in body[len(lo.rows_head):]]
+        return out + [[Text(total[j], style="bold") for j in columns]]
+
+    def table(columns: list[int], wrapped_width: int | None = None) -> Table:
+        """The table of ``columns``; ∂C/∂w, if among them, wrapped to ``wrapped_width``."""
+        cells = rows(columns)
+        widths = column_widths([headers[j] for j in columns], cells)
+        t = Table(box=None, padding=(0, 2, 0, 0), show_edge=False, pad_edge=False)
+        for j, width in zip(columns, widths):
+            if j == vec and wrapped_width is not None:
+                t.add_column(Text(headers[j]), justify=justify[j], width=wrapped_width, overflow="fold")
+            else:
+                t.add_column(Text(headers[j]), justify=justify[j], no_wrap=True, min_width=width)
+        for row in cells:
+            t.add_row(*row)
+        return t
+
+    everything = list(range(len(headers)))
+    longest_entry = max(cell_len(word) for cells in body + [total] for word in cells[vec].split() + [headers[vec]])
+
+    def whole(console, width):
+        return if_fits(console, width, table(everything))
+
+    def wrapped(console, width):
+        room = width - (natural_width(console, table([j for j in everything if j != vec])) + 2)
+        return table(everything, room) if room >= longest_entry else None
+
+    def split(console, width):
+        first = table([j for j in everything if j != vec])
+        room = width - (natural_width(console, table([0])) + 2)
+        if natural_width(console, first) > width or room < longest_entry:
+            return None
+        return Group(first, Text(""), table([0, vec], room))
+
+    def listed(console, width):
+        out = []
+        for cells in body[:len(lo.rows_head)] + ([[more]] if lo.n_omitted else []) + body[len(lo.rows_head):] + [total]:
+            if len(cells) == 1:
+                out.append(Text(cells[0]))
+                continue
+            style = "bold" if cells is total else ""
+            out.append(Fields([f"{h} {c}" for j, (h, c) in enumerate(zip(headers, cells)) if c and j != vec], style=style))
+            out.append(Prose(f"{headers[vec]} {cells[vec]}", indent=2, hang=2, style=style))
+        return Group(*out)
+
+    return Fitted(whole, wrapped, split, listed)
 
 
-def _check_table(d: Derivation) -> Table:
+CHECK_ROWS = ("Jacobian chain", "vectorized kernel", "central differences")
+
+
+def _check_table(d: Derivation) -> Fitted:
+    """The gradient three ways: a column a parameter where it fits; else a row a parameter; on a
+    narrower page each parameter's name on a line of its own above its three values; on a
+    narrow page each value named beside it."""
     c = d.check
-    t = Table(box=None, padding=(0, 2), show_edge=False, pad_edge=False)
-    t.add_column("")
-    for label in c.labels:
-        t.add_column(Text(label), justify="right", no_wrap=True)
-    t.add_row("Jacobian chain", *[Text(num(v)) for v in c.chain])
-    t.add_row("vectorized kernel", *[Text(num(v)) for v in c.kernel])
-    t.add_row("central differences", *[Text(num(v) + ("*" if k else "")) for v, k in zip(c.numeric, c.kink)])
-    return t
+    values = [[num(v) for v in c.chain], [num(v) for v in c.kernel],
+              [num(v) + ("*" if k else "") for v, k in zip(c.numeric, c.kink)]]
+    by_parameter = [(label, [values[r][j] for r in range(3)]) for j, label in enumerate(c.labels)]
+
+    def by_columns(console, width):
+        rows = [[Text(name), *row] for name, row in zip(CHECK_ROWS, values)]
+        return if_fits(console, width, fixed_table(["", *c.labels], rows, ["left"] + ["right"] * len(c.labels), gap=4))
+
+    def by_rows(console, width):
+        rows = [[Text(label), *row] for label, row in by_parameter]
+        return if_fits(console, width, fixed_table(["parameter", *CHECK_ROWS], rows, ["left", "right", "right", "right"], gap=3))
+
+    def stack(console, width):
+        return stacked(CHECK_ROWS, by_parameter, indent=4) if stacked_width(CHECK_ROWS, by_parameter, indent=4) <= width \
+            else None
+
+    def listed(console, width):
+        return Group(*[part for label, row in by_parameter
+                       for part in (name_line(label), Fields([f"{n} {v}" for n, v in zip(CHECK_ROWS, row)], indent=2))])
+
+    return Fitted(by_columns, by_rows, stack, listed)
 
 
 def check_line(d: Derivation) -> str:
@@ -225,68 +384,84 @@ def _context_lines(d: Derivation) -> list[str]:
 
 
 def text_renderables(d: Derivation) -> list:
-    """The derivation as rich renderables, top to bottom."""
-    out: list = [Text("The gradient of a = max(0, w·x + b), step by step (Parr & Howard, sections 5 and 6)",
-                      style="bold underline")]
-    out += [Text(line, style="dim") for line in _context_lines(d)]
+    """The derivation as rich renderables, top to bottom: prose wrapped at words, formulas
+    broken after a comma, matrices and tables laid out for the page (:mod:`neurocli.render.layout`)."""
+    out: list = [Prose(Text("The gradient of a = max(0, w·x + b), step by step (Parr & Howard, sections 5 and 6)",
+                            style="bold underline"))]
+    out += [Prose(line, hang=2, style="dim") for line in _context_lines(d)]
     out.append(Text(""))
     out.append(Text("1. Intermediate variables", style="bold"))
     for f in d.definitions:
-        out.append(Text(f"  {f.text:<16} {f.note}"))
+        out.append(Prose(f"{f.text:<16} {f.note}", indent=2, hang=17))
     out.append(Text(""))
     title = "2. One Jacobian per step, chained"
     if d.evaluated:
         title += f" (evaluated at sample {d.sample_index})"
-    out.append(Text(title, style="bold"))
+    out.append(Prose(Text(title, style="bold")))
     for step in d.steps[:-2]:
         out += _step_text(step, d.n_features)
     out.append(Text("3. The loss", style="bold"))
     for f in d.loss.formulas:
-        out.append(Text(f"  {f.text}"))
+        out.append(Formula(f.text))
         if f.note:
-            out.append(Text(f"      ({f.note})", style="dim"))
+            out.append(Prose(f"({f.note})", indent=6, hang=1, style="dim"))
     out.append(Text(""))
     for step in d.steps[-2:]:
         out += _step_text(step, d.n_features)
     if d.evaluated:
         lo = d.loss
-        out.append(Text(f"  Per sample, over all N = {lo.n_samples} rows ({lo.n_active} active), C = {num(lo.loss)}:",
-                        style="bold"))
-        out.append(Text("  term = (2/N) vᵢ · (−∂aᵢ/∂w) = (2/N) eᵢ xᵢᵀ when active, 0 when not", style="dim"))
+        out.append(Prose(Text(f"Per sample, over all N = {lo.n_samples} rows ({lo.n_active} active), C = {num(lo.loss)}:",
+                              style="bold"), indent=2, hang=2))
+        out.append(Prose("term = (2/N) vᵢ · (−∂aᵢ/∂w) = (2/N) eᵢ xᵢᵀ when active, 0 when not", indent=2, hang=2,
+                         style="dim"))
         out.append(_sample_table(d))
         out.append(Text(""))
         out.append(Text("4. Check", style="bold"))
         out.append(_check_table(d))
-        out.append(Text(check_line(d), style="bold green" if d.check.ok else "bold red"))
+        out.append(Prose(check_line(d), style="bold green" if d.check.ok else "bold red"))
         k = kink_line(d)
         if k:
-            out.append(Text(k, style="yellow"))
+            out.append(Prose(k, style="yellow"))
     else:
-        out.append(Text("  (add --show-jacobians to fill each matrix with numbers and check them)", style="dim"))
+        out.append(Prose("(add --show-jacobians to fill each matrix with numbers and check them)", indent=2, hang=1,
+                         style="dim"))
     return out
 
 
+VCR_CHECK = ("∂y₁/∂x", "∂y₂/∂x")
+
+
+def _vcr_check_table(v: VectorChainRule) -> Fitted:
+    """The worked example's derivative three ways: a row each where it fits, else each value named."""
+    rows = [(label, [num(x) for x in m.ravel()]) for label, m in
+            (("chain product ∂f/∂g · ∂g/∂x", v.step("dy/dx").value), ("closed form [2/x, 3 cos(3x)]ᵀ", v.closed_form),
+             ("central differences", v.numeric))]
+
+    def table(console, width):
+        return if_fits(console, width, fixed_table(["", *VCR_CHECK], [[Text(label), *cells] for label, cells in rows],
+                                                   ["left", "right", "right"], gap=4))
+
+    def listed(console, width):
+        return Group(*[part for label, cells in rows
+                       for part in (Text(label), Fields([f"{n} {x}" for n, x in zip(VCR_CHECK, cells)], indent=2))])
+
+    return Fitted(table, listed)
+
+
 def vcr_renderables(v: VectorChainRule) -> list:
-    out: list = [Text("The vector chain rule (Parr & Howard, section 4.5.3)", style="bold underline"),
-                 Text(LAYOUT, style="dim"), Text("")]
+    out: list = [Prose(Text("The vector chain rule (Parr & Howard, section 4.5.3)", style="bold underline")),
+                 Prose(LAYOUT, hang=2, style="dim"), Text("")]
     for f in v.definitions:
-        out.append(Text(f"  {f.text:<32} {f.note}".rstrip()))
+        out.append(Prose(f"{f.text:<32} {f.note}".rstrip(), indent=2, hang=33))
     out.append(Text(""))
     out.append(Text(f"At x = {num(v.x)}", style="bold"))
     for step in v.steps:
         out += _step_text(step, 2)
     out.append(Text("Check", style="bold"))
-    t = Table(box=None, padding=(0, 2), show_edge=False, pad_edge=False)
-    t.add_column("")
-    for label in ("∂y₁/∂x", "∂y₂/∂x"):
-        t.add_column(Text(label), justify="right", no_wrap=True)
-    for label, m in (("chain product ∂f/∂g · ∂g/∂x", v.step("dy/dx").value),
-                     ("closed form [2/x, 3 cos(3x)]ᵀ", v.closed_form), ("central differences", v.numeric)):
-        t.add_row(Text(label), *[Text(num(x)) for x in m.ravel()])
-    out.append(t)
+    out.append(_vcr_check_table(v))
     verdict = "agree" if v.ok else "DISAGREE"
-    out.append(Text(f"chain = closed form = central differences: max relative error {v.max_rel_error:.1e} "
-                    f"(tolerance {v.tolerance:.0e}): {verdict}", style="bold green" if v.ok else "bold red"))
+    out.append(Prose(f"chain = closed form = central differences: max relative error {v.max_rel_error:.1e} "
+                     f"(tolerance {v.tolerance:.0e}): {verdict}", style="bold green" if v.ok else "bold red"))
     return out
 
 
@@ -305,7 +480,7 @@ def to_text(obj, width: int = 100) -> str:
 
 def bmatrix(M: np.ndarray) -> str:
     cells = _cells(M)
-    tex = {"⋮": r"\vdots", "⋱": r"\ddots", "…": r"\cdots"}
+    tex = {"⋮": r"\vdots", "⋱": r"\ddots", "⋯": r"\cdots"}
     rows = [" & ".join(tex.get(c, c.replace("e", r"\mathrm{e}")) for c in row) for row in cells]
     return r"\begin{bmatrix} " + r" \\ ".join(rows) + r" \end{bmatrix}"
 
@@ -377,12 +552,10 @@ def to_markdown(obj) -> str:
             out.append(f"| ⋮ | ⋮ | ⋮ | ⋮ | ⋮ | ⋮ ({lo.n_omitted} more rows) | ⋮ |")
             out += ["| " + " | ".join(map(_md_escape, _row_cells(r))) + " |" for r in lo.rows_tail]
         out.append(f"| **Σ** | | | {lo.n_active}/{lo.n_samples} | | **{_vec(lo.grad_w)}** | **{num(lo.grad_b)}** |")
-        c = d.check
-        out += ["", "## 4. Check", "", "| | " + " | ".join(_md_escape(x) for x in c.labels) + " |",
-                "|---|" + "---:|" * len(c.labels)]
-        out.append("| Jacobian chain | " + " | ".join(map(num, c.chain)) + " |")
-        out.append("| vectorized kernel | " + " | ".join(map(num, c.kernel)) + " |")
-        out.append("| central differences | " + " | ".join(num(v) + ("\\*" if k else "") for v, k in zip(c.numeric, c.kink)) + " |")
+        c = d.check  # a row a parameter: as narrow as three numbers, however many features
+        out += ["", "## 4. Check", "", "| parameter | " + " | ".join(CHECK_ROWS) + " |", "|---|---:|---:|---:|"]
+        out += [f"| {_md_escape(label)} | {num(a)} | {num(k)} | {num(n)}{chr(92) + '*' if kink else ''} |"
+                for label, a, k, n, kink in zip(c.labels, c.chain, c.kernel, c.numeric, c.kink)]
         out += ["", f"**{check_line(d)}**"]
         k = kink_line(d)
         if k:

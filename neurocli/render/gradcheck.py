@@ -10,12 +10,14 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from rich import box
 from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 
 from neurocli.derive import line_number
 from neurocli.gradcheck import DEFAULT_EPS, GradcheckReport, ParameterResult, PointReport
+from neurocli.render.layout import (Fields, Fitted, Prose, fixed_table, if_fits, name_line, natural_width, stacked,
+                                    stacked_width)
 
 if TYPE_CHECKING:
     from neurocli.problems import GradcheckProblem
@@ -113,47 +115,77 @@ def _kink_cell(p: ParameterResult) -> str:
     return f"{p.straddling} straddle{'s' if p.straddling == 1 else ''}{ties}" + (f"; {what}" if what else "")
 
 
-def parameter_table(point: PointReport) -> Table:
-    t = Table(title=f"gradients at {point.label}: {point.n_active} of {point.n_samples} samples active",
-              title_justify="left")
-    for col in ("parameter", "analytic", "numeric", "abs error", "rel error", "tolerance", "step", "kink", "result"):
-        t.add_column(col, justify="left" if col in ("parameter", "kink", "result") else "right")
-    for p in _sorted(point.parameters):
-        style = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}[p.status]
-        t.add_row(Text(p.name), _g(p.analytic), _g(p.numeric), _e(p.abs_error), _e(p.rel_error),
-                  _e(p.tolerance), _e(p.step), _kink_cell(p), Text(p.status.upper(), style=style))
-    return t
+PARAMETER_COLUMNS = ("analytic", "numeric", "abs error", "rel error", "tolerance", "step", "kink", "result")
 
 
-def roundoff_notes(point: PointReport) -> list[Text]:
+def _status(p: ParameterResult) -> Text:
+    return Text(p.status.upper(), style={"pass": "green", "fail": "bold red", "inconclusive": "yellow"}[p.status])
+
+
+def _parameter_cells(p: ParameterResult) -> list:
+    return [_g(p.analytic), _g(p.numeric), _e(p.abs_error), _e(p.rel_error), _e(p.tolerance), _e(p.step),
+            _kink_cell(p), _status(p)]
+
+
+def parameter_table(point: PointReport) -> Fitted:
+    """One row a parameter, worst first: a boxed table where it fits, then the same without the
+    box, then each parameter's name on a line of its own above its values (stacked rows), and
+    on a narrow page each value named beside it."""
+    rows = [(Text(p.name), _parameter_cells(p)) for p in _sorted(point.parameters)]
+    headers = ["parameter", *PARAMETER_COLUMNS]
+    justify = ["left", "right", "right", "right", "right", "right", "right", "left", "left"]
+    body = [[name, *cells] for name, cells in rows]
+
+    def boxed(console, width):
+        return if_fits(console, width, fixed_table(headers, body, justify, box=box.HEAVY_HEAD, padding=(0, 1),
+                                                   pad_edge=True, show_edge=True))
+
+    def plain(console, width):
+        return if_fits(console, width, fixed_table(headers, body, justify))
+
+    def stack(console, width):
+        return stacked(PARAMETER_COLUMNS, rows, indent=2) if stacked_width(PARAMETER_COLUMNS, rows, indent=2) <= width \
+            else None
+
+    def listed(console, width):
+        out = []
+        for name, cells in rows:
+            out.append(name_line(Text.assemble(name, "  ", cells[-1])))
+            out.append(Fields([f"{h} {c}" for h, c in zip(PARAMETER_COLUMNS[:-1], cells[:-1])], indent=2))
+        return Group(*out)
+
+    return Fitted(boxed, plain, stack, listed)
+
+
+def roundoff_notes(point: PointReport) -> list[Prose]:
     """Passes with a large relative error: both values are rounding residues of a zero gradient."""
     out = []
     for p in point.parameters:
         if p.status == "pass" and p.rel_error > 1e-3 and p.abs_error <= p.roundoff + p.tolerance:
-            out.append(Text(f"{p.name}: the gradient is zero up to rounding (|analytic|, |numeric| <= {_e(max(abs(p.analytic), abs(p.numeric)))}); "
-                            f"the relative error compares two rounding residues, the absolute error {_e(p.abs_error)} "
-                            f"is within the estimated round-off {_e(p.roundoff)}", style="dim"))
+            out.append(Prose(f"{p.name}: the gradient is zero up to rounding (|analytic|, |numeric| <= {_e(max(abs(p.analytic), abs(p.numeric)))}); "
+                             f"the relative error compares two rounding residues, the absolute error {_e(p.abs_error)} "
+                             f"is within the estimated round-off {_e(p.roundoff)}", style="dim"))
     return out
 
 
-def kink_lines(point: PointReport, names: SampleNames) -> list[Text]:
+def kink_lines(point: PointReport, names: SampleNames) -> list[Prose]:
     k = point.kink
     if not k.straddling:
         closest = ""
         if k.closest is not None:
             closest = (f"; the closest sample, {_indices([k.closest], 1, names)}, is {_e(k.closest_margin)} away "
                        f"(in parameter units)")
-        return [Text(f"kink: no sample straddles z = 0 at the requested step for any parameter{closest}; "
-                     f"nothing to correct")]
+        return [Prose(f"kink: no sample straddles z = 0 at the requested step for any parameter{closest}; "
+                      f"nothing to correct")]
     margin = "0 (an exact tie)" if k.min_margin == 0 else _e(k.min_margin)
-    out = [Text(f"kink: {k.straddling} sample{'s' if k.straddling != 1 else ''} straddle z = 0 at the requested step: "
-                f"{_indices(k.indices, k.straddling, names)}; smallest margin {margin}")]
+    out = [Prose(f"kink: {k.straddling} sample{'s' if k.straddling != 1 else ''} straddle z = 0 at the requested step: "
+                 f"{_indices(k.indices, k.straddling, names)}; smallest margin {margin}")]
     for p in point.parameters:
         if p.straddling or p.tie_check:
-            out.append(Text(f"  {p.name}: {action_text(p)}"))
+            out.append(Prose(f"{p.name}: {action_text(p)}", indent=2, hang=2))
     if k.ties:
-        out.append(Text("  convention at a tie: ReLU'(0) = 0, so a sample with z = 0 is inactive; its reference is the "
-                        "one-sided difference on the side where z decreases"))
+        out.append(Prose("convention at a tie: ReLU'(0) = 0, so a sample with z = 0 is inactive; its reference is the "
+                         "one-sided difference on the side where z decreases", indent=2, hang=2))
     return out
 
 
@@ -161,27 +193,49 @@ def verdict_text(report: GradcheckReport) -> Text:
     return Text(f"{report.verdict.upper()}: ", style=VERDICT_STYLE[report.verdict]) + Text(report.reason)
 
 
-def sweep_table(point: PointReport) -> Table:
-    names = [p.name for p in point.parameters]
-    t = Table(title="step sweep: |analytic - central difference| with no kink handling, h_j = step x max(1, |theta_j|), "
-                    "samples straddling the kink in brackets. Between kinks each loss term is quadratic, so central "
-                    "differences have no truncation error: the left arm of the V is rounding, the right arm is straddling.",
-              title_justify="left")
-    t.add_column("step", justify="right")
-    for n in names:
-        t.add_column(Text(n), justify="right")
-    best = [min(range(len(point.sweep)), key=lambda r: point.sweep[r].abs_errors[j]) for j in range(len(names))]
-    for r, row in enumerate(point.sweep):
-        cells = []
-        for j, (err, s) in enumerate(zip(row.abs_errors, row.straddling)):
-            cell = Text(f"{err:.2e} [{s}]")
-            if best[j] == r:
-                cell.stylize("bold")
-            cells.append(cell)
-        t.add_row(f"{row.step:.0e}", *cells)
-    t.add_row(Text("used (h)", style="bold cyan"),
-              *[Text(f"{_e(p.step)} ({p.action.replace('_', ' ')})", style="cyan") for p in point.parameters])
-    return t
+SWEEP_TITLE = ("step sweep: |analytic - central difference| with no kink handling, h_j = step x max(1, |theta_j|), "
+               "samples straddling the kink in brackets. Between kinks each loss term is quadratic, so central "
+               "differences have no truncation error: the left arm of the V is rounding, the right arm is straddling.")
+
+
+def sweep_table(point: PointReport) -> Fitted:
+    """The error at each step, a column a parameter (the smallest error in bold), and the step
+    used: as many parameters side by side as the page holds, the rest in tables below; on a
+    page too narrow for one, each parameter's errors named by their steps."""
+    params = point.parameters
+    best = [min(range(len(point.sweep)), key=lambda r: point.sweep[r].abs_errors[j]) for j in range(len(params))]
+    steps = [f"{row.step:.0e}" for row in point.sweep]
+    columns = []  # each parameter's cells, top to bottom
+    for j, p in enumerate(params):
+        cells = [Text(f"{row.abs_errors[j]:.2e} [{row.straddling[j]}]", style="bold" if best[j] == r else "")
+                 for r, row in enumerate(point.sweep)]
+        columns.append(cells + [Text(f"{_e(p.step)} ({p.action.replace('_', ' ')})", style="cyan")])
+    labels = [*steps, Text("used (h)", style="bold cyan")]
+
+    def table(group: list[int]):
+        rows = [[label, *(columns[j][r] for j in group)] for r, label in enumerate(labels)]
+        return fixed_table(["step", *(params[j].name for j in group)], rows, ["right"] * (len(group) + 1))
+
+    def side_by_side(console, width):
+        groups: list[list[int]] = []
+        for j in range(len(params)):
+            if groups and natural_width(console, table(groups[-1] + [j])) <= width:
+                groups[-1].append(j)
+            elif natural_width(console, table([j])) <= width:
+                groups.append([j])
+            else:
+                return None
+        return Group(*[part for i, g in enumerate(groups) for part in ([Text("")] if i else []) + [table(g)]])
+
+    def listed(console, width):
+        out = []
+        for j, p in enumerate(params):
+            out.append(name_line(p.name))
+            out.append(Fields([f"{step} {cell.plain}" for step, cell in zip(steps, columns[j])]
+                              + [f"used (h) {columns[j][-1].plain}"], indent=2))
+        return Group(*out)
+
+    return Fitted(side_by_side, listed)
 
 
 def source_text(report: GradcheckReport, problem: GradcheckProblem | None) -> str:
@@ -199,34 +253,39 @@ def source_text(report: GradcheckReport, problem: GradcheckProblem | None) -> st
 
 
 def report_renderable(report: GradcheckReport, problem: GradcheckProblem | None = None) -> Group:
-    """The report as text; ``problem`` (None: the built-in one) names the data and its rows."""
+    """The report as text; ``problem`` (None: the built-in one) names the data and its rows.
+    Its tables fit the page (fewer columns, stacked rows or a list on a narrow one); print it
+    with :func:`neurocli.render.layout.show`, so that a message stays on one line in plain output."""
     eps = f"{report.eps:g}" if report.eps is not None else f"{DEFAULT_EPS:.3g} (default)"
     names = SampleNames.of(report, problem)
-    parts: list = [Text(f"gradcheck: {source_text(report, problem)}; {len(report.feature_names)} features, "
-                        f"analytic in {report.dtype}, central differences in float64; relative step eps {eps} "
-                        f"(h_j = eps x max(1, |theta_j|)); rtol {report.rtol:g}, atol {report.atol:g}", style="dim")]
+    parts: list = [Prose(f"gradcheck: {source_text(report, problem)}; {len(report.feature_names)} features, "
+                         f"analytic in {report.dtype}, central differences in float64; relative step eps {eps} "
+                         f"(h_j = eps x max(1, |theta_j|)); rtol {report.rtol:g}, atol {report.atol:g}", style="dim")]
     for point in report.points:
         parts.append(Text(""))
+        parts.append(Prose(f"gradients at {point.label}: {point.n_active} of {point.n_samples} samples active",
+                           style="italic"))
         parts.append(parameter_table(point))
         parts.extend(roundoff_notes(point))
         jac = point.jacobian
-        parts.append(Text(f"Jacobian d a / d (w, b): {jac.detail}; max abs error {_e(jac.max_abs_error)}, "
-                          f"max rel error {_e(jac.max_rel_error)}: ", style="")
-                     + Text("PASS" if jac.passed else "FAIL", style="green" if jac.passed else "bold red"))
-        parts.append(Text("determinism: two calls of the analytic gradient " +
-                          ("are bit-identical" if point.deterministic else "DIFFER"),
-                          style="" if point.deterministic else "bold red"))
+        parts.append(Prose(Text(f"Jacobian d a / d (w, b): {jac.detail}; max abs error {_e(jac.max_abs_error)}, "
+                                f"max rel error {_e(jac.max_rel_error)}: ")
+                           + Text("PASS" if jac.passed else "FAIL", style="green" if jac.passed else "bold red")))
+        parts.append(Prose("determinism: two calls of the analytic gradient " +
+                           ("are bit-identical" if point.deterministic else "DIFFER"),
+                           style="" if point.deterministic else "bold red"))
         parts.extend(kink_lines(point, names))
         if point.n_active == 0:
-            parts.append(Text("vacuous: no sample is active, both gradients are zero and their agreement proves nothing",
-                              style="yellow"))
+            parts.append(Prose("vacuous: no sample is active, both gradients are zero and their agreement proves nothing",
+                               style="yellow"))
         if len(report.points) > 1:
-            parts.append(Text(f"{point.label}: {point.verdict}", style=VERDICT_STYLE[point.verdict]))
+            parts.append(Prose(f"{point.label}: {point.verdict}", style=VERDICT_STYLE[point.verdict]))
         if point.sweep:
             parts.append(Text(""))
+            parts.append(Prose(SWEEP_TITLE, style="italic"))
             parts.append(sweep_table(point))
     parts.append(Text(""))
-    parts.append(verdict_text(report))
+    parts.append(Prose(verdict_text(report)))
     return Group(*parts)
 
 
