@@ -110,6 +110,29 @@ def big_csv(tmp_path_factory):
     return path
 
 
+def test_parts_read_by_the_workers_from_the_file_of_tiles_survive_a_lost_worker(in_tmp, big_csv, client):
+    from neurocli.engines.stream import TiledColumns
+    from neurocli.pipeline import load_inputs
+
+    write(in_tmp / "c.yaml", f"data: {{path: {big_csv}, target: y, validation_fraction: 0.02}}\n")
+    p = load_inputs(in_tmp / "c.yaml", ["engine.kind=dask"]).prepared  # prepared part by part, in tiles
+    assert isinstance(p.X_train, TiledColumns)
+    client.wait_for_workers(2)
+    kw = dict(batch_size=p.X_train.shape[0], shuffle=False, seed=0, epochs=1, lr=0.1)
+    engine = dask_engine.DaskEngine(p.X_train, p.y_train, client=client, part_bytes=1 << 20, **kw)
+    reference = MemoryEngine(np.asarray(p.X_train), p.y_train, **kw)
+    w, b = np.full(3, 0.2), np.float64(0.3)
+    try:
+        assert all(key.startswith("_read_part") for key in client.who_has(engine._parts))  # read there, not sent
+        victim = sorted(client.scheduler_info()["workers"])[0]
+        with contextlib.suppress(Exception):
+            client.run(os._exit, 1, workers=[victim])
+        got, ref = engine.loss_and_gradient(w, b), reference.loss_and_gradient(w, b)  # its parts read again
+        assert got.grad_w.tobytes() == ref.grad_w.tobytes() and got.loss == ref.loss
+    finally:
+        engine.close()
+
+
 def test_a_cli_run_on_dask_is_the_same_run_and_resumes_in_memory(in_tmp, big_csv):
     write(in_tmp / "c.yaml", f"data: {{path: {big_csv}, target: y, validation_fraction: 0.02}}\n"
                              "training: {epochs: 6}\n")

@@ -1,8 +1,11 @@
 """The dask engine: the prepared rows in parts on the workers of a dask.distributed cluster.
 
-Each part is a whole number of blocks of the reduction rule's grid, kept on the workers (each
-part on two, when there are two, so a lost worker costs no data). dask schedules, moves and
-recomputes; neurocli only says what to compute.
+Each part is a whole number of blocks of the reduction rule's grid, kept on the workers. A
+LocalCluster's workers read their parts of a file of tiles (the stream engine's preparation)
+themselves, as tasks: dask paces and spills them, and reads a lost worker's parts again.
+Parts sent from here (a remote cluster, or X in memory) are kept on two workers, when there
+are two, so a lost worker costs no data. dask schedules, moves and recomputes; neurocli only
+says what to compute.
 
 Full batch: every epoch sends (w, b) to the parts; each part returns its blocks' partials,
 computed by the in-memory engine's own block function with the BLAS on one thread; the client
@@ -311,9 +314,16 @@ class DaskEngine:
         self._small = (X, y) if self.rows >= n else None
         # each part in the layout its reads want: blocks copied column-major, or rows gathered
         layout = np.asfortranarray if batch_size >= n else np.ascontiguousarray
-        self._parts = [_sent(client, layout, X, y, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
-        if len(client.scheduler_info()["workers"]) > 1:
-            client.replicate(self._parts, n=2)  # a lost worker loses no part
+        path = _path_for_workers(X, client)
+        if path is not None:  # each worker reads its parts from the file: dask paces and spills them
+            self._parts = [client.submit(_read_part, path, X.shape, X.dtype, X.rows, lo, hi,
+                                         np.ascontiguousarray(y[lo:hi]), pure=False)
+                           for lo, hi in zip(bounds, bounds[1:])]
+            _distributed().wait(self._parts)  # a part a lost worker held is read again: no second copy
+        else:
+            self._parts = [_sent(client, layout, X, y, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+            if len(client.scheduler_info()["workers"]) > 1:
+                client.replicate(self._parts, n=2)  # a lost worker loses no part
         shuffled = shuffle and batch_size < n
         self._shuffles = memory.ShuffleAhead(seed, n, epochs) if shuffled else None
 
@@ -428,6 +438,29 @@ class DaskEngine:
 def _on_part(fn, part, *args, x_only: bool = False):
     X, y = part
     return fn(X, *args) if x_only else fn(X, y, *args)
+
+
+def _path_for_workers(X, client) -> str | None:
+    """Where the workers of a LocalCluster can open X's file of tiles themselves (this
+    process's descriptor of it, on Linux); None for any other X or cluster, whose parts are
+    sent from here."""
+    import os
+
+    from neurocli.engines.stream import TiledColumns
+
+    if not isinstance(X, TiledColumns) or not isinstance(client.cluster, _distributed().LocalCluster):
+        return None
+    path = f"/proc/{os.getpid()}/fd/{X.fd}"
+    return path if os.path.exists(path) else None
+
+
+def _read_part(path: str, shape, dtype, rows: int, lo: int, hi: int, y: np.ndarray):
+    """On a worker: rows lo to hi - 1 of the file of tiles at ``path``, column-major, and their y.
+    A task's result, so the worker's memory manager counts it, pauses new reads and spills."""
+    from neurocli.engines.stream import TiledColumns
+
+    with open(path, "rb") as fh:
+        return np.asfortranarray(TiledColumns(fh, shape, dtype, rows)[lo:hi]), y
 
 
 def _sent(client, layout, X, y, lo: int, hi: int):
