@@ -421,8 +421,9 @@ def beyond_memory(n: int, d: int, epochs: int, tmp: Path):
                      fmt_s(epoch) + " per epoch", rss + (" (client only)" if kind.startswith("dask") else ""),
                      f"{epoch / (base['train_s'] / base['epochs']):.2f}x memory's epoch; {same}; "
                      f"load {r['load_s']:.1f} s, wall {r['wall']:.1f} s"))
-    NOTES.append(f"dask: a LocalCluster of 2 workers, each part kept on both; with memory_limit {limit_mb} MB a "
-                 f"worker, below the data's {data_mb:.0f} MB, the run is the last dask row (or a failure note)")
+    NOTES.append(f"dask: a LocalCluster of 2 workers that read their parts from the prepared file; with "
+                 f"memory_limit {limit_mb} MB a worker, below the data's {data_mb:.0f} MB, the run is the last "
+                 f"dask row (or a failure note): dask spills")
 
 
 # --- 5. the live display ---
