@@ -12,7 +12,9 @@ import contextlib
 import math
 import os
 import signal
+import shutil
 import sys
+import textwrap
 import traceback
 from pathlib import Path
 from typing import Callable, List, Literal, Optional
@@ -63,20 +65,20 @@ class _Commands(_HelpGroup):
             code = code if isinstance(code, int) else 0
             lost = _stdout_lost()
             if lost is not None and code == 0:  # (a command that failed has said so; train says it itself)
-                print(f"error: standard output failed ({lost})", file=sys.stderr)
+                _say(f"error: standard output failed ({lost})")
                 code = EXIT_OUTPUT_LOST
         except click_errors.NoArgsIsHelpError as exc:  # `neurocli` alone: the help, as asked
             exc.show()
             sys.exit(0)
         except click_errors.UsageError as exc:
             where = f"; see {exc.ctx.command_path} --help" if exc.ctx is not None else ""
-            print(f"error: {_one_line(exc.format_message()).rstrip('.')}{where}", file=sys.stderr)
+            _say(f"error: {_one_line(exc.format_message()).rstrip('.')}{where}")
             sys.exit(EXIT_BAD_INPUT)
         except click_errors.ClickException as exc:
-            print(f"error: {_one_line(exc.format_message())}", file=sys.stderr)
+            _say(f"error: {_one_line(exc.format_message())}")
             sys.exit(exc.exit_code)
         except typer.Abort:
-            print("error: interrupted; nothing was written", file=sys.stderr)
+            _say("error: interrupted; nothing was written")
             sys.exit(EXIT_SIGINT)
         sys.exit(code)
 
@@ -202,6 +204,16 @@ def _one_line_warnings(debug: bool):
         yield
 
 
+def _say(text: str) -> None:
+    """An error, warning or note on stderr: one line, wrapped at words to the terminal's width
+    when stderr is one (a terminal would break it mid-word)."""
+    if sys.stderr is not None and sys.stderr.isatty():
+        width = shutil.get_terminal_size().columns
+        text = textwrap.fill(text, width=max(20, width), subsequent_indent="  ", break_long_words=False,
+                             break_on_hyphens=False)
+    print(text, file=sys.stderr)
+
+
 @contextlib.contextmanager
 def handle_errors(debug: bool):
     """The one way out for errors: one located line on stderr, the documented exit code."""
@@ -217,28 +229,28 @@ def handle_errors(debug: bool):
         for line in map(_one_line, exc.lines()):  # one line a problem (a config may have several)
             if len(line) > MAX_ERROR_CHARS:  # a value echoed in full could fill the screen
                 line = line[:MAX_ERROR_CHARS - 3] + "..."
-            print(f"error: {line}", file=sys.stderr)
+            _say(f"error: {line}")
         raise typer.Exit(exc.exit_code)
     except MemoryError:
         if debug:
             traceback.print_exc()
-        print("error: out of memory: the data does not fit; try training.dtype: float32 or fewer rows", file=sys.stderr)
+        _say("error: out of memory: the data does not fit; try training.dtype: float32 or fewer rows")
         raise typer.Exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()
-        print("error: interrupted; nothing was written", file=sys.stderr)
+        _say("error: interrupted; nothing was written")
         raise typer.Exit(EXIT_SIGINT)
     except (typer.Exit, typer.Abort):
         raise
     except Exception as exc:  # a bug in neurocli: still one line, the traceback on request
         if sys.stdout is None and isinstance(exc, AttributeError):  # no standard output at all (fd 1 closed)
-            print("error: standard output failed (closed)", file=sys.stderr)
+            _say("error: standard output failed (closed)")
             raise typer.Exit(EXIT_OUTPUT_LOST) from None
         if debug:
             traceback.print_exc()
-        print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback "
-              f"and please report it", file=sys.stderr)
+        _say(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback "
+             f"and please report it")
         raise typer.Exit(EXIT_INTERNAL)
 
 
@@ -327,7 +339,7 @@ def train(
         run = TrainRun.start(inputs) if resume is None else TrainRun.resume(inputs, resume)
         signals.attach(run.trainer, run.run_dir)
         if run.trainer.start_warning and not json_out:  # --json: with the summary's warning, at the end
-            print(f"warning: {run.trainer.start_warning}", file=sys.stderr)
+            _say(f"warning: {run.trainer.start_warning}")
         with run.discarded_unless_saved():
             _train_and_report(run, resume is not None, json_out, quiet, signals)
 
@@ -388,7 +400,7 @@ def _train_and_report(run, resumed: bool, json_out: bool, quiet: bool, signals: 
     if json_out:
         stdout(lambda: print(render.summary_event(summary)))
         if summary["warning"]:  # for the human beside the script (the summary panel shows it otherwise)
-            print(f"warning: {summary['warning']}", file=sys.stderr)
+            _say(f"warning: {summary['warning']}")
     else:
         stdout(lambda: show(out, render.summary_renderable(summary, [h["loss"] for h in run.state.history])))
     _exit_for(summary, run, signals, stdout.lost)
@@ -431,7 +443,7 @@ def _descend(run, out: Console, stdout: _Stdout, json_out: bool, quiet: bool) ->
         elif live_mode:
             view.update(rec, losses)
         elif not quiet and logged:
-            stdout(lambda: print(render.epoch_line(rec, total, out.width)))
+            stdout(lambda: print(render.epoch_line(rec, total, out.width if out.is_terminal else None)))
             emitted.append(rec.epoch)
 
     if not live_mode:
@@ -441,7 +453,8 @@ def _descend(run, out: Console, stdout: _Stdout, json_out: bool, quiet: bool) ->
         elif not quiet and run.state.history and run.state.history[-1]["epoch"] not in emitted:
             from neurocli.train import EpochRecord  # the epoch the run stopped at, whatever stopped it
 
-            stdout(lambda: print(render.epoch_line(EpochRecord(**run.state.history[-1]), total, out.width)))
+            stdout(lambda: print(render.epoch_line(EpochRecord(**run.state.history[-1]), total,
+                                                      out.width if out.is_terminal else None)))
         return summary
     with render.LiveView(out, total, start_epoch=run.state.epoch) as view:
         summary = run.run(on_epoch)
@@ -470,14 +483,14 @@ def _exit_for(summary: dict, run, signals: _Signals, stdout_lost: str | None) ->
 
     stopped = summary["stopped"]
     if stdout_lost is not None:
-        print(f"error: standard output failed ({stdout_lost}); the run went on without it and was saved in "
-              f"{run.run_dir} (stopped: {stopped})", file=sys.stderr)
+        _say(f"error: standard output failed ({stdout_lost}); the run went on without it and was saved in "
+             f"{run.run_dir} (stopped: {stopped})")
     if stopped == StopReason.INTERRUPTED:
         print(f"interrupted after epoch {summary['epochs']}: checkpoint saved in {run.run_dir}; continue with: "
               f"neurocli train {run.run_dir / 'config.yaml'} --resume {run.run_dir}", file=sys.stderr)
         raise typer.Exit(exit_code_of_signal(signals.received or signal.SIGINT))
     if stopped in (StopReason.DIVERGED, StopReason.DEAD_NEURON):
-        print(f"error: {summary['message']}", file=sys.stderr)
+        _say(f"error: {summary['message']}")
         raise typer.Exit(EXIT_TRAINING_FAILED)
     if stdout_lost is not None:
         raise typer.Exit(EXIT_OUTPUT_LOST)
@@ -800,8 +813,8 @@ def derive(
         _print_derivation(result, format_)
         check = result if isinstance(result, VectorChainRule) else result.check
         if check is not None and not check.ok:
-            print(f"error: the gradient computed three ways disagrees (max relative error "
-                  f"{check.max_rel_error:.1e} > {check.tolerance:.0e})", file=sys.stderr)
+            _say(f"error: the gradient computed three ways disagrees (max relative error "
+                 f"{check.max_rel_error:.1e} > {check.tolerance:.0e})")
             raise typer.Exit(EXIT_TRAINING_FAILED)
 
 
@@ -847,7 +860,7 @@ def plot(
     with handle_errors(debug):
         paths, warnings = write_plots(run_dir, format_, config)
     for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        _say(f"warning: {warning}")
     for path in paths:
         print(path)
 

@@ -153,15 +153,16 @@ class LossCurve:
         return Measurement(min(widest, MIN_BARS), widest)
 
 
-def epoch_line(rec, total: int, width: int = 80) -> str:
+def epoch_line(rec, total: int, width: int | None = 80) -> str:
     """One epoch as plain text (no control codes) for pipes and CI logs: one line when it fits
-    ``width`` columns, else broken between two fields, the next lines indented."""
+    ``width`` columns (or ``width`` is None: piped, a record a line for grep), else broken
+    between two fields, the next lines indented."""
     parts = [f"epoch {rec.epoch}/{total}", f"loss {fmt(rec.loss)}"]
     if rec.val_loss is not None:
         parts.append(f"val_loss {fmt(rec.val_loss)}")
     parts += [f"rmse {fmt(rec.rmse)}", f"mae {fmt(rec.mae)}", f"grad_norm {fmt(rec.grad_norm)}",
               f"active {rec.active_fraction:.1%}"]
-    return "\n".join(fit_fields(parts, width))
+    return "  ".join(parts) if width is None else "\n".join(fit_fields(parts, width))
 
 
 def epoch_event(rec, event: str = "epoch") -> str:
