@@ -312,7 +312,8 @@ class _Signals:
 
 @app.command(epilog=exit_codes_help("train"))
 def train(
-    config: Path = typer.Argument(..., help="YAML config file (see configs/quickstart.yaml)."),
+    config: Path = typer.Argument(..., help="YAML config file, e.g. configs/quickstart.yaml, which "
+                                  "`neurocli init --example` writes."),
     set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override a config key, e.g. --set training.epochs=50 (repeatable)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the interrupted run in this run directory."),
     json_out: bool = typer.Option(False, "--json", help="Print NDJSON only on stdout: one object per logged epoch, then a summary."),
@@ -670,14 +671,16 @@ def gradcheck(
     config: Optional[Path] = typer.Argument(None, help="YAML config: check on its training data after the same "
                                             "preprocessing as train, at its initial parameters. Omit for a small "
                                             "built-in problem."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key, as for train (repeatable)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
+                                             help="Override a config key, as for train (repeatable)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Check at the trained parameters of this model.json "
                                          "(CONFIG defaults to the config.yaml next to it)."),
     points: int = typer.Option(0, "--points", min=0, max=10_000,
                                help="Also check at this many seeded random parameter points (at most 10000)."),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Seed for --points, Jacobian projections and "
                                        "the sample of rows (see --max-rows) [default: the config's seed, or 0]."),
-    max_rows: int = typer.Option(MAX_ROWS_CHECKED, "--max-rows", min=1, help="Check on at most this many training "
+    max_rows: int = typer.Option(MAX_ROWS_CHECKED, "--max-rows", min=1, show_default=False,
+                                 help="Check on at most this many training "
                                  "rows: larger data is checked on a seeded sample of this many (both sides on the "
                                  "same rows; the report says which) [default: 100,000]."),
     eps: Optional[float] = typer.Option(None, "--eps", callback=_relative_step, help="Relative step: h_j = eps * "
@@ -785,7 +788,8 @@ DeriveFormat = Literal["text", "markdown", "latex", "json"]
 @app.command(epilog=exit_codes_help("derive"))
 def derive(
     config: Optional[Path] = typer.Argument(None, help="YAML config; without it, a built-in 3-feature example."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key, e.g. --set seed=3 (repeatable)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
+                                             help="Override a config key, e.g. --set seed=3 (repeatable)."),
     show_jacobians: bool = typer.Option(False, "--show-jacobians", help="Evaluate every Jacobian on a real sample and check the gradient three ways."),
     sample: int = typer.Option(0, "--sample", help="0-based row of the training data after preprocessing (shown "
                                "with its place in the data set: line 7, row 6 of a Parquet file, or "

@@ -512,7 +512,7 @@ def load_config(path: Path, overrides: list[str] | None = None) -> LoadedConfig:
         keys, text_item = _apply_override(data, item)
         applied[keys] = text_item
     loaded = validate(data, path, locations, applied)
-    return resolve_features(loaded) if loaded.config.data.exclude else loaded
+    return resolve_features(loaded) if loaded.config.data.exclude else checked_columns(loaded)
 
 
 def resolve_features(loaded: LoadedConfig) -> LoadedConfig:
@@ -523,28 +523,61 @@ def resolve_features(loaded: LoadedConfig) -> LoadedConfig:
 
     The header is the data set's first file's. When data.path names no file the config is
     returned as it is: reading the data then says what is wrong with data.path."""
-    from neurocli import data, sources
+    from neurocli import data
+
+    found = _first_header(loaded)
+    if found is None:
+        return loaded
+    first, names = found
+    _check_named_columns(loaded, first, names)
+    cfg = loaded.config.data
+    return loaded.with_features(data.feature_columns(first, names, cfg.target, cfg.features, cfg.exclude or ()))
+
+
+def checked_columns(loaded: LoadedConfig) -> LoadedConfig:
+    """``loaded``, once every column it names (data.target, data.features, data.exclude) is
+    in the header of the data set's first file; else every one that is not, each located at
+    its place in the config. When data.path names no file the config is returned as it is."""
+    found = _first_header(loaded)
+    if found is not None:
+        _check_named_columns(loaded, *found)
+    return loaded
+
+
+def _first_header(loaded: LoadedConfig):
+    """(the data set's first file, its column names), or None when data.path names no file."""
+    from neurocli import sources
     from neurocli.cache import cache_dir
     from neurocli.errors import DataError
 
-    cfg = loaded.config.data
     try:
         if loaded.data_url:
             first = sources.fetched(loaded.data_url, cache_dir() / "remote")[0]
         elif sources.is_pattern(loaded.data_path) or loaded.data_path.is_file() or loaded.data_path.is_dir():
             first = sources.data_files(loaded.data_path)[0]
         else:
-            return loaded
+            return None
     except DataError:
-        return loaded
-    names = sources.column_names(first, cfg.delimiter)
-    for i, name in enumerate(cfg.exclude or []):
+        return None
+    return first, sources.column_names(first, loaded.config.data.delimiter)
+
+
+def _check_named_columns(loaded: LoadedConfig, first: Path, names: list[str]) -> None:
+    """Raise, one located line each, for every column of data.target, data.features and
+    data.exclude that ``names`` lacks, with the closest name in the file where one is close."""
+    cfg = loaded.config.data
+    named = [(("data", "target"), "data.target", cfg.target)]
+    named += [(("data", "features", i), f"data.features[{i}]", c) for i, c in enumerate(cfg.features or [])]
+    named += [(("data", "exclude", i), f"data.exclude[{i}]", c) for i, c in enumerate(cfg.exclude or [])]
+    found = []
+    for keys, label, name in named:
         if name not in names:
             close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else f"; it has: {', '.join(names)}"
-            raise loaded.error(("data", "exclude", i), f"data.exclude[{i}]: column {name!r} is not in "
-                                                       f"{first.name}{hint}")
-    return loaded.with_features(data.feature_columns(first, names, cfg.target, cfg.features, cfg.exclude or ()))
+            found.append(loaded.error(keys, f"{label}: column {name!r} is not in {first.name}{hint}"))
+    if found:
+        found = sorted({e.located(): e for e in found}.values(), key=lambda e: _place_order(e, loaded.overrides))
+        raise found[0] if len(found) == 1 else ConfigErrors(found)
 
 
 def config_from_dict(data: dict, path: Path | None = None) -> LoadedConfig:
@@ -568,4 +601,4 @@ def load_config_dict(data: dict, overrides: list[str] | None = None) -> LoadedCo
         keys, text_item = _apply_override(data, item)
         applied[keys] = text_item
     loaded = validate(data, None, {}, applied)
-    return resolve_features(loaded) if loaded.config.data.exclude else loaded
+    return resolve_features(loaded) if loaded.config.data.exclude else checked_columns(loaded)

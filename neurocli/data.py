@@ -160,7 +160,8 @@ def read_header(path: Path, delimiter: str) -> Header:
                 shown = {"\t": "\\t"}.get(other, other)
                 raise DataError(
                     f"the header has one column {names[0][:60]!r}, which looks '{shown}'-delimited; "
-                    f"set data.delimiter: '{shown}' in the config (for predict: --delimiter '{shown}')",
+                    f"set data.delimiter: '{shown}' in the config (for predict, evaluate and init: "
+                    f"--delimiter '{shown}')",
                     path=path, where="line 1",
                 )
     return Header(names, path, delimiter)

@@ -563,7 +563,9 @@ def evaluate_model(model_path: Path, data: str | Path, delimiter: str = ",", *,
     files = prediction_files(data)
     tables = read_tables(files, m["features"], delimiter, target=target, missing="drop", keep_text=False)
     X, y = _stacked([t.X for t in tables]), _stacked([t.y for t in tables])
-    _refuse_overflow(predict_rows(m, X), tables, model_path)
+    pred = predict_rows(m, X)
+    _refuse_overflow(pred, tables, model_path)
+    _refuse_error_overflow(pred, y, tables, model_path)
     return scored(m, X, y, sum(t.n_dropped for t in tables), data, files)
 
 
@@ -708,15 +710,30 @@ def predict_rows(m: dict, X: np.ndarray) -> np.ndarray:
 def _refuse_overflow(pred: np.ndarray, tables: list[Table], model_path: Path) -> None:
     """A prediction of inf (a missing feature gives NaN; only an overflow gives inf) names its file and place."""
     overflowed = np.flatnonzero(np.isinf(pred))
-    if not overflowed.size:
-        return
-    i = int(overflowed[0])
+    if overflowed.size:
+        raise ModelFileError(f"the prediction for {_row_place(int(overflowed[0]), tables)}, overflows float64: "
+                             f"the model's weights are far too large for this data", path=model_path)
+
+
+def _refuse_error_overflow(pred: np.ndarray, y: np.ndarray, tables: list[Table], model_path: Path) -> None:
+    """Metrics of inf or NaN are refused at the row where the sum of squared errors first
+    overflows float64 (a finite prediction far from its target squares to inf)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        r = pred.astype(np.float64) - y
+        overflowed = np.flatnonzero(~np.isfinite(np.cumsum(r * r)))
+    if overflowed.size:
+        raise ModelFileError(f"the error of the prediction for {_row_place(int(overflowed[0]), tables)}, "
+                             f"squared, overflows float64: the model's weights are far too large for this "
+                             f"data", path=model_path)
+
+
+def _row_place(i: int, tables: list[Table]) -> str:
+    """Row ``i`` of the tables stacked in order, as ``FILE, line N`` (``row N`` for Parquet)."""
     for table in tables:
         if i < table.X.shape[0]:
             break
         i -= table.X.shape[0]
-    raise ModelFileError(f"the prediction for {table.path}, {table.place(i)}, overflows float64: the model's "
-                         f"weights are far too large for this data", path=model_path)
+    return f"{table.path}, {table.place(i)}"
 
 
 def _records_csv(tables: list[Table], pred: np.ndarray, delimiter: str) -> tuple[str, str]:

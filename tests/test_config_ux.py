@@ -139,6 +139,41 @@ def test_an_excluded_column_that_is_not_in_the_file_is_located_at_its_item(tmp_p
                         f"'specie' is not in d.csv; did you mean 'species'?\n")
 
 
+
+def test_every_absent_column_is_located_at_its_place_at_once_with_the_close_names(tmp_path):
+    write(tmp_path / "d.csv", DATED)
+    text = "data:\n  path: d.csv\n  target: yy\n  features: [x1, x_2, zzz]\n"
+    r = run("train", write(tmp_path / "c.yaml", text))
+    # difflib: 'yy' is close to 'y' (ratio 2*1/3 = 0.67), 'x_2' to 'x2' (2*2/5 = 0.8); 'zzz' to nothing
+    names = ", ".join(DATED.splitlines()[0].split(","))
+    expected = [("yy", "data.target", "; did you mean 'y'?"),
+                ("x_2", "data.features[1]", "; did you mean 'x2'?"),
+                ("zzz", "data.features[2]", f"; it has: {names}")]
+    lines = []
+    for name, key, hint in expected:
+        line, col = place(text, name)
+        lines.append(f"error: {tmp_path / 'c.yaml'}, line {line}, column {col}: {key}: column {name!r} is "
+                     f"not in d.csv{hint}")
+    assert r.exit_code == 2 and error_lines(r) == lines
+
+
+def test_an_absent_target_from_set_is_located_at_the_set(tmp_path):
+    write(tmp_path / "d.csv", DATED)
+    r = run("gradcheck", write(tmp_path / "c.yaml", "data: {path: d.csv, target: y}\n"), "--set", "data.target=x22")
+    assert r.exit_code == 2  # difflib: 'x22' against 'x2' is 2*2/5 = 0.8
+    assert error_lines(r) == ["error: --set data.target=x22: data.target: column 'x22' is not in d.csv; did you "
+                              "mean 'x2'?"]
+
+
+def test_set_takes_key_value_and_max_rows_shows_one_default_in_help():
+    for command in ("train", "gradcheck", "derive"):
+        r = run(command, "--help")
+        assert r.exit_code == 0 and "--set KEY=VALUE" in r.stdout and "<str>" not in r.stdout.split("--set")[1]
+    shown = " ".join(run("gradcheck", "--help").stdout.split())
+    assert shown.count("default: 100") == 1 and "[default: 100,000]" in shown
+    assert "neurocli init --example" in " ".join(run("train", "--help").stdout.split())
+
+
 def text_columns_by_reading(path: Path, target: str) -> list[str]:
     """The columns but the target with a cell that is not a number, by reading the CSV here."""
     rows = list(csv.DictReader(io.StringIO(path.read_text())))

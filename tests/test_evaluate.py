@@ -111,6 +111,30 @@ def test_evaluate_errors_are_predicts(model, in_tmp):
     assert runner.invoke(app, ["evaluate", "nope.json", str(PENGUINS)]).exit_code == 2
 
 
+
+def test_a_squared_error_that_overflows_is_refused_at_its_row(model, in_tmp):
+    header = "bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g\n"
+    # a flipper of 1e300 mm: its prediction, about w * 1e300 / scale, is finite, and its error
+    # squared (about 1e600) is past float64's largest, 1.8e308
+    write(in_tmp / "far.csv", header + "40,17,200,4000\n41,18,1e300,4100\n")
+    assert runner.invoke(app, ["predict", str(model), "far.csv"]).exit_code == 0
+    r = runner.invoke(app, ["evaluate", str(model), "far.csv"])
+    assert r.exit_code == 2 and r.stdout == "" and len(r.stderr.splitlines()) == 1
+    assert "far.csv, line 3," in r.stderr and "overflows float64" in r.stderr
+    # a flipper of 1e308: the prediction itself overflows, refused as predict refuses it
+    write(in_tmp / "inf.csv", header + "40,17,200,4000\n41,18,1e308,4100\n")
+    r = runner.invoke(app, ["evaluate", str(model), "inf.csv"])
+    predicted = runner.invoke(app, ["predict", str(model), "inf.csv"])
+    assert r.exit_code == predicted.exit_code == 2 and r.stderr == predicted.stderr
+    assert "inf.csv, line 3, overflows" in r.stderr
+
+
+def test_the_delimiter_hint_names_the_option_of_evaluate(model, in_tmp):
+    write(in_tmp / "semi.csv", "bill_length_mm;bill_depth_mm;flipper_length_mm;body_mass_g\n40;17;200;4000\n")
+    r = runner.invoke(app, ["evaluate", str(model), "semi.csv"])
+    assert r.exit_code == 2 and "(for predict, evaluate and init: --delimiter ';')" in r.stderr
+    assert runner.invoke(app, ["evaluate", str(model), "semi.csv", "--delimiter", ";"]).exit_code == 0
+
 def test_predict_and_evaluate_read_standard_input(model, in_tmp):
     text = PENGUINS.read_text()
     from_file = runner.invoke(app, ["predict", str(model), str(PENGUINS)])

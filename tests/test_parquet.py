@@ -73,7 +73,7 @@ GOOD = {"x1": [1.0, 2.0, 3.0, 4.0], "x2": [2.0, 1.0, 5.0, 3.0], "y": [3.0, 4.0, 
     (lambda f: f.assign(x2=[2.0, None, 5.0, 3.0]), ["row 2", "'x2'", "empty or NA", "missing: drop"]),
     (lambda f: f.assign(y=[3.0, 4.0, math.inf, 9.0]), ["row 3", "'y'", "infinite"]),
     (lambda f: f.assign(x2=[True, False, True, False]), ["row 1", "'x2'", "true/false"]),
-    (lambda f: f.rename(columns={"y": "z"}), ["row 1", "'y' not in the file", "x1, x2, z"]),
+    (lambda f: f.rename(columns={"y": "z"}), ["c.yaml", "data.target: column 'y' is not in d.parquet", "x1, x2, z"]),
 ], ids=["text", "null", "infinity", "boolean", "no-target"])
 def test_a_bad_parquet_value_is_one_line_naming_file_and_row(change, fragments, in_tmp):
     change(pd.DataFrame(GOOD)).to_parquet(in_tmp / "d.parquet", index=False)
