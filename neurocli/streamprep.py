@@ -21,7 +21,6 @@ data's float64 size on disk.
 
 from __future__ import annotations
 
-import mmap
 import os
 import tempfile
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ import numpy as np
 from neurocli import rowrules
 from neurocli.data import Prepared, Table, check_enough_rows, checked_standardization, magnitude_limit
 from neurocli.engines import rows_per_block
-from neurocli.engines.stream import TiledColumns
+from neurocli.engines.stream import TiledColumns, release
 from neurocli.errors import DataError
 
 # Bytes of X per step of a walk over a file: the pages held at a time.
@@ -71,13 +70,6 @@ class RowFile:
     def close(self) -> None:
         """Let the file go (its mappings keep it while they live)."""
         self.file.close()
-
-
-def release(X: np.ndarray) -> None:
-    """Hand a mapping's pages back to the kernel: the file stays (in the page cache, or on
-    disk), not in this process's memory."""
-    if getattr(X, "_mmap", None) is not None:
-        X._mmap.madvise(mmap.MADV_DONTNEED)
 
 
 class RowFiles:
@@ -171,7 +163,8 @@ def prepare(table: Table, files: RowFiles, *, standardize: bool, dtype: str, lay
             validation_fraction: float, locate=None, progress=None) -> Prepared:
     """The read data set (``table``: its names, rows and target; its rows' values in
     ``files``) split, checked, standardized and cast as :func:`neurocli.data.prepare` does,
-    with the same errors; X_train and X_val are the files, mapped, except that an X of one
+    with the same errors; X_train and X_val are the files (full batch: tiles,
+    :class:`neurocli.engines.stream.TiledColumns`; mini-batch: mapped), except that an X of one
     block of the reduction rule (small data) is held in memory in ``layout`` (the in-memory
     reader's: "F" full batch, "C" mini-batch), where the one-block kernels read it as the
     in-memory engine does. ``progress("preparing", bytes done, bytes in all, rows)`` is told
@@ -277,14 +270,12 @@ def _train_stats(train: RowFile, layout: str, done: _Done) -> tuple[np.ndarray, 
     block = rowrules.STAT_BLOCK_ROWS
     buffer = np.empty((min(block, X.shape[0]), X.shape[1]), dtype=np.float64, order=layout)
     moments = []
-    for k, lo in enumerate(range(0, X.shape[0], block)):
+    for lo in range(0, X.shape[0], block):
         part = buffer[:min(block, X.shape[0] - lo)]
         np.copyto(part, X[lo:lo + part.shape[0]])
+        release(X)  # the block is copied: its pages go back
         moments.append(rowrules.moments(part))
         done.add(part.shape[0], X.shape[1] * 8)
-        if (k + 1) * block * X.shape[1] * 8 % PART_BYTES < block * X.shape[1] * 8:  # about a part read
-            release(X)
-    release(X)
     return rowrules.stats_of(moments)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from neurocli import neuron
 from neurocli.config import TrainingConfig
 from neurocli.diagnoses import Advice
-from neurocli.engines import Engine, EpochSums, rows_per_block, stream
+from neurocli.engines import Engine, EpochSums, memory, rows_per_block, stream
 from neurocli.engines.memory import MemoryEngine
 
 # A run stops as diverged when an epoch's loss exceeds this many times the larger of its first
@@ -152,7 +152,7 @@ def _evaluate(X, y, w, b) -> dict:
         sq, mae = float(r @ r), float(np.abs(r).mean())
         mse = sq / n
     else:
-        lg = stream.loss_and_gradient(X, y, w, b)
+        lg = stream.loss_and_gradient(X, y, w, b, block_fn=memory.block_errors)
         mse, mae = lg.loss, lg.abs_error_sum / n
         sq = mse * n
     return {

@@ -370,3 +370,22 @@ def test_the_seed_streams_are_pinned():
     assert engines.epoch_order(0, 1, 8).tolist() == [7, 3, 4, 0, 6, 2, 5, 1]
     w, _ = initial_parameters(ModelConfig(), 4, np.ones(3), 0, np.float64)  # N(0, 1/4): scale 0.5
     assert w.tolist() == [-0.2999252499722477, -0.17525876404553165, -0.5019479359989492, 0.14528245725817168]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_metrics_blocks_give_the_gradient_blocks_errors_bit_for_bit(dtype):
+    rng = np.random.default_rng(11)
+    X = np.asfortranarray(rng.normal(size=(20_000, 5)).astype(dtype))
+    y = np.abs(X @ rng.normal(size=5)).astype(dtype) + dtype(0.5)
+    w, b = rng.normal(size=5).astype(dtype), dtype(0.1)
+    rows = engines.rows_per_block(20_000, 5, dtype, block_bytes=1 << 14)
+    n_blocks = -(-20_000 // rows)
+    outs = []
+    for fn in (memory.block_partials, memory.block_errors):
+        grad_parts, sums = np.empty((n_blocks, 5), dtype=dtype), np.empty((n_blocks, 4))
+        fn(X, y, w, b, rows, range(n_blocks), grad_parts, sums)
+        outs.append(sums)
+    assert n_blocks > 5 and outs[0][:, :2].tobytes() == outs[1][:, :2].tobytes()  # r.r and sum |r| per block
+    # and they are the residuals' sums, computed here on their own
+    r = (np.maximum(X[:rows] @ w + b, 0) - y[:rows]).astype(np.float64)
+    assert outs[1][0, 0] == pytest.approx(float(r @ r), rel=1e-5)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-import mmap
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -39,6 +38,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from neurocli import neuron
+from neurocli.engines.stream import release
 from neurocli.engines import SHUFFLE_BLOCK_ROWS, BatchesDone, EpochSums, combine, memory, rows_per_block
 from neurocli.errors import ConfigError
 from neurocli.neuron import LossGrad
@@ -468,8 +468,7 @@ def _sent(client, layout, X, y, lo: int, hi: int):
     time, so that X read from a mapped file (the stream engine's preparation) is never held
     whole here; the part's pages are handed back once it is sent."""
     [part] = client.scatter([(layout(X[lo:hi]), np.ascontiguousarray(y[lo:hi]))], hash=False)
-    if getattr(X, "_mmap", None) is not None:
-        X._mmap.madvise(mmap.MADV_DONTNEED)
+    release(X)
     return part
 
 

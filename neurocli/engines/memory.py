@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -68,18 +67,43 @@ def block_partials(X, y, w, b, rows: int, blocks: range, grad_parts: np.ndarray,
     dtype = grad_parts.dtype
     z_buf, r_buf, g_buf = (np.empty(rows, dtype=dtype) for _ in range(3))
     m_buf = np.empty(rows, dtype=bool)
+    for k, Xk, yk in _copied_blocks(X, y, rows, blocks):
+        n = Xk.shape[0]
+        r, m = r_buf[:n], m_buf[:n]
+        g_sum = fused_block(Xk, yk, w, b, z_buf[:n], r, m, g_buf[:n], grad_parts[k])
+        sums[k] = float(r @ r), float(np.add.reduce(np.abs(r, out=z_buf[:n]))), g_sum, np.count_nonzero(m)
+
+
+def block_errors(X, y, w, b, rows: int, blocks: range, grad_parts: np.ndarray, sums: np.ndarray) -> None:
+    """:func:`block_partials` without the gradient, for metrics: each block's ``r.r`` and
+    ``sum |r|`` from the same copy and the same operations as :func:`fused_block` (so the
+    same bits), and no ``X_k^T g``; ``grad_parts`` rows and the other sums are zeros."""
+    dtype = grad_parts.dtype
+    z_buf, r_buf = np.empty(rows, dtype=dtype), np.empty(rows, dtype=dtype)
+    for k, Xk, yk in _copied_blocks(X, y, rows, blocks):
+        n = Xk.shape[0]
+        z, r = z_buf[:n], r_buf[:n]
+        np.matmul(Xk, w, out=z)  # as fused_block: z = X_k w + b, r = max(0, z) - y_k
+        z += b
+        np.maximum(z, 0, out=r)
+        r -= yk
+        grad_parts[k] = 0
+        sums[k] = float(r @ r), float(np.add.reduce(np.abs(r, out=z))), 0.0, 0
+
+
+def _copied_blocks(X, y, rows: int, blocks: range):
+    """``(k, X_k, y_k)`` for k in ``blocks``, X_k copied into a column-major buffer of this
+    call's own (read straight into it from a file that has ``read_rows``, engines/stream.py)."""
     x_buf = np.empty((rows, X.shape[1]), dtype=X.dtype, order="F")
-    read_rows = getattr(X, "read_rows", None)  # a file read straight into the buffer (engines/stream.py)
+    read_rows = getattr(X, "read_rows", None)
     for k in blocks:
         n = min(rows, X.shape[0] - k * rows)
-        Xk, yk = x_buf[:n], y[k * rows:k * rows + n]
+        Xk = x_buf[:n]
         if read_rows is None:
             np.copyto(Xk, X[k * rows:k * rows + n])
         else:
             read_rows(k * rows, k * rows + n, Xk)
-        r, m = r_buf[:n], m_buf[:n]
-        g_sum = fused_block(Xk, yk, w, b, z_buf[:n], r, m, g_buf[:n], grad_parts[k])
-        sums[k] = float(r @ r), float(np.add.reduce(np.abs(r, out=z_buf[:n]))), g_sum, np.count_nonzero(m)
+        yield k, Xk, y[k * rows:k * rows + n]
 
 
 def map_blocks(block_fn: BlockFn, X, y, w, b, rows: int, grad_parts, sums) -> None:

@@ -112,35 +112,38 @@ class TiledColumns:
         return whole if dtype is None else whole.astype(dtype, copy=False)
 
 
-def loss_and_gradient(X: np.ndarray, y: np.ndarray, w: np.ndarray, b, part_bytes: int = PART_BYTES) -> LossGrad:
+def loss_and_gradient(X: np.ndarray, y: np.ndarray, w: np.ndarray, b, part_bytes: int = PART_BYTES,
+                      block_fn=memory.block_partials) -> LossGrad:
     """:func:`neurocli.engines.memory.loss_and_gradient` over X (a mapped file, or an array):
-    a file of tiles read block by block (:class:`TiledColumns`), else part by part, each
-    part's pages handed back once done; the same grid, the same block function, the same bits."""
+    a file of tiles read block by block (:class:`TiledColumns`), a mapping part by part, each
+    part's pages handed back once done, an array at once; the same grid, the same block
+    function, the same bits. ``block_fn``: :func:`neurocli.engines.memory.block_errors` for
+    the loss and the absolute error only (the metrics)."""
     n, d = X.shape
     rows = rows_per_block(n, d, X.dtype)
     if rows >= n:  # one block: small data, read at once
         result = neuron.loss_and_gradient(np.asarray(X), y, w, b)
-        _release(X)
+        release(X)
         return result
     n_blocks = -(-n // rows)
     grad_parts = np.empty((n_blocks, d), dtype=np.result_type(X.dtype, w, y))
     sums = np.empty((n_blocks, 4), dtype=np.float64)
-    if isinstance(X, TiledColumns):
-        assert X.rows == rows, "the tiles are the grid's blocks"
-        memory.map_blocks(memory.block_partials, X, y, w, b, rows, grad_parts, sums)
+    if isinstance(X, TiledColumns) or not isinstance(X, np.memmap):  # nothing mapped to hand back
+        assert not isinstance(X, TiledColumns) or X.rows == rows, "the tiles are the grid's blocks"
+        memory.map_blocks(block_fn, X, y, w, b, rows, grad_parts, sums)
         return combine(grad_parts, sums, n)
     per_part = max(1, part_bytes // max(1, rows * d * X.dtype.itemsize))
     for first in range(0, n_blocks, per_part):
         last = min(n_blocks, first + per_part)
         lo, hi = first * rows, min(n, last * rows)
-        memory.map_blocks(memory.block_partials, X[lo:hi], y[lo:hi], w, b, rows,
-                          grad_parts[first:last], sums[first:last])
-        _release(X)
+        memory.map_blocks(block_fn, X[lo:hi], y[lo:hi], w, b, rows, grad_parts[first:last], sums[first:last])
+        release(X)
     return combine(grad_parts, sums, n)
 
 
-def _release(X: np.ndarray) -> None:
-    """Hand a mapping's pages back: the file stays in the page cache, not in this process."""
+def release(X: np.ndarray) -> None:
+    """Hand a mapping's pages back to the kernel: the file stays (in the page cache, or on
+    disk), not in this process's memory; anything else is left as it is."""
     if getattr(X, "_mmap", None) is not None:
         X._mmap.madvise(mmap.MADV_DONTNEED)
 
@@ -168,7 +171,7 @@ class StreamEngine:
         return loss_and_gradient(self.X, self.y, w, b, self.part_bytes)
 
     def _release(self) -> None:
-        _release(self.X)
+        release(self.X)
 
     def any_active(self, w: np.ndarray, b) -> bool:
         rows = max(1, self.part_bytes // max(1, self.n_features * self.dtype.itemsize))
