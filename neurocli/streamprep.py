@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class RowFile:
         fd, name = tempfile.mkstemp(prefix="neurocli-rows-", suffix=".bin", dir=folder)
         os.unlink(name)
         self.file = os.fdopen(fd, "r+b")
+        weakref.finalize(self, self.file.close)  # closed however the preparation ends
         self.folder, self.n_features, self.n_rows = folder, n_features, 0
 
     def append(self, X: np.ndarray) -> None:
@@ -254,7 +256,9 @@ def _tiled(file: RowFile, standardization, dtype: np.dtype, done: _Done) -> Tile
     del X
     file.close()
     out_file.file.flush()
-    return TiledColumns(out_file.file, (n, d), dtype, rows)
+    tiles = TiledColumns(out_file.file, (n, d), dtype, rows)
+    out_file.close()
+    return tiles
 
 
 def _parts(X: np.ndarray) -> list[tuple[int, int]]:
@@ -305,6 +309,7 @@ def _finished(file: RowFile, standardization, dtype: np.dtype, layout: str, done
     if dtype != np.float64:
         file.truncate(n, dtype.itemsize)
     mapped = file.mapped(dtype=dtype)
+    file.close()  # the mapping holds the file
     if rows_per_block(n, d, dtype) >= n:  # small: in memory, laid out as the in-memory reader lays it
         held = np.array(mapped, order=layout)
         release(mapped)

@@ -3,7 +3,9 @@ in-memory reader's values bit for bit, the same errors, and leaves nothing behin
 
 from __future__ import annotations
 
+import gc
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -168,3 +170,25 @@ def test_the_reading_is_reported_to_the_last_byte_and_row(in_tmp, monkeypatch):
         if prepared:  # statistics over the training rows, then standardizing every row: 8 bytes a value
             n_train = pipeline.load_inputs(in_tmp / "c.yaml").prepared.X_train.shape[0]
             assert prepared[-1][1:3] == ((n_train + 30_000) * 3 * 8,) * 2
+
+
+@pytest.mark.parametrize("sets", [[], ["training.batch_size=64"], ["data.validation_fraction=0.99"]],
+                         ids=["tiles", "mapped", "too few rows"])
+def test_no_file_is_left_open_for_the_collector(sets, in_tmp, monkeypatch):
+    # a file object the collector closes warns then, in whatever code runs at that moment
+    frame = _frame(400_000)
+    frame.to_csv(in_tmp / "big.csv", index=False)
+    write(in_tmp / "c.yaml", "data: {path: big.csv, target: y}\n")
+    loaded = load_config(in_tmp / "c.yaml", sets)
+    files = pipeline._data_files(loaded)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        try:
+            prepared, _ = pipeline._streamed(loaded, files, None)
+            assert prepared.X_train.shape[0] > 0
+            del prepared
+        except DataError:
+            pass  # too few rows for the split: the files made so far are let go too
+        gc.collect()
+    assert not [w for w in seen if issubclass(w.category, ResourceWarning)]
+    assert not [f for f in os.listdir(os.environ["NEUROCLI_CACHE_DIR"]) if f.startswith("neurocli-rows-")]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -60,7 +61,9 @@ class TiledColumns:
     ndim = 2
 
     def __init__(self, file, shape: tuple[int, int], dtype, rows: int):
-        self.file, self.fd = file, file.fileno()
+        # a descriptor of its own (the file object is closed): let go when the tiles are
+        self.fd = os.dup(file.fileno())
+        weakref.finalize(self, os.close, self.fd)
         self.shape, self.dtype, self.rows = tuple(shape), np.dtype(dtype), rows
         self.nbytes = self.shape[0] * self.shape[1] * self.dtype.itemsize
 
