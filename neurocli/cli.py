@@ -336,6 +336,9 @@ def train(
             _print_resolved_config(config, set_)
         return
     with handle_errors(debug), _Signals() as signals:
+        from neurocli.engines import compiled
+
+        compiled.on_compile(lambda line: _say(f"note: {line}"))
         inputs = _read(config, set_, live=not (json_out or quiet))
         run = TrainRun.start(inputs) if resume is None else TrainRun.resume(inputs, resume)
         signals.attach(run.trainer, run.run_dir)

@@ -225,6 +225,7 @@ class TrainRun:
         p = inputs.prepared
         cfg = inputs.loaded.config
         self.state = state or TrainState(w=inputs.w0.copy(), b=inputs.b0)
+        self.kernel = _warmed_kernel(p, cfg)
         engine = _engine(inputs)
         self.trainer = Trainer(p.X_train, p.y_train, p.X_val, p.y_val, cfg.training, cfg.seed, self.state,
                                engine=engine,
@@ -370,6 +371,7 @@ class TrainRun:
             "n_val": int(p.X_val.shape[0]),
             "rows_dropped": p.table.n_dropped,
             "run_dir": str(self.run_dir),
+            "kernel": self.kernel,
             "timing": {"load_s": round(self.inputs.load_s, 4), "train_s": round(self.train_s, 4)},
         }
 
@@ -412,6 +414,19 @@ class TrainRun:
         }, indent=None)
         self._last_save = time.monotonic()
         self.saved_progress = self.saved_progress or st.epoch > 0 or summary["stopped"] != StopReason.INTERRUPTED
+
+
+def _warmed_kernel(p: Prepared, cfg) -> str:
+    """Which kernels train: "numpy", or "compiled" (the ``fast`` extra), loaded now (compiled
+    if not yet on disk, which is announced) so that no epoch waits for them."""
+    from neurocli.engines import compiled
+
+    (n, d), dtype = p.X_train.shape, p.X_train.dtype
+    kind = compiled.used_by(n, d, dtype, engine_options(cfg.training, cfg.seed, n, dtype)["batch_size"])
+    if kind is None:
+        return "numpy"
+    compiled.warm(p.X_train.dtype, minibatch=kind == "mini-batch")
+    return "compiled"
 
 
 def _engine(inputs: Inputs):

@@ -22,6 +22,7 @@ os.environ.setdefault("COLUMNS", "100")
 # The data cache lives under the user's cache folder; the tests get a throw-away one.
 _CACHE = tempfile.mkdtemp(prefix="neurocli-test-cache-")
 os.environ.setdefault("NEUROCLI_CACHE_DIR", _CACHE)
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(_CACHE, "compiled"))  # the fast path's machine code
 atexit.register(shutil.rmtree, _CACHE, True)
 
 

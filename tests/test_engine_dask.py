@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from neurocli.cli import app
-from neurocli.engines import SHUFFLE_BLOCK_ROWS, EpochSums, epoch_order, memory
+from neurocli.engines import SHUFFLE_BLOCK_ROWS, EpochSums, compiled, epoch_order, memory
 from neurocli.engines.memory import MemoryEngine
 from tests.conftest import QUICKSTART, write
 
@@ -341,3 +341,26 @@ def test_a_scheduler_that_does_not_answer_is_a_located_config_error(in_tmp, monk
     r = runner.invoke(app, ["train", "c.yaml"])
     assert r.exit_code == 2 and r.stderr.startswith("error: c.yaml, line 5, column 14: engine.scheduler: "), r.stderr
     assert not (in_tmp / "runs").exists()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_compiled_kernels_on_dask_give_the_memory_engines_bits(dtype, client, monkeypatch):
+    pytest.importorskip("numba")
+    monkeypatch.setattr(compiled, "FAST_MIN_BYTES", 0)  # the workers run what the client chose
+    monkeypatch.delenv("NEUROCLI_FAST", raising=False)
+    monkeypatch.setattr(memory, "GATHER_BYTES", 3 * 32 * 2 * np.dtype(dtype).itemsize)
+    X, y = _rows(N, 2, dtype)
+    in_memory, engine = _engines(X, y, client, "shuffle blocks across part ends", 32, True)
+    w, b = np.array([0.2, -0.1], dtype), dtype(0.3)
+    try:
+        assert engine._fast and engine._block_fn is compiled.block_partials
+        ref = _epoch(in_memory, w, b)
+        assert not ref.diverged and ref.batch == engine.n_batches
+        assert _same(_epoch(engine, w, b), ref)
+        full = memory.loss_and_gradient(X, y, w, b, block_bytes=PARTS["shuffle blocks across part ends"][0] * 2 *
+                                        np.dtype(dtype).itemsize)
+        got = engine.loss_and_gradient(w, b)
+        assert got.grad_w.tobytes() == full.grad_w.tobytes() and (got.loss, got.grad_b) == (full.loss, full.grad_b)
+    finally:
+        in_memory.close()
+        engine.close()

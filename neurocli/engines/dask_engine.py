@@ -39,7 +39,7 @@ import numpy as np
 
 from neurocli import neuron
 from neurocli.engines.stream import release
-from neurocli.engines import SHUFFLE_BLOCK_ROWS, BatchesDone, EpochSums, combine, memory, rows_per_block
+from neurocli.engines import SHUFFLE_BLOCK_ROWS, BatchesDone, EpochSums, combine, compiled, memory, rows_per_block
 from neurocli.errors import ConfigError
 from neurocli.neuron import LossGrad
 
@@ -67,16 +67,17 @@ def _distributed():
     return distributed
 
 
-def part_partials(X: np.ndarray, y: np.ndarray, w: np.ndarray, b, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """On a worker: the partials of a part's blocks (``rows`` rows each), by
-    :func:`neurocli.engines.memory.block_partials`, the BLAS held to one thread."""
+def part_partials(X: np.ndarray, y: np.ndarray, w: np.ndarray, b, rows: int,
+                  block_fn=memory.block_partials) -> tuple[np.ndarray, np.ndarray]:
+    """On a worker: the partials of a part's blocks (``rows`` rows each), by ``block_fn``
+    (the client's :func:`neurocli.engines.memory.block_fn_for`), the BLAS held to one thread."""
     from threadpoolctl import threadpool_limits
 
     n_blocks = -(-X.shape[0] // rows)
     grad_parts = np.empty((n_blocks, X.shape[1]), dtype=np.result_type(X, w, y))
     sums = np.empty((n_blocks, 4), dtype=np.float64)
     with threadpool_limits(limits=1, user_api="blas"), np.errstate(over="ignore", invalid="ignore"):
-        memory.block_partials(X, y, w, b, rows, range(n_blocks), grad_parts, sums)
+        block_fn(X, y, w, b, rows, range(n_blocks), grad_parts, sums)
     return grad_parts, sums
 
 
@@ -306,6 +307,8 @@ class DaskEngine:
         self.batch_size, self.lr = batch_size, lr
         self.n_batches = -(-n // batch_size)
         self.rows = rows_per_block(n, d, X.dtype, block_bytes)
+        self._block_fn = memory.block_fn_for(n, d, X.dtype, self.rows)
+        self._fast = compiled.wanted(n, d, X.dtype)  # the mini-batch steps: compiled on the workers too
         per_part = max(1, part_bytes // max(1, self.rows * d * X.dtype.itemsize)) * self.rows
         bounds = part_bounds(n, self.rows, per_part, SHUFFLE_BLOCK_ROWS if batch_size < n else None)
         self._bounds = np.array(bounds)
@@ -330,7 +333,7 @@ class DaskEngine:
     def loss_and_gradient(self, w: np.ndarray, b) -> LossGrad:
         if self._small is not None:  # a grid of one block (under 8 MB): here, as the in-memory engine does
             return neuron.loss_and_gradient(*self._small, w, b)
-        futures = [self.client.submit(_on_part, part_partials, part, w, b, self.rows, pure=False)
+        futures = [self.client.submit(_on_part, part_partials, part, w, b, self.rows, self._block_fn, pure=False)
                    for part in self._parts]
         results = self.client.gather(futures)  # in part order: the blocks in global order
         return combine(np.concatenate([g for g, _ in results]), np.concatenate([s for _, s in results]),
@@ -357,7 +360,7 @@ class DaskEngine:
                                           stop_requested)
         n, d, B = self.n_samples, self.n_features, self.batch_size
         shape = RunShape(n, d, self.dtype, B, memory.batches_per_run(self.n_batches, B, d, self.dtype))
-        walk = Walk(memory.Descent(w, b, self.lr), dataclasses.replace(sums), first_batch)
+        walk = Walk(memory.Descent(w, b, self.lr, self._fast), dataclasses.replace(sums), first_batch)
         walk = self._walk(walk, self._plan(shape, first_batch, order), shape, stop_requested)
         vars(sums).update(vars(walk.sums))
         return memory.batches_done(walk.p, walk.batch, sums, walk.diverged, self.dtype)

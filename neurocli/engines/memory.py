@@ -16,7 +16,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from neurocli import neuron
-from neurocli.engines import BatchesDone, EpochSums, batch_error_sums, combine, epoch_order, rows_per_block
+from neurocli.engines import BatchesDone, EpochSums, batch_error_sums, combine, compiled, epoch_order, rows_per_block
 from neurocli.neuron import LossGrad
 
 # One worker per core, each with the BLAS held to one thread (two levels of threads would
@@ -106,6 +106,15 @@ def _copied_blocks(X, y, rows: int, blocks: range):
         yield k, Xk, y[k * rows:k * rows + n]
 
 
+def block_fn_for(n_samples: int, n_features: int, dtype, rows: int) -> BlockFn:
+    """The block function of training data of this shape on a grid of ``rows`` rows:
+    :func:`neurocli.engines.compiled.block_partials` where the compiled path is wanted and the
+    grid has many blocks, else :func:`block_partials` (one block: the reference itself)."""
+    if rows < n_samples and compiled.wanted(n_samples, n_features, dtype):
+        return compiled.block_partials
+    return block_partials
+
+
 def map_blocks(block_fn: BlockFn, X, y, w, b, rows: int, grad_parts, sums) -> None:
     """Run ``block_fn`` (like :func:`block_partials`) over every block of the grid, the
     blocks split among the workers in contiguous shares, the BLAS on one thread each."""
@@ -140,7 +149,7 @@ def loss_and_gradient(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float, *,
     n_blocks = -(-n_samples // rows)
     grad_parts = np.empty((n_blocks, n_features), dtype=np.result_type(X, w, y))
     sums = np.empty((n_blocks, 4), dtype=np.float64)
-    map_blocks(block_partials, X, y, w, b, rows, grad_parts, sums)
+    map_blocks(block_fn_for(n_samples, n_features, X.dtype, rows), X, y, w, b, rows, grad_parts, sums)
     return combine(grad_parts, sums, n_samples)
 
 
@@ -239,8 +248,8 @@ class Descent:
     numpy's float32 rounding.
     """
 
-    def __init__(self, w: np.ndarray, b, lr: float):
-        self.dtype = w.dtype
+    def __init__(self, w: np.ndarray, b, lr: float, fast: bool = False):
+        self.dtype, self.fast = w.dtype, fast  # fast: stepped by the compiled loop (:func:`descend`)
         self.w, self.w_prev = w.copy(), w.copy()
         self.b = float(b) if self.dtype == np.float64 else b
         self.lr = lr
@@ -340,14 +349,20 @@ def _descend_run(run: BatchRun, p: Descent, first: int, last: int, sums: EpochSu
 def descend(run: BatchRun, p: Descent, first_batch: int, last_batch: int, sums: EpochSums,
             stop_requested: Callable[[], bool]) -> tuple[int, bool]:
     """Batches ``first_batch`` to ``last_batch - 1`` run by run, each run loaded
-    (:meth:`BatchRun.load`), then stepped; returns one past the last batch stepped and whether
-    a step diverged. ``p`` steps and ``sums`` gains each batch's errors, in batch order."""
+    (:meth:`BatchRun.load`), then stepped (by :func:`neurocli.engines.compiled.descend` when
+    ``p.fast``); returns one past the last batch stepped and whether a step diverged. ``p``
+    steps and ``sums`` gains each batch's errors, in batch order."""
     batch, diverged, stopped = first_batch, False, False
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected, not warned
         while batch < last_batch and not (diverged or stopped):
             first, last = batch, min(run.end(batch), last_batch)
             run.load(first, last)
-            batch, diverged, stopped = _descend_run(run, p, first, last, sums, stop_requested)
+            if p.fast:
+                batch, diverged = compiled.descend(run.X_rows, run.y_rows, None, run.first_row, run.n, run.B, p,
+                                                   first, last, sums, stop_requested)
+                stopped = batch < last and not diverged
+            else:
+                batch, diverged, stopped = _descend_run(run, p, first, last, sums, stop_requested)
     return batch, diverged
 
 
@@ -359,7 +374,7 @@ def batches_done(p: Descent, batch: int, sums: EpochSums, diverged: bool, dtype)
 
 def minibatch_epoch(X: np.ndarray, y: np.ndarray, order: np.ndarray | None, batch_size: int,
                     w: np.ndarray, b, lr: float, first_batch: int, sums: EpochSums,
-                    stop_requested: Callable[[], bool]) -> BatchesDone:
+                    stop_requested: Callable[[], bool], between: Callable[[], None] | None = None) -> BatchesDone:
     """The batches of one epoch from ``first_batch`` on: a descent step per batch of X (rows
     ``order`` when shuffled), the batch's own N in its mean, run by run (:func:`descend`).
 
@@ -367,7 +382,17 @@ def minibatch_epoch(X: np.ndarray, y: np.ndarray, order: np.ndarray | None, batc
     :func:`neurocli.neuron.descent_step` on each batch, to rounding. X : (n, n_features);
     y : (n,); w : (n_features,) of X's dtype; lr : float. ``sums`` gains each batch's errors.
     A step that overflows is found and rolled back (:func:`_descend_run`).
+
+    Data of at least :data:`neurocli.engines.compiled.FAST_MIN_BYTES`, where the compiled path
+    is wanted, goes by :func:`neurocli.engines.compiled.descend`, which reads the rows straight
+    from X and calls ``between()`` between its calls.
     """
+    n, d = X.shape
+    if compiled.wanted(n, d, X.dtype):
+        p = Descent(w, b, lr, fast=True)
+        batch, diverged = compiled.descend(X, y, order, 0, n, batch_size, p, first_batch, -(-n // batch_size), sums,
+                                           stop_requested, between)
+        return batches_done(p, batch, sums, diverged, X.dtype)
     run, p = ArrayRun(X, y, order, batch_size), Descent(w, b, lr)
     batch, diverged = descend(run, p, first_batch, run.n_batches, sums, stop_requested)
     return batches_done(p, batch, sums, diverged, X.dtype)

@@ -116,12 +116,13 @@ class TiledColumns:
 
 
 def loss_and_gradient(X: np.ndarray, y: np.ndarray, w: np.ndarray, b, part_bytes: int = PART_BYTES,
-                      block_fn=memory.block_partials) -> LossGrad:
+                      block_fn=None) -> LossGrad:
     """:func:`neurocli.engines.memory.loss_and_gradient` over X (a mapped file, or an array):
     a file of tiles read block by block (:class:`TiledColumns`), a mapping part by part, each
     part's pages handed back once done, an array at once; the same grid, the same block
     function, the same bits. ``block_fn``: :func:`neurocli.engines.memory.block_errors` for
-    the loss and the absolute error only (the metrics)."""
+    the loss and the absolute error only (the metrics); None: the training data's own
+    (:func:`neurocli.engines.memory.block_fn_for`)."""
     n, d = X.shape
     rows = rows_per_block(n, d, X.dtype)
     if rows >= n:  # one block: small data, read at once
@@ -129,6 +130,7 @@ def loss_and_gradient(X: np.ndarray, y: np.ndarray, w: np.ndarray, b, part_bytes
         release(X)
         return result
     n_blocks = -(-n // rows)
+    block_fn = block_fn or memory.block_fn_for(n, d, X.dtype, rows)
     grad_parts = np.empty((n_blocks, d), dtype=np.result_type(X.dtype, w, y))
     sums = np.empty((n_blocks, 4), dtype=np.float64)
     if isinstance(X, TiledColumns) or not isinstance(X, np.memmap):  # nothing mapped to hand back
@@ -198,7 +200,7 @@ class StreamEngine:
         batches from them), so each step is the same bits."""
         order = None if self._shuffles is None else self._shuffles.take(epoch)
         done = memory.minibatch_epoch(self.X, self.y, order, self.batch_size, w, b, self.lr, first_batch, sums,
-                                      self._releasing(stop_requested))
+                                      self._releasing(stop_requested), between=self._release)
         self._release()
         return done
 

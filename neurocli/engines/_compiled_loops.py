@@ -1,0 +1,163 @@
+"""The compiled loops of :mod:`neurocli.engines.compiled` (imported only through it: numba
+is an optional extra). Each loop is the paper's sum over samples as it reads.
+
+``FAST`` lets the compiler reorder a sum (``reassoc``: vector lanes) and fuse a multiply and an
+add (``contract``); nothing lets it assume a value is finite, so an overflow shows as in numpy.
+The loop over batches is compiled without them: the epoch's sums are added batch by batch,
+in batch order, as the numpy kernel adds them.
+"""
+
+import numba
+import numpy as np
+
+FAST = {"reassoc", "contract", "nsz"}
+# Samples per piece of a block: a piece of X stays in the core's first-level cache between its
+# two reads (a fixed number: the bits must not depend on the machine).
+PIECE = 512
+_jit = dict(nogil=True, cache=True, error_model="numpy", boundscheck=False)
+
+
+@numba.njit(fastmath=FAST, **_jit)
+def block_sums(XT, k0, k1, y, w, b, zero, z, grad_parts, sums, rows, piece):
+    """Blocks ``k0`` to ``k1 - 1`` of ``rows`` samples (block k: columns ``k rows`` on of
+    ``XT``, X transposed, and the same entries of y): per block ``z = X_k w + b``,
+    ``r = max(0, z) - y``, ``g = r 1[z > 0]``; row k of ``grad_parts`` gets ``X_k^T g`` and
+    row k of ``sums`` ``(r.r, sum |r|, sum g, active count)``. ``zero``: 0 in X's dtype. A
+    block goes in pieces of ``piece`` samples, each read from memory once, then from cache."""
+    d, m = XT.shape
+    grad = np.empty(d)
+    for kb in range(k0, k1):
+        lo = kb * rows
+        hi = min(lo + rows, m)
+        sq, ab, gs, act = 0.0, 0.0, 0.0, 0
+        for c in range(d):
+            grad[c] = 0.0
+        for p0 in range(lo, hi, piece):
+            n = min(piece, hi - p0)
+            _piece_z(XT, p0, n, w, z)
+            for i in range(n):
+                zi = z[i] + b
+                active = zi > zero  # ReLU'(0) = 0
+                r = (zi if not zi <= zero else zero) - y[p0 + i]  # max(0, z) - y, NaN kept
+                sq += r * r
+                ab += abs(r)
+                z[i] = r if active else zero  # g_i, in z's place
+                gs += z[i]
+                act += active
+            _piece_grad(XT, p0, n, z, zero, grad)
+        for c in range(d):
+            grad_parts[kb, c] = grad[c]
+        sums[kb, 0], sums[kb, 1], sums[kb, 2], sums[kb, 3] = sq, ab, gs, act
+
+
+@numba.njit(fastmath=FAST, **_jit)
+def _piece_z(XT, p0, n, w, z):
+    """``z = X_p w`` over the piece's n samples from ``p0``, four features at a time."""
+    d = XT.shape[0]
+    d4 = d - d % 4
+    for i in range(n):
+        z[i] = 0
+    for j in range(0, d4, 4):
+        w0, w1, w2, w3 = w[j], w[j + 1], w[j + 2], w[j + 3]
+        for i in range(n):
+            z[i] += XT[j, p0 + i] * w0 + XT[j + 1, p0 + i] * w1 + XT[j + 2, p0 + i] * w2 + XT[j + 3, p0 + i] * w3
+    for j in range(d4, d):
+        wj = w[j]
+        for i in range(n):
+            z[i] += XT[j, p0 + i] * wj
+
+
+@numba.njit(fastmath=FAST, **_jit)
+def _piece_grad(XT, p0, n, g, zero, grad):
+    """``grad += X_p^T g`` over the piece's n samples from ``p0``, four features at a time."""
+    d = XT.shape[0]
+    d4 = d - d % 4
+    for j in range(0, d4, 4):
+        s0, s1, s2, s3 = zero, zero, zero, zero
+        for i in range(n):
+            gi = g[i]
+            s0 += XT[j, p0 + i] * gi
+            s1 += XT[j + 1, p0 + i] * gi
+            s2 += XT[j + 2, p0 + i] * gi
+            s3 += XT[j + 3, p0 + i] * gi
+        grad[j] += s0
+        grad[j + 1] += s1
+        grad[j + 2] += s2
+        grad[j + 3] += s3
+    for j in range(d4, d):
+        s = zero
+        for i in range(n):
+            s += XT[j, p0 + i] * g[i]
+        grad[j] += s
+
+
+@numba.njit(fastmath=FAST, **_jit)
+def _batch(X, y, idx, use_idx, lo, k, base, w, b, zero, rows_buf, y_buf, grad):
+    """One batch's sums: its k rows are the epoch's rows ``lo`` on (X's rows ``idx[i - base]``,
+    or ``i - base``), gathered first into ``rows_buf`` (loads with nothing waiting on them);
+    ``grad`` gets ``X_b^T g``; returns ``(r.r, sum |r|, sum g, active)``."""
+    d = X.shape[1]
+    for t in range(k):
+        i = lo + t - base
+        row = idx[i] if use_idx else i
+        for c in range(d):
+            rows_buf[t, c] = X[row, c]
+        y_buf[t] = y[row]
+    for c in range(d):
+        grad[c] = 0
+    sq, ab, gs, act = 0.0, 0.0, 0.0, 0
+    for t in range(k):
+        s = zero
+        for c in range(d):
+            s += rows_buf[t, c] * w[c]
+        zi = s + b
+        active = zi > zero
+        r = (zi if not zi <= zero else zero) - y_buf[t]
+        sq += r * r
+        ab += abs(r)
+        if active:
+            act += 1
+            gs += r
+            for c in range(d):
+                grad[c] += r * rows_buf[t, c]
+    return sq, ab, gs, act
+
+
+@numba.njit(**_jit)
+def batch_steps(X, y, idx, use_idx, base, n_total, B, first, last, w, b, lr, grad, w_next, acc, rows_buf, y_buf):
+    """Batches ``first`` to ``last - 1`` of B rows (the epoch's last may be shorter), each one
+    step ``w + dtype(-lr 2/k) X_b^T g`` and ``b - lr (2/k) sum g`` (rounded to the dtype), in
+    place on ``w``; ``acc`` gains each batch's ``(r.r, sum |r|, active, rows)``. Returns
+    ``(one past the last batch stepped, diverged, b, the last step's dC/db)``; a batch whose
+    loss or gradient is not finite, or whose step is not, diverges before its step."""
+    d = X.shape[1]
+    one = np.zeros(1, dtype=grad.dtype)  # a value rounded to the dtype
+    zero = one[0]
+    grad_b = 0.0
+    for j in range(first, last):
+        lo = j * B
+        k = min(B, n_total - lo)
+        sq, ab, gs, act = _batch(X, y, idx, use_idx, lo, k, base, w, b, zero, rows_buf, y_buf, grad)
+        if not (np.isfinite(sq) and np.isfinite(gs)):
+            return j, True, b, grad_b
+        scale = 2.0 / k
+        one[0] = -lr * scale
+        for c in range(d):
+            grad[c] *= one[0]  # the step -lr dC/dw
+            w_next[c] = w[c] + grad[c]
+        step_b = gs * scale
+        one[0] = lr * step_b
+        one[0] = b - one[0]
+        finite = np.isfinite(one[0])
+        for c in range(d):
+            finite = finite and np.isfinite(w_next[c])
+        if not finite:
+            return j, True, b, grad_b
+        for c in range(d):
+            w[c] = w_next[c]
+        b, grad_b = one[0], step_b
+        acc[0] += sq
+        acc[1] += ab
+        acc[2] += act
+        acc[3] += k
+    return last, False, b, grad_b
