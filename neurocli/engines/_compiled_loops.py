@@ -91,36 +91,75 @@ def _piece_grad(XT, p0, n, g, zero, grad):
         grad[j] += s
 
 
+@numba.njit(**_jit)
+def gather_rows(X, y, idx, lo, hi, X_out, y_out):
+    """Rows ``idx[lo:hi]`` of X and y into the first ``hi - lo`` rows of X_out and y_out."""
+    d = X.shape[1]
+    for t in range(hi - lo):
+        row = idx[lo + t]
+        for c in range(d):
+            X_out[t, c] = X[row, c]
+        y_out[t] = y[row]
+
+
 @numba.njit(fastmath=FAST, **_jit)
 def _batch(X, y, idx, use_idx, lo, k, base, w, b, zero, rows_buf, y_buf, grad):
     """One batch's sums: its k rows are the epoch's rows ``lo`` on (X's rows ``idx[i - base]``,
-    or ``i - base``), gathered first into ``rows_buf`` (loads with nothing waiting on them);
-    ``grad`` gets ``X_b^T g``; returns ``(r.r, sum |r|, sum g, active)``."""
+    gathered first into ``rows_buf``, loads with nothing waiting on them; or ``i - base``);
+    ``grad`` gets ``X_b^T g``; returns ``(r.r, sum |r|, sum g, active)``. Rows go four at a
+    time (a quarter of the loop's overhead), then one by one."""
     d = X.shape[1]
-    for t in range(k):
-        i = lo + t - base
-        row = idx[i] if use_idx else i
-        for c in range(d):
-            rows_buf[t, c] = X[row, c]
-        y_buf[t] = y[row]
+    src, ys, off = X, y, lo - base
+    if use_idx:
+        for t in range(k):
+            row = idx[lo + t - base]
+            for c in range(d):
+                rows_buf[t, c] = X[row, c]
+            y_buf[t] = y[row]
+        src, ys, off = rows_buf, y_buf, 0
     for c in range(d):
         grad[c] = 0
     sq, ab, gs, act = 0.0, 0.0, 0.0, 0
-    for t in range(k):
+    k4 = k - k % 4
+    for t in range(0, k4, 4):
+        s0, s1, s2, s3 = zero, zero, zero, zero
+        for c in range(d):
+            wc = w[c]
+            s0 += src[off + t, c] * wc
+            s1 += src[off + t + 1, c] * wc
+            s2 += src[off + t + 2, c] * wc
+            s3 += src[off + t + 3, c] * wc
+        g0, e0, a0 = _residual(s0 + b, ys[off + t], zero)
+        g1, e1, a1 = _residual(s1 + b, ys[off + t + 1], zero)
+        g2, e2, a2 = _residual(s2 + b, ys[off + t + 2], zero)
+        g3, e3, a3 = _residual(s3 + b, ys[off + t + 3], zero)
+        sq += (e0 * e0 + e1 * e1) + (e2 * e2 + e3 * e3)
+        ab += (abs(e0) + abs(e1)) + (abs(e2) + abs(e3))
+        gs += (g0 + g1) + (g2 + g3)
+        act += (a0 + a1) + (a2 + a3)
+        for c in range(d):
+            grad[c] += (g0 * src[off + t, c] + g1 * src[off + t + 1, c]) + (g2 * src[off + t + 2, c] + g3 * src[off + t + 3, c])
+    for t in range(k4, k):
         s = zero
         for c in range(d):
-            s += rows_buf[t, c] * w[c]
-        zi = s + b
-        active = zi > zero
-        r = (zi if not zi <= zero else zero) - y_buf[t]
-        sq += r * r
-        ab += abs(r)
-        if active:
-            act += 1
-            gs += r
-            for c in range(d):
-                grad[c] += r * rows_buf[t, c]
+            s += src[off + t, c] * w[c]
+        g, e, a = _residual(s + b, ys[off + t], zero)
+        sq += e * e
+        ab += abs(e)
+        gs += g
+        act += a
+        for c in range(d):
+            grad[c] += g * src[off + t, c]
     return sq, ab, gs, act
+
+
+@numba.njit(fastmath=FAST, **_jit)
+def _residual(z, y, zero):
+    """``(g, r, active)`` of one sample: ``r = max(0, z) - y`` (NaN kept), ``g = r 1[z > 0]``
+    and ``1[z > 0]`` as an integer (ReLU'(0) = 0)."""
+    r = (z if not z <= zero else zero) - y
+    active = 1 if z > zero else 0
+    return (r if active else zero), r, active
 
 
 @numba.njit(**_jit)
