@@ -301,3 +301,17 @@ def test_the_quickstart_never_loads_the_compiler(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert json.loads(r.stdout.splitlines()[-1])["kernel"] == "numpy"
     assert r.stderr.strip().splitlines()[-1] == "False", r.stderr
+
+
+def test_a_numba_that_does_not_load_is_one_warning_and_numpy_trains(monkeypatch):
+    def broken():
+        raise ImportError("numba built for another numpy")
+
+    monkeypatch.setattr(compiled, "kernels", broken)
+    monkeypatch.setattr(compiled, "_kernels", None)
+    monkeypatch.setattr(compiled, "_unloadable", False)
+    monkeypatch.delenv("NEUROCLI_FAST", raising=False)
+    with pytest.warns(RuntimeWarning, match="numba did not load .*numpy kernels"):
+        assert not compiled.wanted(10**7, 8, np.float64)
+    assert not compiled.wanted(10**7, 8, np.float64)  # told once
+    assert memory.block_fn_for(10**7, 8, np.float64, 1000) is memory.block_partials

@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -48,6 +49,7 @@ CALL_BYTES = 4 << 20
 INSTALL = 'pip install "neurocli[fast]"'
 
 _kernels = None
+_unloadable = False
 _announce: Callable[[str], None] | None = None
 
 
@@ -56,8 +58,24 @@ def switched_off() -> bool:
 
 
 def available() -> bool:
-    """Whether the compiled path can run here: numba installed and not switched off."""
-    return not switched_off() and importlib.util.find_spec("numba") is not None
+    """Whether the compiled path can run here: numba installed, loadable, and not switched off.
+    A numba that fails to load (one built for another numpy, say) is told once, as a warning,
+    and the numpy kernels train."""
+    global _unloadable
+    if switched_off() or _unloadable:
+        return False
+    if _kernels is not None:
+        return True
+    if importlib.util.find_spec("numba") is None:
+        return False
+    try:
+        kernels()
+    except Exception as exc:  # any failure to import or set up numba: the numpy path is complete
+        _unloadable = True
+        warnings.warn(f"the fast extra's numba did not load ({type(exc).__name__}: {exc}); training on the "
+                      f"numpy kernels (set NEUROCLI_FAST=off to skip it)", RuntimeWarning, stacklevel=2)
+        return False
+    return True
 
 
 def wanted(n_samples: int, n_features: int, dtype) -> bool:
