@@ -29,7 +29,7 @@ def block_sums(XT, k0, k1, y, w, b, zero, z, grad_parts, sums, rows, piece):
     for kb in range(k0, k1):
         lo = kb * rows
         hi = min(lo + rows, m)
-        sq, ab, gs, act = 0.0, 0.0, 0.0, 0
+        sq, ab, gs, act = zero, zero, zero, 0
         for c in range(d):
             grad[c] = 0.0
         for p0 in range(lo, hi, piece):
@@ -50,7 +50,7 @@ def block_sums(XT, k0, k1, y, w, b, zero, z, grad_parts, sums, rows, piece):
         sums[kb, 0], sums[kb, 1], sums[kb, 2], sums[kb, 3] = sq, ab, gs, act
 
 
-@numba.njit(fastmath=FAST, **_jit)
+@numba.njit(fastmath=FAST, inline="always", **_jit)
 def _piece_z(XT, p0, n, w, z):
     """``z = X_p w`` over the piece's n samples from ``p0``, four features at a time."""
     d = XT.shape[0]
@@ -67,7 +67,7 @@ def _piece_z(XT, p0, n, w, z):
             z[i] += XT[j, p0 + i] * wj
 
 
-@numba.njit(fastmath=FAST, **_jit)
+@numba.njit(fastmath=FAST, inline="always", **_jit)
 def _piece_grad(XT, p0, n, g, zero, grad):
     """``grad += X_p^T g`` over the piece's n samples from ``p0``, four features at a time."""
     d = XT.shape[0]
