@@ -2,8 +2,9 @@
 
 Each command is: options -> one core call (neurocli.pipeline, neurocli.problems) -> a renderer
 (neurocli.render) -> an exit code. The exit codes and their meanings are in neurocli.errors,
-which every help text here is made from. numpy and the cores are imported inside the commands,
-so that --help and --version start fast.
+which every help text here is made from. numpy, rich and the cores are imported inside the
+commands, so that --help and --version start fast, and train checks its config before
+numpy loads (docs/design.md, "Start-up").
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ import sys
 import textwrap
 import traceback
 from pathlib import Path
-from typing import Callable, List, Literal, Optional
+from typing import TYPE_CHECKING, Callable, List, Literal, Optional
 
 import typer
 from typer._click import exceptions as click_errors  # the click typer runs on (vendored)
-from rich.console import Console
 
 from neurocli import __version__
 from neurocli.errors import (EXIT_BAD_INPUT, EXIT_INCONCLUSIVE, EXIT_INTERNAL, EXIT_OUTPUT_LOST, EXIT_SIGHUP,
                              EXIT_SIGINT, EXIT_SIGTERM, EXIT_TRAINING_FAILED, NeurocliError, exit_codes_help)
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class _HelpGroup(typer.core.TyperGroup):
@@ -187,21 +190,36 @@ MAX_ERROR_CHARS = 400
 DebugOption = typer.Option(False, "--debug", help="Show the full traceback on errors.")
 
 
-@contextlib.contextmanager
-def _one_line_warnings(debug: bool):
-    """numpy's floating-point warnings off (neurocli finds non-finite values itself and says what
-    they mean); any other warning in one line, not the source line it came from."""
-    import warnings
-
+def _numpy_quiet(debug: bool):
+    """numpy's floating-point warnings off (neurocli finds non-finite values itself and says
+    what they mean), unless --debug."""
+    if debug:
+        return contextlib.nullcontext()
     import numpy as np
+
+    return np.errstate(all="ignore")
+
+
+@contextlib.contextmanager
+def _one_line_warnings(debug: bool, numpy: bool = True):
+    """Any warning in one line, not the source line it came from; numpy's floating-point
+    warnings off (``numpy=False``: numpy left unloaded, for the steps before it is needed)."""
+    import warnings
 
     if debug:
         yield
         return
-    with np.errstate(all="ignore"), warnings.catch_warnings():
+    with _numpy_quiet(debug) if numpy else contextlib.nullcontext(), warnings.catch_warnings():
         warnings.showwarning = lambda message, category, *_, **__: print(
             f"warning: {str(message).splitlines()[0] if str(message) else category.__name__}", file=sys.stderr)
         yield
+
+
+def _console(**options) -> Console:
+    """A rich Console, without highlighting (rich loads here: --help and --version need none of it)."""
+    from rich.console import Console
+
+    return Console(highlight=False, **options)
 
 
 def _say(text: str) -> None:
@@ -215,13 +233,14 @@ def _say(text: str) -> None:
 
 
 @contextlib.contextmanager
-def handle_errors(debug: bool):
-    """The one way out for errors: one located line on stderr, the documented exit code."""
+def handle_errors(debug: bool, numpy: bool = True):
+    """The one way out for errors: one located line on stderr, the documented exit code.
+    ``numpy=False``: numpy is not loaded for it (its warnings are then the caller's to quiet)."""
     entry = sys.modules.get("neurocli.entry")  # loaded by the console script, not by a program using neurocli
     if entry is not None:
         entry.hand_over()  # a Ctrl-C from here on is this command's KeyboardInterrupt
     try:
-        with _one_line_warnings(debug):
+        with _one_line_warnings(debug, numpy):
             yield
     except NeurocliError as exc:
         if debug:
@@ -329,23 +348,33 @@ def train(
     overwritten: a new one gets a -2, -3, ... suffix. Ctrl-C saves a checkpoint for --resume.
     A target with negative values, which a ReLU cannot output, is warned of at the start.
     """
-    from neurocli.pipeline import TrainRun
-
     if print_config:
         with handle_errors(debug):
             _print_resolved_config(config, set_)
         return
-    with handle_errors(debug), _Signals() as signals:
+    with handle_errors(debug, numpy=False), _Signals() as signals:
+        loaded = _checked_config(config, set_)  # a wrong key or a missing file is told before numpy loads
         from neurocli.engines import compiled
+        from neurocli.pipeline import TrainRun
 
         compiled.on_compile(lambda line: _say(f"note: {line}"))
-        inputs = _read(config, set_, live=not (json_out or quiet))
-        run = TrainRun.start(inputs) if resume is None else TrainRun.resume(inputs, resume)
-        signals.attach(run.trainer, run.run_dir)
-        if run.trainer.start_warning and not json_out:  # --json: with the summary's warning, at the end
-            _say(f"warning: {run.trainer.start_warning}")
-        with run.discarded_unless_saved():
-            _train_and_report(run, resume is not None, json_out, quiet, signals)
+        with _numpy_quiet(debug):
+            inputs = _read(config, set_, loaded, live=not (json_out or quiet))
+            run = TrainRun.start(inputs) if resume is None else TrainRun.resume(inputs, resume)
+            signals.attach(run.trainer, run.run_dir)
+            if run.trainer.start_warning and not json_out:  # --json: with the summary's warning, at the end
+                _say(f"warning: {run.trainer.start_warning}")
+            with run.discarded_unless_saved():
+                _train_and_report(run, resume is not None, json_out, quiet, signals)
+
+
+def _checked_config(config: Path, overrides):
+    """The config loaded and validated, its data.path checked: yaml and pydantic, not numpy."""
+    from neurocli.config import check_data_path, load_config
+
+    loaded = load_config(config, overrides)
+    check_data_path(loaded)
+    return loaded
 
 
 def _print_resolved_config(config: Path, overrides) -> None:
@@ -362,16 +391,17 @@ def _print_resolved_config(config: Path, overrides) -> None:
     print(yaml.safe_dump(loaded.resolved(every_key=True), sort_keys=False), end="")
 
 
-def _read(config: Path, overrides, live: bool):
+def _read(config: Path, overrides, loaded, live: bool):
     """The run's inputs, with the live view of reading on a terminal."""
-    from neurocli import render
     from neurocli.pipeline import load_inputs
 
-    console = Console(highlight=False)
-    if not (live and console.is_terminal):
-        return load_inputs(config, overrides)
+    console = _console() if live else None
+    if console is None or not console.is_terminal:
+        return load_inputs(config, overrides, loaded=loaded)
+    from neurocli import render
+
     with render.ReadingView(console) as view:
-        return load_inputs(config, overrides, progress=view)
+        return load_inputs(config, overrides, loaded=loaded, progress=view)
 
 
 class _Stdout:
@@ -397,7 +427,7 @@ def _train_and_report(run, resumed: bool, json_out: bool, quiet: bool, signals: 
     from neurocli import render
     from neurocli.render.layout import show
 
-    out, stdout = Console(highlight=False), _Stdout()
+    out, stdout = _console(), _Stdout()
     if not (json_out or quiet):
         stdout(lambda: _print_start(out, run, resumed))
     summary = _descend(run, out, stdout, json_out, quiet)
@@ -539,7 +569,7 @@ def predict(
         if n:
             from neurocli.render.layout import Prose, show
 
-            show(Console(stderr=True, highlight=False),
+            show(_console(stderr=True),
                  Prose(f"note: {n} row{'s' if n > 1 else ''} of {_shown(data)} {'have' if n > 1 else 'has'} an empty "
                        f"or NA feature; their {result.column} is left empty"))
         nio.write_output("-" if output is None else output, result.csv, protected=_inputs_of(result, model))
@@ -589,7 +619,7 @@ def evaluate(
         if json_out:
             print(rev.evaluation_json(result))
         else:
-            Console(highlight=False).print(rev.evaluation_renderable(result, str(model), _shown(data)))
+            _console().print(rev.evaluation_renderable(result, str(model), _shown(data)))
 
 
 # --- init command (neurocli/scaffold.py) ---
@@ -738,7 +768,7 @@ def _print_report(report, problem, json_out: bool) -> None:
         print(rg.report_json(report, problem), flush=True)
         return
     report, left_out = _worst_points(report)
-    show(Console(highlight=False), rg.report_renderable(report, problem))
+    show(_console(), rg.report_renderable(report, problem))
     if left_out:
         print(left_out)
 
@@ -747,7 +777,7 @@ def _print_report(report, problem, json_out: bool) -> None:
 def _points_progress(points: int):
     """A progress bar of the random points checked, on stderr when it is a terminal; the
     callback for gradcheck.check's ``progress`` (None: nothing to show)."""
-    err = Console(stderr=True, highlight=False)
+    err = _console(stderr=True)
     if points < 1 or not err.is_terminal:
         yield None
         return
@@ -834,7 +864,7 @@ def _print_derivation(result, format_: DeriveFormat) -> None:
 
     if format_ == "text":
         renderables = rd.vcr_renderables(result) if isinstance(result, dv.VectorChainRule) else rd.text_renderables(result)
-        show(Console(highlight=False, emoji=False), Group(*renderables))
+        show(_console(emoji=False), Group(*renderables))
     else:
         render_fn = {"markdown": rd.to_markdown, "latex": rd.to_latex, "json": rd.to_json}[format_]
         sys.stdout.write(render_fn(result))
@@ -917,7 +947,7 @@ def cache_info(json_out: bool = typer.Option(False, "--json", help="Print one JS
     from neurocli.render.cache import info_renderable
     from neurocli.render.layout import show
 
-    show(Console(highlight=False), info_renderable(s))
+    show(_console(), info_renderable(s))
 
 
 @cache_app.command("clear")

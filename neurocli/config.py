@@ -547,11 +547,12 @@ def checked_columns(loaded: LoadedConfig) -> LoadedConfig:
 def _first_header(loaded: LoadedConfig):
     """(the data set's first file, its column names), or None when data.path names no file."""
     from neurocli import sources
-    from neurocli.cache import cache_dir
     from neurocli.errors import DataError
 
     try:
         if loaded.data_url:
+            from neurocli.cache import cache_dir  # here: the cache's module loads numpy
+
             first = sources.fetched(loaded.data_url, cache_dir() / "remote")[0]
         elif sources.is_pattern(loaded.data_path) or loaded.data_path.is_file() or loaded.data_path.is_dir():
             first = sources.data_files(loaded.data_path)[0]
@@ -560,6 +561,23 @@ def _first_header(loaded: LoadedConfig):
     except DataError:
         return None
     return first, sources.column_names(first, loaded.config.data.delimiter)
+
+
+def check_data_path(loaded: LoadedConfig) -> None:
+    """Raise, located at data.path, when it names a file that is not there, or one that is
+    neither a regular file nor a folder (a pipe, a device); a glob or a URL is looked into
+    when the data is read."""
+    from neurocli import sources
+
+    path = loaded.data_path
+    if loaded.data_url or sources.is_pattern(path):
+        return
+    if not path.exists():
+        raise loaded.error(("data", "path"), f"data.path: data file {str(path)!r} not found "
+                                             f"(a relative path is taken from the config file's folder)")
+    if not (path.is_file() or path.is_dir()):
+        raise loaded.error(("data", "path"), f"data.path: {str(path)!r} is not a regular file (a pipe "
+                                             f"or a device?); give a CSV or Parquet file, or a folder of them")
 
 
 def _check_named_columns(loaded: LoadedConfig, first: Path, names: list[str]) -> None:

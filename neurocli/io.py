@@ -20,7 +20,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from neurocli import __version__
@@ -106,6 +105,8 @@ def _umask() -> int:
 
 def json_safe(obj):
     """``obj`` with non-finite floats as None and numpy scalars as Python numbers (strict JSON)."""
+    import numpy as np  # here: the config's checks, which import this module, run before numpy loads
+
     if isinstance(obj, (float, np.floating)):
         return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, np.integer):

@@ -4,10 +4,12 @@ wanted columns as a pandas frame, which :mod:`neurocli.data` validates as it doe
 from __future__ import annotations
 
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from neurocli.errors import DataError
+
+if TYPE_CHECKING:  # only for the annotations: a data set's file list needs no pandas
+    import pandas as pd
 
 SUFFIXES = (".parquet", ".pq")
 INSTALL = 'pip install "neurocli[parquet]"'

@@ -56,12 +56,14 @@ def _utc_time(text: str) -> str:
 UtcTime = Annotated[str, AfterValidator(_utc_time)]
 
 
+# defer_build: each schema is built when a file is first read, not when a run that only
+# writes them imports this module
 class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
+    model_config = ConfigDict(strict=True, extra="forbid", defer_build=True)
 
 
 class _Open(BaseModel):  # fields neurocli does not read may be added by hand
-    model_config = ConfigDict(strict=True, extra="allow")
+    model_config = ConfigDict(strict=True, extra="allow", defer_build=True)
 
 
 class Standardization(_Strict):

@@ -12,14 +12,9 @@ import math
 import time
 
 from rich.console import Console, Group
-from rich.live import Live
 from rich.measure import Measurement
 from rich.padding import Padding
 from rich.panel import Panel
-from rich.progress import (
-    BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 from rich.text import Text
 
@@ -180,6 +175,9 @@ class ReadingView:
     ``progress``."""
 
     def __init__(self, console: Console):
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)  # here: a run with --quiet or --json shows no progress
+
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(bar_width=None), DownloadColumn(),
             TextColumn("{task.fields[rows]:,} rows"), TransferSpeedColumn(), TimeRemainingColumn(),
@@ -204,6 +202,10 @@ class LiveView:
     """The rich live view of a training run: progress, current metrics, loss curve."""
 
     def __init__(self, console: Console, total_epochs: int, start_epoch: int = 0):
+        from rich.live import Live  # here, as ReadingView's progress
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
         self.console = console
         self.total = total_epochs
         self.progress = Progress(
@@ -333,4 +335,6 @@ def summary_renderable(s: dict, losses: list[float] | None = None):
         notes.append(Prose(f"files: {s['run_dir']}/ (model.json, history.csv, config.yaml, checkpoint.json)"))
     timing = s.get("timing", {})
     notes.append(Prose(f"time: load {timing.get('load_s', 0):.2f} s, train {timing.get('train_s', 0):.2f} s", style="dim"))
-    return Group(Panel(Group(*parts), title="neurocli train", border_style="green" if ok else "red", expand=False), *notes)
+    # the title as Text: a str would be read as markup, which loads rich's table of emoji codes
+    return Group(Panel(Group(*parts), title=Text("neurocli train"), border_style="green" if ok else "red",
+                       expand=False), *notes)
