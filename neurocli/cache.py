@@ -16,18 +16,24 @@ An entry is served only when everything that decides the table is unchanged:
 Each entry also keeps the SHA-256 of the whole file, computed while the parse ran, so a
 cached load does not have to read the CSV at all. Entries are written to a temporary folder
 and renamed into place, so a crash leaves no half entry; a damaged entry is ignored and
-replaced.
+replaced. A training run writes its entry on a thread of its own while it trains
+(:class:`EntryWriter`); the arrays of an entry are .npy files, mapped when served, so a hit
+reads each page of them once, on first use.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import mmap
 import os
 import re
 import shutil
 import tempfile
+import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -83,11 +89,16 @@ def _keys(path: Path, options: dict) -> tuple[str, str, dict]:
 
 
 def read_table_cached(path: Path, *, target, features, missing: str, delimiter: str,
-                      layout: str = "C", progress=None) -> tuple[Table, str]:
+                      layout: str = "C", progress=None, in_background: bool = False) -> tuple[Table, str]:
     """:func:`neurocli.data.read_table` through the cache. Returns ``(table, sha256 of the file)``.
 
     Errors are those of ``read_table`` (nothing is cached for a file that fails validation).
-    ``progress(bytes, rows)`` as read_table's; a hit tells it the whole file at once.
+    ``progress(bytes, rows)`` as read_table's; a hit tells it the whole file at once; a hit's
+    arrays are read-only mappings of the entry's files (:func:`neurocli.data.prepare` copies
+    X once, as it orders the rows).
+    ``in_background``: a new entry is written by an :class:`EntryWriter` while the caller goes
+    on (:func:`finish_writes` waits for it); the table's ``before_change`` holds any change to
+    X until the part of X it touches is written.
     """
     path = Path(path)
     options = {"target": target, "features": features, "missing": missing, "delimiter": delimiter,
@@ -110,19 +121,43 @@ def read_table_cached(path: Path, *, target, features, missing: str, delimiter: 
     table = read_table(path, **options, progress=progress)
     sha = table.sha256 or file_sha256(path)
     if _keys(path, options)[1] == suffix:  # the file did not change while we read it
-        _store(root, entry, prefix, table, sha, facts)
+        writer = EntryWriter(root, entry, prefix, table, sha, facts)
+        if in_background:
+            writer.start()
+        else:
+            writer.run()
+            _warn_if_failed(writer)
     return table, sha
+
+
+MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14
+
+
+def _mapped(path: Path) -> np.ndarray:
+    """A .npy file mapped, as a read-only plain array (numpy.memmap would make every result of
+    it one too). The pages the kernel has cached are mapped in one call, not a fault each
+    (where it cannot, on first use); each is read once, by what uses it: training gathers X
+    into memory of its own, handing the mapped pages back as it goes
+    (:func:`neurocli.data.prepare`)."""
+    mapped = np.load(path, mmap_mode="c")
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        mapped._mmap.madvise(MADV_POPULATE_READ)
+    array = np.asarray(mapped)
+    array.flags.writeable = False
+    return array
 
 
 def _load(entry: Path, path: Path) -> tuple[Table, str] | None:
     try:
         meta = json.loads((entry / "meta.json").read_text())
-        X = np.load(entry / "X.npy", allow_pickle=False)
+        X = _mapped(entry / "X.npy")
         if meta.get("layout") == "F":  # stored as X^T, row by row: X's columns, each contiguous
             X = X.T
-        y = np.load(entry / "y.npy", allow_pickle=False) if meta["target"] is not None else None
-        rows = np.load(entry / "rows.npy", allow_pickle=False)
-        if X.shape != (meta["n_rows"], len(meta["feature_names"])) or rows.shape != (meta["n_rows"],):
+        y = _mapped(entry / "y.npy") if meta["target"] is not None else None
+        rows = _mapped(entry / "rows.npy")
+        n = meta["n_rows"]
+        if (X.shape != (n, len(meta["feature_names"])) or rows.shape != (n,) or X.dtype != np.float64
+                or (y is not None and (y.shape != (n,) or y.dtype != np.float64))):
             return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -131,30 +166,104 @@ def _load(entry: Path, path: Path) -> tuple[Table, str] | None:
     return table, meta["sha256"]
 
 
-def _store(root: Path, entry: Path, prefix: str, table: Table, sha: str, facts: dict) -> None:
-    """Write an entry atomically and drop older entries of the same file and options.
+class EntryWriter(threading.Thread):
+    """Writes one entry: X column by column (row-major X at once), then y, the row numbers and
+    meta.json, into a temporary folder renamed into place when complete, so an interrupted
+    write (a crash, a kill, an exit in mid-write) leaves no entry, only a leftover that
+    ``cache clear`` deletes. Older entries of the same file and options go once it is in place.
 
-    Failing to write (read-only or full disk) only costs the next run a parse."""
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    Not a daemon: a process that ends normally waits for its entry. Failing to write (a
+    read-only or full disk) only costs the next run a parse: ``failure`` names it.
+    """
+
+    def __init__(self, root: Path, entry: Path, prefix: str, table: Table, sha: str, facts: dict):
+        super().__init__(name="neurocli-cache-write")
+        self.root, self.entry, self.prefix, self.sha, self.facts = root, entry, prefix, sha, facts
+        self.X, self.y, self.rows = table.X, table.y, table.rows
+        self.feature_names, self.target, self.n_dropped = list(table.feature_names), table.target, table.n_dropped
+        self.failure: str | None = None
+        self._written, self._columns = 0, table.X.shape[1]  # columns of X on disk, of all
+        self._over = False
+        self._progress = threading.Condition()
+        table.before_change = self.wait_for
+        if self not in _pending:
+            _pending.append(self)
+
+    def wait_for(self, column: int | None) -> None:
+        """Return once column ``column`` of X (None: all of X) is written, or the write is over."""
+        with self._progress:
+            last = self._columns - 1 if column is None else column
+            self._progress.wait_for(lambda: self._over or self._written > last)
+
+    def run(self) -> None:
         try:
-            column_major = is_column_major(table.X)
-            np.save(tmp / "X.npy", table.X.T if column_major else table.X, allow_pickle=False)
-            if table.y is not None:
-                np.save(tmp / "y.npy", table.y, allow_pickle=False)
-            np.save(tmp / "rows.npy", table.rows, allow_pickle=False)
-            meta = {"feature_names": table.feature_names, "target": table.target, "n_rows": int(table.X.shape[0]),
-                    "n_dropped": int(table.n_dropped), "sha256": sha, "created": time.time(), "facts": facts,
-                    "layout": "F" if column_major else "C"}
+            self._store()
+        except OSError as exc:
+            self.failure = (f"cannot write the data cache in {self.root} ({exc.strerror or exc}); "
+                            f"the next run parses the data again")
+        finally:
+            with self._progress:
+                self._over = True
+                self._progress.notify_all()
+            self.X = self.y = self.rows = None
+
+    def _column_written(self, count: int) -> None:
+        with self._progress:
+            self._written = count
+            self._progress.notify_all()
+
+    def _store(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+        try:
+            column_major = is_column_major(self.X)
+            self._save_X(tmp / "X.npy", column_major)
+            if self.y is not None:
+                np.save(tmp / "y.npy", self.y, allow_pickle=False)
+            np.save(tmp / "rows.npy", self.rows, allow_pickle=False)
+            meta = {"feature_names": self.feature_names, "target": self.target, "n_rows": int(self.X.shape[0]),
+                    "n_dropped": int(self.n_dropped), "sha256": self.sha, "created": time.time(),
+                    "facts": self.facts, "layout": "F" if column_major else "C"}
             (tmp / "meta.json").write_text(json.dumps(meta))
-            for old in root.glob(f"{prefix}-*"):
+            for old in self.root.glob(f"{self.prefix}-*"):
                 shutil.rmtree(old, ignore_errors=True)
-            os.rename(tmp, entry)
+            os.rename(tmp, self.entry)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    except OSError:
-        pass
+
+    def _save_X(self, path: Path, column_major: bool) -> None:
+        """X as a .npy file: row-major X as it is; column-major X as X^T, one column at a time
+        straight from X's memory, each counted as written once it is in the file."""
+        if not column_major:
+            np.save(path, np.ascontiguousarray(self.X), allow_pickle=False)
+            self._column_written(self.X.shape[1])
+            return
+        n, d = self.X.shape
+        with open(path, "wb") as fh:
+            header = {"descr": np.lib.format.dtype_to_descr(self.X.dtype), "fortran_order": False, "shape": (d, n)}
+            np.lib.format.write_array_header_1_0(fh, header)
+            for j in range(d):
+                fh.write(memoryview(np.ascontiguousarray(self.X[:, j])).cast("B"))
+                self._column_written(j + 1)
+
+
+_pending: list[EntryWriter] = []  # the entries this process writes in the background
+
+
+def finish_writes() -> None:
+    """Wait for the entries this process writes in the background; a failed one is a warning."""
+    while _pending:
+        writer = _pending.pop(0)
+        if writer.is_alive() or writer.ident is not None:
+            writer.join()
+        _warn_if_failed(writer)
+
+
+def _warn_if_failed(writer: EntryWriter) -> None:
+    if writer in _pending:
+        _pending.remove(writer)
+    if writer.failure:
+        warnings.warn(writer.failure, RuntimeWarning, stacklevel=3)
 
 
 def _entries(root: Path, *, leftovers: bool = False) -> list[Path]:

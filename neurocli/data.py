@@ -15,6 +15,7 @@ import csv
 import hashlib
 import io
 import math
+import mmap
 import re
 import warnings
 from dataclasses import dataclass
@@ -57,6 +58,9 @@ class Table:
     delimiter: str = ","
     # a data set of several files: (file, global index of its first data row), in order
     parts: list[tuple[Path, int]] | None = None
+    # called with a column of X (None: all of X) before :func:`prepare` changes it in place:
+    # a cache entry still being written from X waits there (see neurocli.cache.EntryWriter)
+    before_change: Callable[[int | None], None] | None = None
 
     def place(self, i: int) -> str:
         """Where kept row ``i`` is, for a message: ``line 7`` in a CSV, ``row 6`` in a Parquet
@@ -567,18 +571,84 @@ def split_indices(rows: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     return np.flatnonzero(~val), np.flatnonzero(val)
 
 
-def move_rows_first(X: np.ndarray, first: np.ndarray, rest: np.ndarray, block: int = 1 << 16) -> None:
-    """Reorder the rows of X in place to ``X[first]`` then ``X[rest]`` (both sorted, together
-    a permutation), holding only ``X[rest]`` and one block aside.
+def move_rows_first(X: np.ndarray, first: np.ndarray, rest: np.ndarray, block: int = 1 << 16) -> np.ndarray:
+    """Reorder the rows of X to ``X[first]`` then ``X[rest]`` (both sorted, together a
+    permutation), holding only ``X[rest]`` and one block aside; returns the reordered X.
+    A writable X is reordered in place; a read-only one (a cache entry's mapped pages) into a
+    row-major array of its own, the source's pages handed back as the blocks pass them.
 
     The ``first`` rows move forward in blocks: ``first[k] >= k`` since the indices are sorted,
     so a block's sources are never rows an earlier block overwrote.
     """
+    out = X if X.flags.writeable else _private_buffer(X.shape, "C")
     aside = X[rest]
     for start in range(0, len(first), block):
         stop = min(start + block, len(first))
-        X[start:stop] = X[first[start:stop]]
-    X[len(first):] = aside
+        if out is not X:
+            _advise_pages(out[start:stop], MADV_POPULATE_WRITE, whole_pages=False)
+        out[start:stop] = X[first[start:stop]]
+        if out is not X and X.flags.c_contiguous:
+            _advise_pages(X[:first[stop - 1]], mmap.MADV_DONTNEED)
+    out[len(first):] = aside
+    return out
+
+
+def _private_buffer(shape: tuple[int, int], order: str) -> np.ndarray:
+    """An uninitialized float64 array in a private anonymous map without huge pages: a huge
+    page's first touch may wait while the kernel compacts memory (seconds, after a parse)."""
+    buf = mmap.mmap(-1, max(1, shape[0] * shape[1] * 8), flags=mmap.MAP_PRIVATE)
+    if hasattr(buf, "madvise") and hasattr(mmap, "MADV_NOHUGEPAGE"):
+        buf.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.ndarray(shape, dtype=np.float64, buffer=buf, order=order)
+
+
+def columns_rows_first(X: np.ndarray, first: np.ndarray, rest: np.ndarray,
+                       hold: Callable[[int | None], None] = lambda column: None) -> np.ndarray:
+    """Column-major X's rows ``first`` then ``rest`` (both sorted, together a permutation),
+    one gather per column. A writable X is reordered in place, one column aside; a read-only
+    one (a cache entry's mapped pages) is gathered into a column-major array of its own,
+    each source column's pages handed back once read, so the two together stay about the
+    size of one. ``hold(j)`` is called before column j is changed or released. Returns the
+    reordered X."""
+    n, d = X.shape
+    order = np.concatenate([first, rest])
+    own = X.flags.writeable
+    out = X if own else _private_buffer((n, d), "F")
+    aside = np.empty(n, dtype=X.dtype) if own else None
+    for j in range(d):
+        hold(j)
+        if own:
+            np.take(X[:, j], order, out=aside)
+            X[:, j] = aside
+        else:
+            _advise_pages(out[:, j], MADV_POPULATE_WRITE, whole_pages=False)  # one call, not a fault a page
+            np.take(X[:, j], order, out=out[:, j])
+            _advise_pages(X[:, j], mmap.MADV_DONTNEED)
+    return out
+
+
+MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14
+
+
+def _advise_pages(column: np.ndarray, advice: int, whole_pages: bool = True) -> None:
+    """madvise the pages of a contiguous array that lives in a memory map: those wholly its
+    own (``whole_pages``), or every page it touches; nothing where it is not mapped memory
+    or the kernel refuses. MADV_DONTNEED hands the pages back: they read as zeros (anonymous
+    memory) or as the file (a file's copy-on-write map) afterwards."""
+    buffer = column.base
+    while buffer is not None and not isinstance(buffer, mmap.mmap):
+        buffer = getattr(buffer, "base", None)
+    if buffer is None or not hasattr(buffer, "madvise"):
+        return
+    start = column.ctypes.data - np.frombuffer(buffer, dtype=np.uint8).ctypes.data
+    end, page = start + column.nbytes, mmap.PAGESIZE
+    if whole_pages:
+        start, end = -(-start // page) * page, end // page * page
+    else:
+        start, end = start // page * page, min(len(buffer), -(-end // page) * page)
+    if end > start:
+        with contextlib.suppress(OSError, ValueError):
+            buffer.madvise(advice, start, end - start)
 
 
 def is_column_major(X: np.ndarray) -> bool:
@@ -635,12 +705,20 @@ def prepare(table: Table, *, validation_fraction: float, standardize: bool, seed
     check_enough_rows(table, len(train_idx), len(val_idx), validation_fraction, locate)
     _check_magnitudes(table, standardize, dtype)
     X = table.X
-    table.X = None  # consumed: reordered and standardized in place below (no second copy)
+    table.X = None  # consumed: reordered and standardized in place below (no second copy;
+    # a read-only X, mapped from a cache entry, is copied once, as it is reordered)
     n_train = len(train_idx)
-    if len(val_idx):
-        move_rows_first(X, train_idx, val_idx)
-    standardization = _standardize_in_place(X, n_train, table.feature_names, table.path) if standardize else None
+    hold = table.before_change or (lambda column: None)
     np_dtype = np.float32 if dtype == "float32" else np.float64
+    changes = standardize or X.dtype != np_dtype
+    if is_column_major(X) and (len(val_idx) or (changes and not X.flags.writeable)):
+        X = columns_rows_first(X, train_idx, val_idx, hold=hold)  # a column at a time
+    elif len(val_idx) or (changes and not X.flags.writeable):
+        hold(None)
+        X = move_rows_first(X, train_idx, val_idx)
+    if changes:
+        hold(None)
+    standardization = _standardize_in_place(X, n_train, table.feature_names, table.path) if standardize else None
     if X.dtype != np_dtype:
         X = to_float32_in_place(X) if X.flags.c_contiguous or is_column_major(X) else X.astype(np_dtype)
     X_train, X_val = X[:n_train], X[n_train:]
@@ -686,6 +764,8 @@ def _check_magnitudes(table: Table, standardize: bool, dtype: str) -> None:
             col_limit = magnitude_limit(n, np.float64)
         else:
             col_limit = limit
+        if -col_limit <= col.min() and col.max() <= col_limit:  # two reductions clear the common case
+            continue
         big = np.abs(col) > col_limit
         if big.any():
             r = int(np.argmax(big))
@@ -699,8 +779,12 @@ def _check_magnitudes(table: Table, standardize: bool, dtype: str) -> None:
 def _standardize_in_place(X: np.ndarray, n_train: int, feature_names: list[str], path: Path) -> Standardization:
     """z-score X with the statistics of its first ``n_train`` rows (the training split)."""
     standardization = checked_standardization(*rowrules.column_stats(X[:n_train]), feature_names, path)
-    np.subtract(X, standardization.mean, out=X)  # (x - mean) / scale, in place
-    np.divide(X, standardization.scale, out=X)
+    mean, scale = standardization.mean, standardization.scale
+    # (x - mean) / scale, in place; column-major X a column at a time, while it is in cache
+    parts = [(X[:, j], mean[j], scale[j]) for j in range(X.shape[1])] if is_column_major(X) else [(X, mean, scale)]
+    for part, m, s in parts:
+        np.subtract(part, m, out=part)
+        np.divide(part, s, out=part)
     return standardization
 
 

@@ -23,8 +23,8 @@ import yaml
 
 from neurocli import io as nio
 from neurocli import parquetread, savedfiles, sources, streamprep
-from neurocli.cache import cache_dir
-from neurocli.config import LoadedConfig, load_config
+from neurocli.cache import cache_dir, finish_writes
+from neurocli.config import LoadedConfig, check_data_path, load_config
 from neurocli.data import Prepared, Standardization, Table, file_sha256, prepare, read_header, read_table
 from neurocli.errors import ConfigError, DataError, ModelFileError, NeurocliError, OutputError
 from neurocli.engines.stream import StreamEngine
@@ -97,7 +97,7 @@ def _in_memory(loaded: LoadedConfig, files: list[Path], progress: Progress | Non
     table, sha = sources.read_data_set(
         loaded.data_path, files, target=cfg.data.target, features=cfg.data.features,
         missing=cfg.data.missing, delimiter=cfg.data.delimiter, layout=_layout(cfg),
-        progress=_counted(files, progress))
+        progress=_counted(files, progress), in_background=True)  # the cache entry: see TrainRun.run
     prepared = prepare(table, validation_fraction=cfg.data.validation_fraction, standardize=cfg.data.standardize,
                        seed=cfg.seed, dtype=cfg.training.dtype, locate=loaded.error)
     return prepared, sha
@@ -146,16 +146,9 @@ def _data_files(loaded: LoadedConfig) -> list[Path]:
             return sources.fetched(loaded.data_url, cache_dir() / "remote")
         except DataError as exc:
             raise loaded.error(("data", "path"), f"data.path: {exc.located()}") from None
-    data_path = loaded.data_path
-    if not sources.is_pattern(data_path):
-        if not data_path.exists():
-            raise loaded.error(("data", "path"), f"data.path: data file {str(data_path)!r} not found "
-                                                 f"(a relative path is taken from the config file's folder)")
-        if not (data_path.is_file() or data_path.is_dir()):
-            raise loaded.error(("data", "path"), f"data.path: {str(data_path)!r} is not a regular file (a pipe "
-                                                 f"or a device?); give a CSV or Parquet file, or a folder of them")
+    check_data_path(loaded)
     try:
-        return sources.data_files(data_path)
+        return sources.data_files(loaded.data_path)
     except DataError as exc:
         raise loaded.error(("data", "path"), f"data.path: {exc.located()}") from None
 
@@ -341,6 +334,7 @@ class TrainRun:
             self.train_s += time.perf_counter() - t0
             summary = self.summary()
             self.save(summary)
+            finish_writes()  # the data's cache entry, written while the run trained
             return summary
         finally:
             self._lock.close()  # the run is over, however it ended: another process may resume it now

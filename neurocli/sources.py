@@ -7,13 +7,15 @@ from __future__ import annotations
 import glob
 import hashlib
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from neurocli import parquetread
-from neurocli.cache import read_table_cached
-from neurocli.data import Table, read_header, read_table_into
 from neurocli.errors import DataError
+
+# numpy, neurocli.data and neurocli.cache are imported where a file is read: a data set's
+# file list (a config's check of data.path) needs none of them
+if TYPE_CHECKING:
+    from neurocli.data import Table
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 _GLOB = set("*?[")
@@ -95,6 +97,8 @@ def _local_copy(fs, remote: str, folder: Path) -> Path:
 
 
 def column_names(path: Path, delimiter: str) -> list[str]:
+    from neurocli.data import read_header
+
     return parquetread.columns(path) if parquetread.is_parquet(path) else read_header(path, delimiter)
 
 
@@ -128,6 +132,8 @@ def stream_data_set(path: Path, files: list[Path], out, *, target, features, mis
     its rows numbered across the files (``out.offset``, moved on from file to file). Returns
     the table without its X (names, target, rows, y from ``out.gathered()``) and the data
     set's SHA-256, as :func:`read_data_set`."""
+    from neurocli.data import Table, read_table_into
+
     first = column_names(files[0], delimiter) if len(files) > 1 else None
     parts, shas = [], []
     for f in files:
@@ -146,14 +152,18 @@ def stream_data_set(path: Path, files: list[Path], out, *, target, features, mis
 
 
 def read_data_set(path: Path, files: list[Path], *, target, features, missing: str, delimiter: str,
-                  layout: str, progress=None) -> tuple[Table, str]:
+                  layout: str, progress=None, in_background: bool = False) -> tuple[Table, str]:
     """The files of the data set ``path`` as one table (:func:`neurocli.cache.read_table_cached`
     each), its rows numbered across them, and the SHA-256 that names the data set (one file's
     own; for many, of their names and hashes in order). Every file must have the first one's
-    columns."""
+    columns. ``in_background``: a single file's cache entry is written while the caller goes
+    on (the parts of many are copied into one table, so each is written before the next)."""
+    from neurocli.cache import read_table_cached
+
     if len(files) == 1:
         return read_table_cached(files[0], target=target, features=features, missing=missing,
-                                 delimiter=delimiter, layout=layout, progress=progress)
+                                 delimiter=delimiter, layout=layout, progress=progress,
+                                 in_background=in_background)
     first = column_names(files[0], delimiter)
     tables, parts, shas, offset = [], [], [], 0
     for f in files:
@@ -171,6 +181,10 @@ def read_data_set(path: Path, files: list[Path], *, target, features, missing: s
 
 def _concatenated(path: Path, tables: list[Table], parts: list[tuple[Path, int]], layout: str) -> Table:
     """One table of the files' tables, in order, X in ``layout``; each part freed once copied."""
+    import numpy as np
+
+    from neurocli.data import Table
+
     n, d = sum(t.X.shape[0] for t in tables), tables[0].X.shape[1]
     X = np.empty((n, d), dtype=np.float64, order=layout)
     has_y = tables[0].y is not None

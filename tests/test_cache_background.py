@@ -1,0 +1,105 @@
+"""The cache entry a training run writes while it trains: whole or absent, never in the way."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write
+
+# y = 2a - b + 10 on a small grid: a run that learns something, so it warns of nothing else
+ROWS = [(a, b, 2 * a - b + 10) for a in range(12) for b in range(10)]
+
+
+@pytest.fixture
+def project(tmp_path):
+    data = write(tmp_path / "d.csv", "a,b,y\n" + "".join(f"{a},{b},{y}\n" for a, b, y in ROWS))
+    config = write(tmp_path / "c.yaml", f"data: {{path: {data}, target: y, validation_fraction: 0.25}}\n"
+                                        f"training: {{epochs: 20, learning_rate: 0.1}}\n"
+                                        f"output: {{dir: {tmp_path / 'runs'}}}\n")
+    return config, tmp_path / "cache"
+
+
+def train(config: Path, cache: Path, *, code: str | None = None, wait: bool = True, **env):
+    """`neurocli train --json` as its own process (or ``code`` run before the command line)."""
+    start = f"{code or ''}\nimport runpy, sys\nsys.argv = ['neurocli', 'train', {str(config)!r}, '--json']\n" \
+            f"runpy.run_module('neurocli', run_name='__main__')"
+    p = subprocess.Popen([sys.executable, "-c", start], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "NEUROCLI_CACHE_DIR": str(cache), **env})
+    if wait:
+        out, err = p.communicate(timeout=120)
+        return p.returncode, out, err
+    return p
+
+
+def entries(cache: Path) -> list[Path]:
+    return sorted(d for d in cache.iterdir() if d.is_dir() and not d.name.startswith(".")) if cache.exists() else []
+
+
+def weights(out: str) -> list[float]:
+    summary = json.loads(out.strip().splitlines()[-1])
+    return json.loads(Path(summary["run_dir"], "model.json").read_text())["weights_standardized"]
+
+
+def test_the_entry_written_while_training_serves_the_next_run_the_same_bits(project):
+    config, cache = project
+    code, out, err = train(config, cache)
+    assert code == 0, err
+    [entry] = entries(cache)  # whole once the process has ended: its arrays are the file's values
+    meta = json.loads((entry / "meta.json").read_text())
+    values = np.array(ROWS, dtype=np.float64)
+    assert np.array_equal(np.load(entry / "X.npy").T, values[:, :2])  # column-major X, stored as X^T
+    assert np.array_equal(np.load(entry / "y.npy"), values[:, 2])
+    code2, out2, err2 = train(config, cache)
+    assert code2 == 0, err2
+    assert entries(cache) == [entry] and json.loads((entry / "meta.json").read_text()) == meta  # served, not rewritten
+    code3, out3, _ = train(config, cache, NEUROCLI_CACHE="off")
+    assert weights(out) == weights(out2) == weights(out3)
+
+
+# The writer stops after X's first column is in the file, as a slow disk would have it.
+STALL = """
+import pathlib, time
+from neurocli import cache
+written = cache.EntryWriter._column_written
+def stalled(self, count):
+    written(self, count)
+    pathlib.Path(self.root, 'stalled').touch()
+    time.sleep(600)
+cache.EntryWriter._column_written = stalled
+"""
+
+
+def test_a_process_killed_while_it_writes_the_entry_leaves_none_and_the_next_run_parses(project):
+    config, cache = project
+    p = train(config, cache, code=STALL, wait=False)
+    try:
+        deadline = time.monotonic() + 60
+        while not (cache / "stalled").exists():
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+            time.sleep(0.05)
+        assert any(d.name.startswith(".tmp-") and (d / "X.npy").exists() for d in cache.iterdir())
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.communicate()
+    assert entries(cache) == []  # the half-written entry never took an entry's name
+    code, out, err = train(config, cache)
+    assert code == 0, err
+    assert len(entries(cache)) == 1
+    assert weights(out) == weights(train(config, cache, NEUROCLI_CACHE="off")[1])
+
+
+def test_a_cache_folder_that_cannot_be_written_costs_one_warning_line(project, tmp_path):
+    config, _ = project
+    blocked = write(tmp_path / "a-file", "not a folder") / "cache"  # no folder can be made under a file
+    code, out, err = train(config, blocked)
+    assert code == 0
+    assert err.splitlines() == [f"warning: cannot write the data cache in {blocked} (Not a directory); "
+                                f"the next run parses the data again"]
+    assert json.loads(out.strip().splitlines()[-1])["epochs"] == 20
