@@ -18,6 +18,7 @@ import math
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -31,7 +32,7 @@ import neurocli  # first, so OpenBLAS starts with the thread timeout neurocli's 
 import numpy as np
 
 from neurocli import cache, engines, neuron
-from neurocli.engines import memory
+from neurocli.engines import compiled, memory
 from neurocli.config import TrainingConfig
 from neurocli.data import read_table
 from neurocli.train import Trainer, TrainState
@@ -112,7 +113,27 @@ def blas_calls_only(X, y, w, b):
                       np.empty((n_blocks, d), dtype=X.dtype), np.empty((n_blocks, 4)))
 
 
-def gradient(sizes, rounds, torch):
+def numpy_only(fn):
+    """``fn`` with the compiled path off (``NEUROCLI_FAST=off``): the numpy kernels, as without the extra."""
+    def run():
+        saved = os.environ.get("NEUROCLI_FAST")
+        os.environ["NEUROCLI_FAST"] = "off"
+        try:
+            return fn()
+        finally:
+            if saved is None:
+                os.environ.pop("NEUROCLI_FAST")
+            else:
+                os.environ["NEUROCLI_FAST"] = saved
+    return run
+
+
+def fast_on() -> bool:
+    """Whether the compiled path runs here (the ``fast`` extra installed and not turned off)."""
+    return compiled.available()
+
+
+def gradient(sizes, rounds, torch, jax):
     """Full-batch training holds X column-major (data.read_table(layout="F")), so its kernel
     is timed on that layout; the floor is one ``X @ w`` on row-major X, with
     ``X @ w`` on the column-major X beside it. Peers get the very same arrays."""
@@ -126,9 +147,9 @@ def gradient(sizes, rounds, torch):
             Xf = np.asfortranarray(X)
             variants = {"floor": lambda: X @ w,
                         "floor F": lambda: Xf @ w,
-                        "fused F": lambda: memory.loss_and_gradient(Xf, y, w, b),
+                        "fused F": numpy_only(lambda: memory.loss_and_gradient(Xf, y, w, b)),
                         "blas only F": lambda: blas_calls_only(Xf, y, w, b),
-                        "fused C": lambda: memory.loss_and_gradient(X, y, w, b),
+                        "fused C": numpy_only(lambda: memory.loss_and_gradient(X, y, w, b)),
                         "reference": lambda: neuron.loss_and_gradient(X, y, w, b)}
             if torch is not None:
                 def autograd(A):
@@ -152,9 +173,19 @@ def gradient(sizes, rounds, torch):
                 variants["torch autograd"] = autograd(X)
                 variants["torch autograd F"] = autograd(Xf)
                 variants["torch manual"] = manual
+            compiled_grid = fast_on() and compiled.used_by(n, d, dtype, n) == "full-batch"
+            if compiled_grid:
+                compiled.warm(dtype, minibatch=False)
+                variants["compiled F"] = lambda: memory.loss_and_gradient(Xf, y, w, b)
+            if jax is not None:
+                variants["jax jit"] = _jax_gradient(jax, X, y, w, b)
             med = interleaved(variants, rounds)
-            ref, fast = neuron.loss_and_gradient(X, y, w, b), memory.loss_and_gradient(Xf, y, w, b)
+            ref, fast = neuron.loss_and_gradient(X, y, w, b), numpy_only(lambda: memory.loss_and_gradient(Xf, y, w, b))()
             err = float(np.max(np.abs(fast.grad_w - ref.grad_w)) / np.max(np.abs(ref.grad_w)))
+            compiled_err = None
+            if compiled_grid:
+                got = memory.loss_and_gradient(Xf, y, w, b)
+                compiled_err = float(np.max(np.abs(got.grad_w - ref.grad_w)) / np.max(np.abs(ref.grad_w)))
             name = f"gradient {np.dtype(dtype).name} N={n:,} d={d}"
             torch_peers = [(k, med[k]) for k in ("torch autograd", "torch autograd F", "torch manual") if k in med]
             autograd_peers = [kv for kv in torch_peers if kv[0].startswith("torch autograd")]
@@ -162,8 +193,16 @@ def gradient(sizes, rounds, torch):
             # what loss_and_gradient runs here: the fused blocks, or the reference when X is
             # small or a block would hold too few rows (engines.uses_blocks)
             path = "fused" if engines.uses_blocks(n, d, dtype) else "reference path (X too small or too wide for blocks)"
-            row(f"{name}: {path}, column-major X (what training uses)", med["fused F"], med["floor"], "X@w",
-                [("reference", med["reference"])] + ([best_torch] if best_torch else []))
+            jax_peer = [("jax jit", med["jax jit"])] if "jax jit" in med else []
+            if compiled_grid:
+                row(f"{name}: compiled, column-major X (training with the fast extra) [target <= 1.2x X@w]",
+                    med["compiled F"], med["floor"], "X@w",
+                    [("numpy kernel", med["fused F"])] + ([best_torch] if best_torch else []) + jax_peer)
+            else:
+                NOTES.append(f"{name}: the compiled path does not run here "
+                             f"({'a grid of one block: the numpy reference' if fast_on() else 'numba not installed'})")
+            row(f"{name}: numpy {path}, column-major X (training without the extra)", med["fused F"], med["floor"],
+                "X@w", [("reference", med["reference"])] + ([best_torch] if best_torch else []) + jax_peer)
             row(f"{name}: {path}, row-major X", med["fused C"], med["floor"], "X@w")
             if path == "fused":
                 row(f"{name}: fused blocks' two BLAS calls alone (no elementwise work), column-major X",
@@ -176,8 +215,23 @@ def gradient(sizes, rounds, torch):
             NOTES.append(f"{name}: one X@w = {fmt_s(med['floor'])} ({X.nbytes / med['floor'] / 1e9:.1f} GB/s), on the "
                          f"column-major X {fmt_s(med['floor F'])}; {path} (column-major) = "
                          f"{med['fused F'] / med['floor F']:.2f}x that; its max |diff| / max |grad_w| against the "
-                         f"reference on row-major X = {err:.1e}")
+                         f"reference on row-major X = {err:.1e}"
+                         + (f"; the compiled kernel's = {compiled_err:.1e}" if compiled_err is not None else ""))
             X = Xf = None  # free before the next size
+
+
+def _jax_gradient(jax, X, y, w, b):
+    """JAX's ``jit`` of the loss and its autodiff gradient, on the same arrays (a peer)."""
+    jnp = jax.numpy
+    tX, ty = jnp.asarray(X), jnp.asarray(y)
+
+    @jax.jit
+    def loss_grad(tw, tb):
+        return jax.value_and_grad(lambda w_, b_: jnp.mean((jax.nn.relu(tX @ w_ + b_) - ty) ** 2), (0, 1))(tw, tb)
+
+    tw, tb = jnp.asarray(w), jnp.asarray(b)
+    jax.block_until_ready(loss_grad(tw, tb))  # compiled once, outside the timing
+    return lambda: jax.block_until_ready(loss_grad(tw, tb))
 
 
 # --- 2. mini-batch SGD ---
@@ -225,7 +279,15 @@ def minibatch(n, d, epochs, rounds, torch):
                 np.add(w, grad, out=w)
                 b -= 0.01 * 2.0 / len(yb) * g_sum
 
-    variants = {"full": lambda: train(None, Xf), "mini": lambda: train(256, X), "calls": calls_only}
+    variants = {"full": numpy_only(lambda: train(None, Xf)), "mini": numpy_only(lambda: train(256, X)),
+                "calls": calls_only}
+    fast = fast_on() and compiled.used_by(n, d, X.dtype, 256) == "mini-batch"
+    if fast:
+        compiled.warm(X.dtype, minibatch=True)
+        if compiled.used_by(n, d, X.dtype, n) == "full-batch":
+            compiled.warm(X.dtype, minibatch=False)
+        variants["full compiled"] = lambda: train(None, Xf)
+        variants["mini compiled"] = lambda: train(256, X)
     if torch is not None:
         tX, ty = torch.from_numpy(X), torch.from_numpy(y)
 
@@ -247,12 +309,22 @@ def minibatch(n, d, epochs, rounds, torch):
 
         variants["torch slicing"] = torch_slicing
     med = interleaved(variants, rounds)
-    a, b = train(256), train(256)
+    a, b = numpy_only(lambda: train(256))(), numpy_only(lambda: train(256))()
     same = np.array_equal(a.w, b.w) and a.b == b.b
     peers = [("torch slicing", med["torch slicing"])] if "torch slicing" in med else []
-    row(f"mini-batch epoch N={n:,} d={d} batch 256, shuffled", med["mini"] / epochs, med["full"] / epochs,
+    if fast:
+        full = med["full compiled"] if "full compiled" in med else med["full"]
+        row(f"mini-batch epoch N={n:,} d={d} batch 256, shuffled, compiled [target <= 1.5x the full-batch epoch; "
+            f">= 20x faster than torch slicing]", med["mini compiled"] / epochs, full / epochs,
+            "compiled full-batch epoch", [(k, v / epochs) for k, v in peers + [("numpy epoch", med["mini"])]])
+        row(f"full-batch epoch N={n:,} d={d}, compiled", full / epochs, med["full"] / epochs, "numpy full-batch epoch")
+        c, e = train(256), train(256)
+        NOTES.append(f"mini-batch, compiled: two runs with the same seed "
+                     f"{'are' if np.array_equal(c.w, e.w) and c.b == e.b else 'are NOT'} bit-identical; "
+                     f"against numpy's, max |w diff| / max |w| = {np.max(np.abs(c.w - a.w)) / np.max(np.abs(a.w)):.1e}")
+    row(f"mini-batch epoch N={n:,} d={d} batch 256, shuffled, numpy", med["mini"] / epochs, med["full"] / epochs,
         "full-batch epoch", [(k, v / epochs) for k, v in peers + [("the step's numpy calls alone", med["calls"])]])
-    row(f"full-batch epoch N={n:,} d={d}", med["full"] / epochs)
+    row(f"full-batch epoch N={n:,} d={d}, numpy", med["full"] / epochs)
     row(f"mini-batch epoch N={n:,} d={d}: the step's numpy calls alone (one gather, no metrics, checks or state)",
         med["calls"] / epochs, med["full"] / epochs, "full-batch epoch")
     NOTES.append(f"mini-batch: two runs with the same seed {'are' if same else 'are NOT'} bit-identical")
@@ -302,10 +374,46 @@ def loading(n, d, rounds, tmp: Path, polars):
     row(f"pandas read_csv C engine [{rate('pandas')}]", med["pandas"])
     if "polars" in med:
         row(f"polars read_csv [{rate('polars')}]", med["polars"])
-    row(f"second run: served from the cache [{rate('cached')}]", med["cached"], med["np.load"], "np.load",
-        [("the parse", med["neurocli"])])
+    row(f"second run: served from the cache, the entry mapped (its pages read later, by training) "
+        f"[{rate('cached')}]", med["cached"], med["np.load"], "np.load", [("the parse", med["neurocli"])])
     row(f"np.load of the same data as .npy [{rate('np.load')}]", med["np.load"])
+    load_as_seen(path, npy, tmp, rounds, lambda: pd.read_csv(path, engine="c").to_numpy(dtype=np.float64))
     return path
+
+
+def _load_s(config: Path, cache_dir: Path) -> float:
+    """timing.load_s of one `neurocli train --json` process (one epoch) with this cache folder."""
+    import json
+
+    p = subprocess.run([sys.executable, "-m", "neurocli", "train", str(config), "--json", "-q"],
+                       capture_output=True, text=True, env={**os.environ, "NEUROCLI_CACHE_DIR": str(cache_dir)})
+    if p.returncode != 0:
+        raise SystemExit(f"train failed: {p.stderr.strip().splitlines()[-1:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])["timing"]["load_s"]
+
+
+def load_as_seen(path: Path, npy: Path, tmp: Path, rounds: int, pandas_read):
+    """What `neurocli train --json` reports as timing.load_s (config, parse, checks, split,
+    standardization), a first run's (an empty cache folder each time) and a cached run's,
+    in rounds interleaved with the bare pandas read and np.load of the same data."""
+    config = tmp / "load.yaml"
+    config.write_text(f"data: {{path: {path}, target: y, standardize: true, validation_fraction: 0.2}}\n"
+                      f"training: {{epochs: 1, learning_rate: 0.001}}\noutput: {{dir: {tmp / 'load-runs'}}}\n")
+    filled, loads = tmp / "load-cache", {"first": [], "cached": []}
+    _load_s(config, filled)
+
+    def first():
+        fresh = Path(tempfile.mkdtemp(prefix="load-cache-", dir=tmp))
+        loads["first"].append(_load_s(config, fresh))
+        shutil.rmtree(fresh, ignore_errors=True)
+
+    med = interleaved({"pandas": pandas_read, "first": first, "np.load": lambda: np.load(npy),
+                       "cached": lambda: loads["cached"].append(_load_s(config, filled))}, rounds)
+    first_s, cached_s = statistics.median(loads["first"]), statistics.median(loads["cached"])
+    row("first run, what train --json waits for (load_s): parse, checks, split, standardize; "
+        "the entry written meanwhile", first_s, med["pandas"], "pandas", [("pandas read_csv", med["pandas"])])
+    row("cached run, what train --json waits for (load_s): the entry read once, split, standardize",
+        cached_s, med["np.load"], "np.load (the floor)", [("pandas read_csv", med["pandas"])])
 
 
 def peak_memory(path: Path, tmp: Path, n: int, d: int):
@@ -455,7 +563,59 @@ def live_display(epochs, rounds, tmp: Path):
     row(f"quickstart, {epochs:,} epochs, live view (whole process)", med["live"], med["quiet"], "--quiet")
 
 
-# --- 5. scaling ---
+# --- 6. start-up ---
+
+def startup(rounds, tmp: Path):
+    """Whole processes as a learner runs them, dozens of times: the quickstart (--quiet and
+    --json) against `python -c "import numpy, pandas"`, which reading a CSV costs anyway, and
+    --help, --version, train --help and a config error against `python -c "pass"`, the bare
+    interpreter. Bytecode is cached (in a folder of this run's, filled by a first, untimed
+    round), as it is after `pip install .` or any first run; the table cache is filled too."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(PYTHONPYCACHEPREFIX=str(tmp / "pycache"), NEUROCLI_CACHE_DIR=str(tmp / "startup-cache"))
+    bad_key, no_data = tmp / "bad-key.yaml", tmp / "no-data.yaml"
+    bad_key.write_text(f"data: {{path: {ROOT / 'data' / 'penguins.csv'}, target: body_mass_g, colour: blue}}\n")
+    no_data.write_text(f"data: {{path: {tmp / 'absent.csv'}, target: body_mass_g}}\n")
+    neurocli_ = [sys.executable, "-m", "neurocli"]
+    quickstart = [*neurocli_, "train", str(ROOT / "configs" / "quickstart.yaml"),
+                  "--set", f"output.dir={tmp / 'startup-runs' / 'quickstart'}"]
+    cases = {"numpy, pandas": ([sys.executable, "-c", "import numpy, pandas"], 0),
+             "quiet": ([*quickstart, "--quiet"], 0), "json": ([*quickstart, "--json"], 0),
+             "pass": ([sys.executable, "-c", "pass"], 0), "help": ([*neurocli_, "--help"], 0),
+             "version": ([*neurocli_, "--version"], 0), "train help": ([*neurocli_, "train", "--help"], 0),
+             "bad key": ([*neurocli_, "train", str(bad_key)], 2), "no data": ([*neurocli_, "train", str(no_data)], 2)}
+
+    cpu = {name: [] for name in cases}  # user + system seconds: what a busy machine moves less
+
+    def run(name):
+        cmd, expected = cases[name]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu[name].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        if p.returncode != expected:
+            raise RuntimeError(f"{name}: exit code {p.returncode}, not {expected}: {p.stderr.strip()[-300:]}")
+
+    for name in cases:  # the bytecode and the table cache filled
+        run(name)
+    med = interleaved({name: (lambda name=name: run(name)) for name in cases}, rounds)
+    cpu = {name: statistics.median(v[1:]) for name, v in cpu.items()}
+
+    def timed(name, what, floor, floor_name):
+        ROWS.append((f"start-up: {what} (whole process)", fmt_s(med[name]), f"{med[name] / med[floor]:.2f}x {floor_name}",
+                     f"CPU time {cpu[name] / cpu[floor]:.2f}x the floor's"))
+
+    for name, what in [("quiet", "quickstart, train -q"), ("json", "quickstart, train --json")]:
+        timed(name, what, "numpy, pandas", "python -c 'import numpy, pandas'")
+    for name, what in [("help", "neurocli --help"), ("version", "neurocli --version"),
+                       ("train help", "neurocli train --help"), ("bad key", "train, config error: an unknown key"),
+                       ("no data", "train, config error: data.path names no file")]:
+        timed(name, what, "pass", "python -c pass")
+    NOTES.append(f"start-up floors: python -c 'import numpy, pandas' {fmt_s(med['numpy, pandas'])}, python -c pass "
+                 f"{fmt_s(med['pass'])}")
+
+
+# --- 7. scaling ---
 
 def scaling(sizes, d, epochs, rounds):
     per_epoch = {}
@@ -486,8 +646,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one round: check that the suite runs")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per case (default 11, 1 with --quick)")
-    ap.add_argument("--only", default="gradient,minibatch,loading,memory,engines,live,scaling",
-                    help="comma-separated subset of: gradient, minibatch, loading, memory, engines, live, scaling")
+    ap.add_argument("--only", default="gradient,minibatch,loading,memory,engines,live,startup,scaling",
+                    help="comma-separated subset of: gradient, minibatch, loading, memory, engines, live, startup, "
+                         "scaling")
     ap.add_argument("--write", nargs="?", const=str(ROOT / "benchmarks" / "RESULTS.md"), default=None, metavar="PATH",
                     help="also write the table as Markdown (default path: benchmarks/RESULTS.md)")
     args = ap.parse_args(argv)
@@ -495,14 +656,17 @@ def main(argv=None):
     rounds = args.rounds or (1 if q else 11)
     only = set(args.only.split(","))
     torch = optional("torch") if only & {"gradient", "minibatch"} else None
+    jax = optional("jax") if "gradient" in only else None
     polars = optional("polars") if "loading" in only else None
     tmp = Path(tempfile.mkdtemp(prefix="neurocli-bench-"))
     saved_env = {k: os.environ.get(k) for k in ("NEUROCLI_CACHE_DIR",)}
     try:
         if "gradient" in only:
-            gradient([(2_000, 32), (500, 256)] if q else [(1_000_000, 32), (200_000, 256)], rounds, torch)
+            gradient([(2_000, 32), (500, 256)] if q else [(1_000_000, 32), (200_000, 256)], rounds, torch, jax)
         if "minibatch" in only:
             minibatch(2_000 if q else 100_000, 20, 1 if q else 3, rounds, torch)
+            if not q:
+                minibatch(1_000_000, 32, 2, max(3, rounds // 2), torch)
         csv_n, csv_d = (2_000, 32) if q else (1_000_000, 32)
         path = None
         if "loading" in only or "memory" in only:
@@ -513,6 +677,8 @@ def main(argv=None):
             beyond_memory(20_000 if q else 4_000_000, 32, 2 if q else 4, tmp)
         if "live" in only:
             live_display(200 if q else 20_000, 1 if q else 3, tmp)
+        if "startup" in only:
+            startup(rounds, tmp)
         if "scaling" in only:
             scaling([1_000, 3_000, 10_000] if q else [10_000, 30_000, 100_000, 300_000, 1_000_000], 32,
                     2 if q else 10, rounds if q else 5)
