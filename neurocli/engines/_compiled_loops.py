@@ -96,17 +96,6 @@ def _piece_grad(XT, p0, n, g, zero, grad):
         grad[j] += s
 
 
-@numba.njit(**_jit)
-def gather_rows(X, y, idx, lo, hi, X_out, y_out):
-    """Rows ``idx[lo:hi]`` of X and y into the first ``hi - lo`` rows of X_out and y_out."""
-    d = X.shape[1]
-    for t in range(hi - lo):
-        row = idx[lo + t]
-        for c in range(d):
-            X_out[t, c] = X[row, c]
-        y_out[t] = y[row]
-
-
 @numba.njit(fastmath=FAST, **_jit)
 def _batch(X, y, idx, use_idx, lo, k, base, w, b, zero, rows_buf, y_buf, grad):
     """One batch's sums: its k rows are the epoch's rows ``lo`` on (X's rows ``idx[i - base]``,

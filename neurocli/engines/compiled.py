@@ -8,7 +8,9 @@ to machine code. Two kernels, each with the numpy function it must equal to roun
   column by column, then ``X_k^T g`` and the sums; the blocks are split among the in-memory
   engine's workers and added by :func:`neurocli.engines.combine` in block order, as always.
 - :func:`descend`, the mini-batch epoch (:func:`neurocli.engines.memory.descend`): gather,
-  step, update, errors and the overflow check of many batches in one call.
+  step, update, errors and the overflow check of many batches in one call. (Gathering the
+  next call's rows on a helper thread was slower: the shuffled gather is bound by memory's
+  latency, and one core overlaps it with the steps better than two threads hand it over.)
 
 Bits: each block's and each batch's arithmetic is fixed by its values, in one compiled
 function, so a run gives the same bits run to run, for any number of threads, in every
@@ -29,7 +31,6 @@ import importlib.util
 import os
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -123,13 +124,12 @@ def warm(dtype, minibatch: bool) -> None:
     X, v = np.zeros((2, 2), dtype=dtype), np.zeros(2, dtype=dtype)
     if minibatch:
         fn = k.batch_steps
-        k.gather_rows(X, v, np.zeros(2, dtype=np.int64), 0, 2, X.copy(), v.copy())
         fn(X, v, np.zeros(0, dtype=np.int64), False, 0, 2, 2, 0, 1, v.copy(), zero, 0.1, v.copy(), v.copy(),
            np.zeros(4), X.copy(), v.copy())
     else:
         fn = k.block_sums
         fn(X.T.copy(), 0, 1, v, v, zero, zero, v.copy(), np.zeros((1, 2), dtype=dtype), np.zeros((1, 4)), 2, 2)
-    if (fn.stats.cache_misses or k.gather_rows.stats.cache_misses) and _announce is not None:
+    if fn.stats.cache_misses and _announce is not None:
         _announce(f"compiled the {'mini-batch' if minibatch else 'full-batch'} kernel for {dtype} in "
                   f"{time.perf_counter() - before:.1f} s (kept on disk: later runs load it)")
 
@@ -180,79 +180,26 @@ def descend(X: np.ndarray, y: np.ndarray, order: np.ndarray | None, base: int, n
     B, dtype = batch_size, p.dtype
     X = np.asarray(X)  # a mapping's buffer as a plain array
     per_call = max(1, CALL_BYTES // max(1, B * X.shape[1] * dtype.itemsize))
-    calls = _Calls(k, X, y, order, base, n_total, B, per_call, first, last)
+    idx = order if order is not None else np.zeros(0, dtype=np.int64)
     w, b = np.ascontiguousarray(p.w), dtype.type(p.b)
     w_next = np.empty_like(w)
     rows_buf, y_buf = np.empty((B, X.shape[1]), dtype=dtype), np.empty(B, dtype=dtype)
     acc = np.array([sums.squared_error, sums.abs_error, float(sums.active), float(sums.rows)])
     batch, diverged = first, False
-    try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            while batch < last and not diverged:
-                upto, (X_c, y_c, idx, at) = min(last, batch + per_call), calls.rows(batch)
-                done, diverged, b, grad_b = k.batch_steps(X_c, y_c, idx, order is not None and at is None,
-                                                          base if at is None else at, n_total, B, batch, upto, w, b,
-                                                          p.lr, p.grad, w_next, acc, rows_buf, y_buf)
-                if done > batch:
-                    p.grad_b = float(grad_b)  # the last step's, for the gradient norm
-                batch = done
-                if between is not None:
-                    between()
-                if not diverged and batch < last and stop_requested():
-                    break
-    finally:
-        calls.close()
+    with np.errstate(over="ignore", invalid="ignore"):
+        while batch < last and not diverged:
+            upto = min(last, batch + per_call)
+            done, diverged, b, grad_b = k.batch_steps(X, y, idx, order is not None, base, n_total, B, batch, upto,
+                                                      w, b, p.lr, p.grad, w_next, acc, rows_buf, y_buf)
+            if done > batch:
+                p.grad_b = float(grad_b)  # the last step's, for the gradient norm
+            batch = done
+            if between is not None:
+                between()
+            if not diverged and batch < last and stop_requested():
+                break
     p.w, p.w_prev = w, w.copy()
     p.b = float(b) if dtype == np.float64 else b
     sums.squared_error, sums.abs_error = float(acc[0]), float(acc[1])
     sums.active, sums.rows = int(acc[2]), int(acc[3])
     return batch, diverged
-
-
-_gatherer: ThreadPoolExecutor | None = None
-
-
-class _Calls:
-    """The rows of each call of :func:`descend`: in file order, X itself; shuffled, the call's
-    rows gathered into a buffer on a helper thread while the call before steps (the shuffled
-    gather waits on memory, the steps on arithmetic: on two cores the two overlap). Each call
-    gets ``(X, y, idx, at)``: its rows are X's rows ``idx[i - base]``, or ``i - at`` when
-    gathered (``at``: the epoch's row in the buffer's first row)."""
-
-    def __init__(self, k, X, y, order, base, n_total, B, per_call, first, last):
-        self.k, self.X, self.y, self.order, self.base = k, X, y, order, base
-        self.n_total, self.B, self.per_call, self.last = n_total, B, per_call, last
-        self.pending = None
-        if order is not None:
-            shape = (per_call * B, X.shape[1])
-            self.buffers = [(np.empty(shape, dtype=X.dtype), np.empty(shape[0], dtype=X.dtype)) for _ in range(2)]
-            self._start(first, 0)
-
-    def _start(self, batch: int, which: int) -> None:
-        global _gatherer
-        if _gatherer is None:
-            _gatherer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurocli-gather")
-        lo, hi = batch * self.B, min(min(self.last, batch + self.per_call) * self.B, self.n_total)
-        X_buf, y_buf = self.buffers[which]
-        self.pending = (batch, which, _gatherer.submit(self.k.gather_rows, self.X, self.y, self.order,
-                                                       lo - self.base, hi - self.base, X_buf, y_buf))
-
-    def rows(self, batch: int) -> tuple:
-        if self.order is None:
-            return self.X, self.y, np.zeros(0, dtype=np.int64), None
-        started, which, future = self.pending
-        future.result()
-        if started != batch:  # a call that stopped early: gather from where it stopped
-            self._start(batch, which)
-            future = self.pending[2]
-            future.result()
-        self.pending = None
-        if batch + self.per_call < self.last:
-            self._start(batch + self.per_call, 1 - which)
-        X_buf, y_buf = self.buffers[which]
-        return X_buf, y_buf, np.zeros(0, dtype=np.int64), batch * self.B
-
-    def close(self) -> None:
-        if self.pending is not None:
-            self.pending[2].result()  # no thread writes into a buffer once it is gone
-            self.pending = None
