@@ -35,10 +35,11 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from neurocli.data import Table, file_sha256, is_column_major, read_table
+from neurocli.data import Prepared, Standardization, Table, file_sha256, is_column_major, read_table
 from neurocli.errors import OutputError
 
 CACHE_FORMAT = 2
@@ -251,12 +252,16 @@ _pending: list[EntryWriter] = []  # the entries this process writes in the backg
 
 
 def finish_writes() -> None:
-    """Wait for the entries this process writes in the background; a failed one is a warning."""
+    """Wait for the entries this process writes in the background; a failure is a warning
+    (once: the table's and the prepared data's entries fail alike)."""
+    told = set()
     while _pending:
         writer = _pending.pop(0)
         if writer.is_alive() or writer.ident is not None:
             writer.join()
-        _warn_if_failed(writer)
+        if writer.failure not in told:
+            told.add(writer.failure)
+            _warn_if_failed(writer)
 
 
 def _warn_if_failed(writer: EntryWriter) -> None:
@@ -316,3 +321,114 @@ def clear() -> int:
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
         raise OutputError(f"cannot delete this cache entry{more}: {exc.strerror or exc}", path=d)
     return freed
+
+
+# --- the prepared data of a training run ---
+
+def prepared_cached(path: Path, read_options: dict, prep_options: dict, read: Callable[[], tuple[Table, str]],
+                    prepare: Callable[[Table], Prepared]) -> tuple[Prepared, str]:
+    """The prepared data of one file (split, standardized, cast: ``prepare(read()[0])``)
+    through the cache. Returns ``(prepared, sha256 of the file)``.
+
+    Its entry is keyed as a table's is (the file's state, the read options) and by the
+    preparation's options; it holds the prepared arrays, so a hit maps them and nothing is
+    read, split or standardized again: the checks of the preparation passed on these very
+    values. A miss reads and prepares, then writes the entry on a thread of its own while
+    the run trains (:func:`finish_writes` waits for it), from arrays no one changes.
+    """
+    path = Path(path)
+    if not enabled():
+        table, sha = read()
+        return prepare(table), sha
+    try:
+        prefix, suffix, facts = _keys(path, {**read_options, "prepared": prep_options})
+    except OSError:  # missing or unreadable: let the reader name the problem
+        table, sha = read()
+        return prepare(table), sha
+    root = cache_dir()
+    entry = root / f"{prefix}-{suffix}"
+    hit = _load_prepared(entry, path)
+    if hit is not None:
+        return hit
+    table, sha = read()
+    prepared = prepare(table)
+    if _keys(path, {**read_options, "prepared": prep_options})[1] == suffix:
+        PreparedWriter(root, entry, prefix, prepared, sha, facts).start()
+    return prepared, sha
+
+
+def _load_prepared(entry: Path, path: Path) -> tuple[Prepared, str] | None:
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        X = _mapped(entry / "X.npy")
+        if meta["layout"] == "F":  # stored as X^T
+            X = X.T
+        arrays = {name: _mapped(entry / f"{name}.npy") for name in ("y_train", "y_val", "train_rows", "val_rows",
+                                                                    "rows")}
+        n_train, n_val, d = meta["n_train"], meta["n_val"], len(meta["feature_names"])
+        dtype = np.dtype(meta["dtype"])
+        if (X.shape != (n_train + n_val, d) or X.dtype != dtype or arrays["y_train"].shape != (n_train,)
+                or arrays["y_val"].shape != (n_val,) or arrays["train_rows"].shape != (n_train,)
+                or arrays["val_rows"].shape != (n_val,) or arrays["rows"].shape != (meta["n_rows"],)):
+            return None
+        standardization = None
+        if meta["mean"] is not None:
+            standardization = Standardization(mean=np.array(meta["mean"], dtype=np.float64),
+                                              scale=np.array(meta["scale"], dtype=np.float64))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    table = Table(path=path, feature_names=list(meta["feature_names"]), target=meta["target"], X=None, y=None,
+                  rows=arrays["rows"], n_dropped=int(meta["n_dropped"]), delimiter=meta["facts"]["options"]["delimiter"],
+                  sha256=meta["sha256"])
+    prepared = Prepared(table=table, X_train=X[:n_train], y_train=arrays["y_train"], X_val=X[n_train:],
+                        y_val=arrays["y_val"], train_rows=arrays["train_rows"], val_rows=arrays["val_rows"],
+                        standardization=standardization, X_all=X)
+    return prepared, meta["sha256"]
+
+
+class PreparedWriter(threading.Thread):
+    """Writes one entry of prepared data (X training rows first, the targets, the rows' indices,
+    the standardization) into a temporary folder renamed into place when complete, as
+    :class:`EntryWriter` does; not a daemon, so a process that ends normally waits for it."""
+
+    def __init__(self, root: Path, entry: Path, prefix: str, prepared: Prepared, sha: str, facts: dict):
+        super().__init__(name="neurocli-cache-write-prepared")
+        self.root, self.entry, self.prefix, self.sha, self.facts = root, entry, prefix, sha, facts
+        self.prepared = prepared
+        self.failure: str | None = None
+        _pending.append(self)
+
+    def run(self) -> None:
+        try:
+            self._store()
+        except OSError as exc:
+            self.failure = (f"cannot write the data cache in {self.root} ({exc.strerror or exc}); "
+                            f"the next run parses the data again")
+        finally:
+            self.prepared = None
+
+    def _store(self) -> None:
+        p = self.prepared
+        X = p.X_all if p.X_all is not None else np.concatenate([p.X_train, p.X_val])
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+        try:
+            column_major = is_column_major(X)
+            np.save(tmp / "X.npy", X.T if column_major else np.ascontiguousarray(X), allow_pickle=False)
+            for name in ("y_train", "y_val", "train_rows", "val_rows"):
+                np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(p, name)), allow_pickle=False)
+            np.save(tmp / "rows.npy", np.ascontiguousarray(p.table.rows), allow_pickle=False)
+            s = p.standardization
+            meta = {"feature_names": list(p.feature_names), "target": p.table.target,
+                    "n_rows": int(len(p.table.rows)), "n_train": int(p.X_train.shape[0]),
+                    "n_val": int(p.X_val.shape[0]), "n_dropped": int(p.table.n_dropped), "dtype": X.dtype.name,
+                    "mean": None if s is None else [float(v) for v in s.mean],
+                    "scale": None if s is None else [float(v) for v in s.scale],
+                    "sha256": self.sha, "created": time.time(), "facts": self.facts,
+                    "layout": "F" if column_major else "C"}
+            (tmp / "meta.json").write_text(json.dumps(meta))
+            for old in self.root.glob(f"{self.prefix}-*"):
+                shutil.rmtree(old, ignore_errors=True)
+            os.rename(tmp, self.entry)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -23,7 +23,7 @@ import yaml
 
 from neurocli import io as nio
 from neurocli import parquetread, savedfiles, sources, streamprep
-from neurocli.cache import cache_dir, finish_writes
+from neurocli.cache import cache_dir, finish_writes, prepared_cached
 from neurocli.config import LoadedConfig, check_data_path, load_config
 from neurocli.data import Prepared, Standardization, Table, file_sha256, prepare, read_header, read_table
 from neurocli.errors import ConfigError, DataError, ModelFileError, NeurocliError, OutputError
@@ -94,13 +94,22 @@ def _layout(cfg) -> str:
 def _in_memory(loaded: LoadedConfig, files: list[Path], progress: Progress | None) -> tuple[Prepared, str]:
     """The data set read into memory and prepared there."""
     cfg = loaded.config
-    table, sha = sources.read_data_set(
-        loaded.data_path, files, target=cfg.data.target, features=cfg.data.features,
-        missing=cfg.data.missing, delimiter=cfg.data.delimiter, layout=_layout(cfg),
-        progress=_counted(files, progress), in_background=True)  # the cache entry: see TrainRun.run
-    prepared = prepare(table, validation_fraction=cfg.data.validation_fraction, standardize=cfg.data.standardize,
-                       seed=cfg.seed, dtype=cfg.training.dtype, locate=loaded.error)
-    return prepared, sha
+    read_options = dict(target=cfg.data.target, features=cfg.data.features, missing=cfg.data.missing,
+                        delimiter=cfg.data.delimiter, layout=_layout(cfg))
+    prep_options = dict(validation_fraction=cfg.data.validation_fraction, standardize=cfg.data.standardize,
+                        seed=cfg.seed, dtype=cfg.training.dtype)
+
+    def read() -> tuple[Table, str]:  # the cache entries: written while the run trains (TrainRun.run)
+        return sources.read_data_set(loaded.data_path, files, **read_options, progress=_counted(files, progress),
+                                     in_background=True)
+
+    def prepared(table: Table) -> Prepared:
+        return prepare(table, **prep_options, locate=loaded.error)
+
+    if len(files) == 1:  # a file's prepared data is cached too: a second run maps it, as is
+        return prepared_cached(files[0], read_options, prep_options, read, prepared)
+    table, sha = read()
+    return prepared(table), sha
 
 
 def _streamed(loaded: LoadedConfig, files: list[Path], progress: Progress | None) -> tuple[Prepared, str]:

@@ -42,6 +42,15 @@ def entries(cache: Path) -> list[Path]:
     return sorted(d for d in cache.iterdir() if d.is_dir() and not d.name.startswith(".")) if cache.exists() else []
 
 
+def table_entry(cache: Path) -> list[Path]:
+    """The entries of the read table (its X, y and row numbers), not of the prepared data."""
+    return [d for d in entries(cache) if (d / "y.npy").exists()]
+
+
+def prepared_entry(cache: Path) -> list[Path]:
+    return [d for d in entries(cache) if (d / "y_train.npy").exists()]
+
+
 def weights(out: str) -> list[float]:
     summary = json.loads(out.strip().splitlines()[-1])
     return json.loads(Path(summary["run_dir"], "model.json").read_text())["weights_standardized"]
@@ -51,14 +60,17 @@ def test_the_entry_written_while_training_serves_the_next_run_the_same_bits(proj
     config, cache = project
     code, out, err = train(config, cache)
     assert code == 0, err
-    [entry] = entries(cache)  # whole once the process has ended: its arrays are the file's values
+    [entry] = table_entry(cache)  # whole once the process has ended: its arrays are the file's values
+    [prepared] = prepared_entry(cache)
+    assert len(entries(cache)) == 2
     meta = json.loads((entry / "meta.json").read_text())
     values = np.array(ROWS, dtype=np.float64)
     assert np.array_equal(np.load(entry / "X.npy").T, values[:, :2])  # column-major X, stored as X^T
     assert np.array_equal(np.load(entry / "y.npy"), values[:, 2])
     code2, out2, err2 = train(config, cache)
     assert code2 == 0, err2
-    assert entries(cache) == [entry] and json.loads((entry / "meta.json").read_text()) == meta  # served, not rewritten
+    assert table_entry(cache) == [entry] and json.loads((entry / "meta.json").read_text()) == meta  # not rewritten
+    assert prepared_entry(cache) == [prepared]
     code3, out3, _ = train(config, cache, NEUROCLI_CACHE="off")
     assert weights(out) == weights(out2) == weights(out3)
 
@@ -91,7 +103,7 @@ def test_a_process_killed_while_it_writes_the_entry_leaves_none_and_the_next_run
     assert entries(cache) == []  # the half-written entry never took an entry's name
     code, out, err = train(config, cache)
     assert code == 0, err
-    assert len(entries(cache)) == 1
+    assert len(table_entry(cache)) == 1 and len(prepared_entry(cache)) == 1
     assert weights(out) == weights(train(config, cache, NEUROCLI_CACHE="off")[1])
 
 
@@ -103,3 +115,28 @@ def test_a_cache_folder_that_cannot_be_written_costs_one_warning_line(project, t
     assert err.splitlines() == [f"warning: cannot write the data cache in {blocked} (Not a directory); "
                                 f"the next run parses the data again"]
     assert json.loads(out.strip().splitlines()[-1])["epochs"] == 20
+
+
+def test_a_second_run_maps_the_prepared_data_and_reads_nothing_else(project, tmp_path):
+    config, cache = project
+    code, out, err = train(config, cache)
+    assert code == 0, err
+    [entry], [prepared] = table_entry(cache), prepared_entry(cache)
+    meta = json.loads((prepared / "meta.json").read_text())
+    # 120 rows, a quarter held out by the split rule; X stored training rows first, standardized
+    assert meta["n_train"] + meta["n_val"] == 120 and 0 < meta["n_val"] < 60
+    X = np.load(prepared / "X.npy").T
+    values = np.array(ROWS, dtype=np.float64)
+    train_rows = np.load(prepared / "train_rows.npy")
+    mean, scale = np.array(meta["mean"]), np.array(meta["scale"])
+    assert np.allclose(X[:meta["n_train"]] * scale + mean, values[train_rows, :2], rtol=0, atol=1e-12)
+    assert np.array_equal(np.load(prepared / "y_train.npy"), values[train_rows, 2])
+    import shutil
+    shutil.rmtree(entry)  # the table's entry gone: a second run needs none of it
+    code2, out2, err2 = train(config, cache)
+    assert code2 == 0, err2
+    assert table_entry(cache) == [] and prepared_entry(cache) == [prepared]  # nothing parsed, nothing written
+    assert weights(out2) == weights(out)
+    write(config, config.read_text().replace("validation_fraction: 0.25", "validation_fraction: 0.3"))
+    code3, out3, _ = train(config, cache)  # another split: prepared anew, beside the first
+    assert code3 == 0 and len(prepared_entry(cache)) == 2
