@@ -432,8 +432,12 @@ def peak_memory(path: Path, tmp: Path, n: int, d: int):
         cfg = tmp / "bench.yaml"
         cfg.write_text(f"data: {{path: {path}, target: y, standardize: true, validation_fraction: 0.2}}\n"
                        f"training: {{epochs: 3, learning_rate: 0.01}}\noutput: {{dir: {tmp / 'runs'}}}\n")
-        for label, env in [("parse", {"NEUROCLI_CACHE": "off"}), ("cached", {})]:
-            if label == "cached":  # fill the cache first
+        cases = [("parse", {"NEUROCLI_CACHE": "off"}), ("cached", {})]
+        if fast_on():  # the compiler's own memory (about 180 MB), against the same runs without it
+            cases += [("parse, compiled path off", {"NEUROCLI_CACHE": "off", "NEUROCLI_FAST": "off"}),
+                      ("cached, compiled path off", {"NEUROCLI_FAST": "off"})]
+        for label, env in cases:
+            if label.startswith("cached"):  # fill the cache first
                 subprocess.run([sys.executable, "-m", "neurocli", "train", str(cfg), "-q", *extra],
                                capture_output=True, env={**os.environ})
             t0 = time.perf_counter()

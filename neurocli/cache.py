@@ -198,10 +198,9 @@ class EntryWriter(threading.Thread):
 
     def run(self) -> None:
         try:
-            self._store()
+            _write_entry(self.root, self.entry, self.prefix, self._fill)
         except OSError as exc:
-            self.failure = (f"cannot write the data cache in {self.root} ({exc.strerror or exc}); "
-                            f"the next run parses the data again")
+            self.failure = _write_failure(self.root, exc)
         finally:
             with self._progress:
                 self._over = True
@@ -213,24 +212,16 @@ class EntryWriter(threading.Thread):
             self._written = count
             self._progress.notify_all()
 
-    def _store(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
-        try:
-            column_major = is_column_major(self.X)
-            self._save_X(tmp / "X.npy", column_major)
-            if self.y is not None:
-                np.save(tmp / "y.npy", self.y, allow_pickle=False)
-            np.save(tmp / "rows.npy", self.rows, allow_pickle=False)
-            meta = {"feature_names": self.feature_names, "target": self.target, "n_rows": int(self.X.shape[0]),
-                    "n_dropped": int(self.n_dropped), "sha256": self.sha, "created": time.time(),
-                    "facts": self.facts, "layout": "F" if column_major else "C"}
-            (tmp / "meta.json").write_text(json.dumps(meta))
-            for old in self.root.glob(f"{self.prefix}-*"):
-                shutil.rmtree(old, ignore_errors=True)
-            os.rename(tmp, self.entry)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    def _fill(self, tmp: Path) -> None:
+        column_major = is_column_major(self.X)
+        self._save_X(tmp / "X.npy", column_major)
+        if self.y is not None:
+            np.save(tmp / "y.npy", self.y, allow_pickle=False)
+        np.save(tmp / "rows.npy", self.rows, allow_pickle=False)
+        meta = {"feature_names": self.feature_names, "target": self.target, "n_rows": int(self.X.shape[0]),
+                "n_dropped": int(self.n_dropped), "sha256": self.sha, "created": time.time(),
+                "facts": self.facts, "layout": "F" if column_major else "C"}
+        (tmp / "meta.json").write_text(json.dumps(meta))
 
     def _save_X(self, path: Path, column_major: bool) -> None:
         """X as a .npy file: row-major X as it is; column-major X as X^T, one column at a time
@@ -248,7 +239,26 @@ class EntryWriter(threading.Thread):
                 self._column_written(j + 1)
 
 
-_pending: list[EntryWriter] = []  # the entries this process writes in the background
+_pending: list[threading.Thread] = []  # the entries this process writes in the background
+
+
+def _write_entry(root: Path, entry: Path, prefix: str, fill: Callable[[Path], None]) -> None:
+    """An entry written whole or not at all: ``fill(folder)`` writes its files into a
+    temporary folder, renamed to ``entry`` when complete; older entries of ``prefix`` (the
+    same file and options) go first. A failure or a kill leaves no entry."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    try:
+        fill(tmp)
+        for old in root.glob(f"{prefix}-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        os.rename(tmp, entry)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_failure(root: Path, exc: OSError) -> str:
+    return f"cannot write the data cache in {root} ({exc.strerror or exc}); the next run parses the data again"
 
 
 def finish_writes() -> None:
@@ -400,35 +410,26 @@ class PreparedWriter(threading.Thread):
 
     def run(self) -> None:
         try:
-            self._store()
+            _write_entry(self.root, self.entry, self.prefix, self._fill)
         except OSError as exc:
-            self.failure = (f"cannot write the data cache in {self.root} ({exc.strerror or exc}); "
-                            f"the next run parses the data again")
+            self.failure = _write_failure(self.root, exc)
         finally:
             self.prepared = None
 
-    def _store(self) -> None:
+    def _fill(self, tmp: Path) -> None:
         p = self.prepared
         X = p.X_all if p.X_all is not None else np.concatenate([p.X_train, p.X_val])
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
-        try:
-            column_major = is_column_major(X)
-            np.save(tmp / "X.npy", X.T if column_major else np.ascontiguousarray(X), allow_pickle=False)
-            for name in ("y_train", "y_val", "train_rows", "val_rows"):
-                np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(p, name)), allow_pickle=False)
-            np.save(tmp / "rows.npy", np.ascontiguousarray(p.table.rows), allow_pickle=False)
-            s = p.standardization
-            meta = {"feature_names": list(p.feature_names), "target": p.table.target,
-                    "n_rows": int(len(p.table.rows)), "n_train": int(p.X_train.shape[0]),
-                    "n_val": int(p.X_val.shape[0]), "n_dropped": int(p.table.n_dropped), "dtype": X.dtype.name,
-                    "mean": None if s is None else [float(v) for v in s.mean],
-                    "scale": None if s is None else [float(v) for v in s.scale],
-                    "sha256": self.sha, "created": time.time(), "facts": self.facts,
-                    "layout": "F" if column_major else "C"}
-            (tmp / "meta.json").write_text(json.dumps(meta))
-            for old in self.root.glob(f"{self.prefix}-*"):
-                shutil.rmtree(old, ignore_errors=True)
-            os.rename(tmp, self.entry)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        column_major = is_column_major(X)
+        np.save(tmp / "X.npy", X.T if column_major else np.ascontiguousarray(X), allow_pickle=False)
+        for name in ("y_train", "y_val", "train_rows", "val_rows"):
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(p, name)), allow_pickle=False)
+        np.save(tmp / "rows.npy", np.ascontiguousarray(p.table.rows), allow_pickle=False)
+        s = p.standardization
+        meta = {"feature_names": list(p.feature_names), "target": p.table.target,
+                "n_rows": int(len(p.table.rows)), "n_train": int(p.X_train.shape[0]),
+                "n_val": int(p.X_val.shape[0]), "n_dropped": int(p.table.n_dropped), "dtype": X.dtype.name,
+                "mean": None if s is None else [float(v) for v in s.mean],
+                "scale": None if s is None else [float(v) for v in s.scale],
+                "sha256": self.sha, "created": time.time(), "facts": self.facts,
+                "layout": "F" if column_major else "C"}
+        (tmp / "meta.json").write_text(json.dumps(meta))
