@@ -315,3 +315,17 @@ def test_a_numba_that_does_not_load_is_one_warning_and_numpy_trains(monkeypatch)
         assert not compiled.wanted(10**7, 8, np.float64)
     assert not compiled.wanted(10**7, 8, np.float64)  # told once
     assert memory.block_fn_for(10**7, 8, np.float64, 1000) is memory.block_partials
+
+
+def test_a_float32_batch_whose_squared_error_overflows_stops_where_numpy_stops(fast, monkeypatch):
+    # batch 3 (rows 768-1023) has targets 1.5e18: each residual squared is 2.25e36, below
+    # float32's 3.4e38, but the batch's 256 squares add to 5.8e38: inf in float32, as numpy
+    # sums a batch, so the epoch diverges before batch 3's step
+    X, y = _data(2000, 2, np.float32, layout="C")
+    y[768:1024] = np.float32(1.5e18)
+    w, b = np.array([0.1, -0.1], dtype=np.float32), np.float32(0.0)
+    ref = _numpy_epoch(X, y, None, 256, w, b, 1e-3, monkeypatch=monkeypatch)
+    got = memory.minibatch_epoch(X, y, None, 256, w.copy(), b, 1e-3, 0, EpochSums(), lambda: False)
+    assert ref.diverged and ref.batch == 3
+    assert got.diverged and got.batch == 3
+    np.testing.assert_allclose(got.w, ref.w, rtol=1e-5)

@@ -113,7 +113,7 @@ def _batch(X, y, idx, use_idx, lo, k, base, w, b, zero, rows_buf, y_buf, grad):
         src, ys, off = rows_buf, y_buf, 0
     for c in range(d):
         grad[c] = 0
-    sq, ab, gs, act = 0.0, 0.0, 0.0, 0
+    sq, ab, gs, act = zero, zero, zero, 0  # in X's dtype, as numpy sums a batch: a float32 overflow shows
     k4 = k - k % 4
     for t in range(0, k4, 4):
         s0, s1, s2, s3 = zero, zero, zero, zero
