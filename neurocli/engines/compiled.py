@@ -121,15 +121,22 @@ def warm(dtype, minibatch: bool) -> None:
     k = kernels()
     dtype, zero = np.dtype(dtype), np.dtype(dtype).type(0)
     before = time.perf_counter()
-    X, v = np.zeros((2, 2), dtype=dtype), np.zeros(2, dtype=dtype)
-    if minibatch:
-        fn = k.batch_steps
-        fn(X, v, np.zeros(0, dtype=np.int64), False, 0, 2, 2, 0, 1, v.copy(), zero, 0.1, v.copy(), v.copy(),
-           np.zeros(4), X.copy(), v.copy())
-    else:
-        fn = k.block_sums
-        fn(X.T.copy(), 0, 1, v, v, zero, zero, v.copy(), np.zeros((1, 2), dtype=dtype), np.zeros((1, 4)), 2, 2)
-    if fn.stats.cache_misses and _announce is not None:
+    # a mapped X is read-only (a cache hit's, with its y; the stream engine's file, y in memory)
+    for x_writeable, y_writeable in ((True, True), (False, False), (False, True)):
+        X, v = np.zeros((2, 2), dtype=dtype), np.zeros(2, dtype=dtype)
+        X.flags.writeable, v.flags.writeable = x_writeable, y_writeable
+        if minibatch:
+            fn = k.batch_steps
+            fn(X, v, np.zeros(0, dtype=np.int64), False, 0, 2, 2, 0, 1, np.zeros(2, dtype=dtype), zero, 0.1,
+               np.zeros(2, dtype=dtype), np.zeros(2, dtype=dtype), np.zeros(4), np.zeros((2, 2), dtype=dtype),
+               np.zeros(2, dtype=dtype))
+        else:
+            fn = k.block_sums
+            XT = np.zeros((2, 2), dtype=dtype)
+            XT.flags.writeable = x_writeable
+            fn(XT, 0, 1, v, np.zeros(2, dtype=dtype), zero, zero, np.zeros(2, dtype=dtype),
+               np.zeros((1, 2), dtype=dtype), np.zeros((1, 4)), 2, 2)
+    if sum(fn.stats.cache_misses.values()) and _announce is not None:
         _announce(f"compiled the {'mini-batch' if minibatch else 'full-batch'} kernel for {dtype} in "
                   f"{time.perf_counter() - before:.1f} s (kept on disk: later runs load it)")
 
