@@ -364,3 +364,17 @@ def test_the_compiled_kernels_on_dask_give_the_memory_engines_bits(dtype, client
     finally:
         in_memory.close()
         engine.close()
+
+
+def test_workers_without_the_fast_extra_get_the_numpy_kernels(client, monkeypatch):
+    pytest.importorskip("numba")
+    monkeypatch.setattr(compiled, "FAST_MIN_BYTES", 0)
+    monkeypatch.delenv("NEUROCLI_FAST", raising=False)
+    assert dask_engine._workers_compile(client)  # these workers have numba, as this process does
+    monkeypatch.setattr(dask_engine, "_workers_compile", lambda c: False)  # a cluster whose workers do not
+    X, y = _rows(N, 2, np.float64)
+    _, engine = _engines(X, y, client, "shuffle blocks across part ends", 32, True)
+    try:
+        assert not engine._fast and engine._block_fn is memory.block_partials
+    finally:
+        engine.close()

@@ -81,6 +81,14 @@ def part_partials(X: np.ndarray, y: np.ndarray, w: np.ndarray, b, rows: int,
     return grad_parts, sums
 
 
+def _workers_compile(client) -> bool:
+    """Whether every worker of the cluster has numba (the ``fast`` extra)."""
+    import importlib.util
+
+    found = client.run(lambda: importlib.util.find_spec("numba") is not None)
+    return bool(found) and all(found.values())
+
+
 def part_bounds(n: int, rows: int, part_rows: int, align: int | None = None) -> list[int]:
     """Where the parts start, and n: parts of about ``part_rows`` rows, each a whole number of
     the grid's blocks of ``rows``. With ``align`` (the shuffle's block, for mini-batch): parts of
@@ -307,8 +315,10 @@ class DaskEngine:
         self.batch_size, self.lr = batch_size, lr
         self.n_batches = -(-n // batch_size)
         self.rows = rows_per_block(n, d, X.dtype, block_bytes)
-        self._block_fn = memory.block_fn_for(n, d, X.dtype, self.rows)
-        self._fast = compiled.wanted(n, d, X.dtype)  # the mini-batch steps: compiled on the workers too
+        # the compiled kernels where this process and every worker have them (the workers run what
+        # the client chose: a worker without the fast extra would fail the task)
+        self._fast = compiled.wanted(n, d, X.dtype) and _workers_compile(client)
+        self._block_fn = memory.block_fn_for(n, d, X.dtype, self.rows) if self._fast else memory.block_partials
         per_part = max(1, part_bytes // max(1, self.rows * d * X.dtype.itemsize)) * self.rows
         bounds = part_bounds(n, self.rows, per_part, SHUFFLE_BLOCK_ROWS if batch_size < n else None)
         self._bounds = np.array(bounds)
