@@ -23,7 +23,9 @@ reads each page of them once, on first use.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import errno
 import hashlib
 import json
 import mmap
@@ -199,7 +201,7 @@ class EntryWriter(threading.Thread):
     def run(self) -> None:
         try:
             _write_entry(self.root, self.entry, self.prefix, self._fill)
-        except OSError as exc:
+        except Exception as exc:  # a cache that cannot be written only costs the next run a parse
             self.failure = _write_failure(self.root, exc)
         finally:
             with self._progress:
@@ -240,6 +242,7 @@ class EntryWriter(threading.Thread):
 
 
 _pending: list[threading.Thread] = []  # the entries this process writes in the background
+atexit.register(lambda: finish_writes())  # a command that loaded data but did not train waits and tells too
 
 
 def _write_entry(root: Path, entry: Path, prefix: str, fill: Callable[[Path], None]) -> None:
@@ -251,14 +254,20 @@ def _write_entry(root: Path, entry: Path, prefix: str, fill: Callable[[Path], No
     try:
         fill(tmp)
         for old in root.glob(f"{prefix}-*"):
-            shutil.rmtree(old, ignore_errors=True)
-        os.rename(tmp, entry)
+            if old != entry:
+                shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.rename(tmp, entry)
+        except OSError as exc:  # another process put the same entry in place first: it stands
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not entry.is_dir():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _write_failure(root: Path, exc: OSError) -> str:
-    return f"cannot write the data cache in {root} ({exc.strerror or exc}); the next run parses the data again"
+def _write_failure(root: Path, exc: Exception) -> str:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+    return f"cannot write the data cache in {root} ({reason}); the next run parses the data again"
 
 
 def finish_writes() -> None:
@@ -411,7 +420,7 @@ class PreparedWriter(threading.Thread):
     def run(self) -> None:
         try:
             _write_entry(self.root, self.entry, self.prefix, self._fill)
-        except OSError as exc:
+        except Exception as exc:  # a cache that cannot be written only costs the next run a parse
             self.failure = _write_failure(self.root, exc)
         finally:
             self.prepared = None
