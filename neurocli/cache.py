@@ -310,16 +310,19 @@ def _size(d: Path) -> int:
 
 
 def info() -> dict:
-    """What the cache holds: its folder, and per entry the data file, rows and bytes."""
+    """What the cache holds: its folder, and per entry the data file, its kind ("table": the
+    file as read; "prepared": a training run's data as prepared), rows and bytes."""
     root = cache_dir()
     entries = []
     for d in _entries(root):
         try:
             meta = json.loads((d / "meta.json").read_text())
-            entries.append({"file": meta["facts"]["path"], "rows": meta["n_rows"], "bytes": _size(d),
-                            "options": meta["facts"]["options"], "created": meta["created"]})
+            options = meta["facts"]["options"]
+            entries.append({"file": meta["facts"]["path"], "kind": "prepared" if "prepared" in options else "table",
+                            "rows": meta["n_rows"], "bytes": _size(d), "options": options, "created": meta["created"]})
         except (OSError, ValueError, KeyError, TypeError):
-            entries.append({"file": None, "rows": None, "bytes": _size(d), "options": None, "created": None})
+            entries.append({"file": None, "kind": None, "rows": None, "bytes": _size(d), "options": None,
+                            "created": None})
     return {"dir": str(root), "enabled": enabled(), "entries": entries,
             "bytes": sum(e["bytes"] for e in entries)}
 

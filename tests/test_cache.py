@@ -137,7 +137,8 @@ def test_cache_info_and_clear_commands(tmp_path, cache_root):
     (cache_root / "keep-me").mkdir()  # not ours: clear leaves it alone
     runner = CliRunner()
     r = runner.invoke(app, ["cache", "info"])
-    assert r.exit_code == 0 and "1 entry" in r.output and str(f.resolve()) in r.output
+    assert r.exit_code == 0 and "1 entry" in r.output and str(f.resolve()) in r.output and "table" in r.output
+    assert [e["kind"] for e in cache.info()["entries"]] == ["table"]
     r = runner.invoke(app, ["cache", "clear"])
     assert r.exit_code == 0 and "cleared" in r.output
     assert [d.name for d in cache_root.iterdir()] == ["keep-me"]

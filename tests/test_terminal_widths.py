@@ -362,13 +362,15 @@ def test_every_help_fits_and_lists_its_commands_whole(width):
 def test_cache_info_fits_and_names_each_file_whole():
     long_path = "/data/" + "/".join(f"a_rather_long_folder_name_{k}" for k in range(4)) + "/penguins.csv"
     s = {"dir": "/home/user/.cache/neurocli", "enabled": True, "bytes": 2_500_000,
-         "entries": [{"file": long_path, "rows": 342, "bytes": 1_500_000}, {"file": "/d.csv", "rows": 5, "bytes": 10},
-                     {"file": None, "rows": None, "bytes": 1_000_000}]}
+         "entries": [{"file": long_path, "kind": "table", "rows": 342, "bytes": 1_500_000},
+                     {"file": "/d.csv", "kind": "prepared", "rows": 5, "bytes": 10},
+                     {"file": None, "kind": None, "rows": None, "bytes": 1_000_000}]}
     for width in WIDTHS:
         text = on_page(rc.info_renderable(s), width)
         assert_fits(text, width)
         joined = "".join(line.strip() for line in text.splitlines())
         assert long_path in joined and "342 rows" in text and "1.5 MB" in text and "unreadable" in text
+        assert "table" in text and "prepared" in text
     piped = on_page(rc.info_renderable(s), 60, terminal=False)
     assert f"  {long_path}" in piped.splitlines()  # a pipe gets each file name on one line
 
