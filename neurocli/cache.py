@@ -169,34 +169,17 @@ def _load(entry: Path, path: Path) -> tuple[Table, str] | None:
     return table, meta["sha256"]
 
 
-class EntryWriter(threading.Thread):
-    """Writes one entry: X column by column (row-major X at once), then y, the row numbers and
-    meta.json, into a temporary folder renamed into place when complete, so an interrupted
-    write (a crash, a kill, an exit in mid-write) leaves no entry, only a leftover that
-    ``cache clear`` deletes. Older entries of the same file and options go once it is in place.
+class _Writer(threading.Thread):
+    """Writes one entry on a thread of its own (:func:`_write_entry`: whole or not at all), its
+    files from :meth:`_fill`; then :meth:`_finished`. Not a daemon: a process that ends
+    normally waits for its entry. Failing to write (a read-only or full disk, anything) only
+    costs the next run a parse: ``failure`` names it, for :func:`finish_writes` to tell."""
 
-    Not a daemon: a process that ends normally waits for its entry. Failing to write (a
-    read-only or full disk) only costs the next run a parse: ``failure`` names it.
-    """
-
-    def __init__(self, root: Path, entry: Path, prefix: str, table: Table, sha: str, facts: dict):
-        super().__init__(name="neurocli-cache-write")
+    def __init__(self, name: str, root: Path, entry: Path, prefix: str, sha: str, facts: dict):
+        super().__init__(name=name)
         self.root, self.entry, self.prefix, self.sha, self.facts = root, entry, prefix, sha, facts
-        self.X, self.y, self.rows = table.X, table.y, table.rows
-        self.feature_names, self.target, self.n_dropped = list(table.feature_names), table.target, table.n_dropped
         self.failure: str | None = None
-        self._written, self._columns = 0, table.X.shape[1]  # columns of X on disk, of all
-        self._over = False
-        self._progress = threading.Condition()
-        table.before_change = self.wait_for
-        if self not in _pending:
-            _pending.append(self)
-
-    def wait_for(self, column: int | None) -> None:
-        """Return once column ``column`` of X (None: all of X) is written, or the write is over."""
-        with self._progress:
-            last = self._columns - 1 if column is None else column
-            self._progress.wait_for(lambda: self._over or self._written > last)
+        _pending.append(self)
 
     def run(self) -> None:
         try:
@@ -204,10 +187,40 @@ class EntryWriter(threading.Thread):
         except Exception as exc:  # a cache that cannot be written only costs the next run a parse
             self.failure = _write_failure(self.root, exc)
         finally:
-            with self._progress:
-                self._over = True
-                self._progress.notify_all()
-            self.X = self.y = self.rows = None
+            self._finished()
+
+    def _fill(self, tmp: Path) -> None:
+        raise NotImplementedError
+
+    def _finished(self) -> None:
+        """The write is over (written or not): let go of what it wrote from."""
+
+
+class EntryWriter(_Writer):
+    """Writes one table's entry: X column by column (row-major X at once), then y, the row
+    numbers and meta.json. ``wait_for(j)`` returns once column j is in the file, so the caller
+    may change X in place behind the writer (the table's ``before_change``)."""
+
+    def __init__(self, root: Path, entry: Path, prefix: str, table: Table, sha: str, facts: dict):
+        super().__init__("neurocli-cache-write", root, entry, prefix, sha, facts)
+        self.X, self.y, self.rows = table.X, table.y, table.rows
+        self.feature_names, self.target, self.n_dropped = list(table.feature_names), table.target, table.n_dropped
+        self._written, self._columns = 0, table.X.shape[1]  # columns of X on disk, of all
+        self._over = False
+        self._progress = threading.Condition()
+        table.before_change = self.wait_for
+
+    def wait_for(self, column: int | None) -> None:
+        """Return once column ``column`` of X (None: all of X) is written, or the write is over."""
+        with self._progress:
+            last = self._columns - 1 if column is None else column
+            self._progress.wait_for(lambda: self._over or self._written > last)
+
+    def _finished(self) -> None:
+        with self._progress:
+            self._over = True
+            self._progress.notify_all()
+        self.X = self.y = self.rows = None
 
     def _column_written(self, count: int) -> None:
         with self._progress:
@@ -248,17 +261,17 @@ atexit.register(lambda: finish_writes())  # a command that loaded data but did n
 def _write_entry(root: Path, entry: Path, prefix: str, fill: Callable[[Path], None]) -> None:
     """An entry written whole or not at all: ``fill(folder)`` writes its files into a
     temporary folder, renamed to ``entry`` when complete; older entries of ``prefix`` (the
-    same file and options) go first. A failure or a kill leaves no entry."""
+    same file and options, a damaged one of this name) go first. A failure or a kill leaves no
+    entry."""
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
         fill(tmp)
-        for old in root.glob(f"{prefix}-*"):
-            if old != entry:
-                shutil.rmtree(old, ignore_errors=True)
+        for old in root.glob(f"{prefix}-*"):  # older entries, and a damaged one of this name
+            shutil.rmtree(old, ignore_errors=True)
         try:
             os.rename(tmp, entry)
-        except OSError as exc:  # another process put the same entry in place first: it stands
+        except OSError as exc:  # another process put the same entry in place since: it stands
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not entry.is_dir():
                 raise
     finally:
@@ -408,25 +421,16 @@ def _load_prepared(entry: Path, path: Path) -> tuple[Prepared, str] | None:
     return prepared, meta["sha256"]
 
 
-class PreparedWriter(threading.Thread):
-    """Writes one entry of prepared data (X training rows first, the targets, the rows' indices,
-    the standardization) into a temporary folder renamed into place when complete, as
-    :class:`EntryWriter` does; not a daemon, so a process that ends normally waits for it."""
+class PreparedWriter(_Writer):
+    """Writes one entry of prepared data: X training rows first, the targets, the rows'
+    indices and the standardization, from arrays the run only reads."""
 
     def __init__(self, root: Path, entry: Path, prefix: str, prepared: Prepared, sha: str, facts: dict):
-        super().__init__(name="neurocli-cache-write-prepared")
-        self.root, self.entry, self.prefix, self.sha, self.facts = root, entry, prefix, sha, facts
+        super().__init__("neurocli-cache-write-prepared", root, entry, prefix, sha, facts)
         self.prepared = prepared
-        self.failure: str | None = None
-        _pending.append(self)
 
-    def run(self) -> None:
-        try:
-            _write_entry(self.root, self.entry, self.prefix, self._fill)
-        except Exception as exc:  # a cache that cannot be written only costs the next run a parse
-            self.failure = _write_failure(self.root, exc)
-        finally:
-            self.prepared = None
+    def _finished(self) -> None:
+        self.prepared = None
 
     def _fill(self, tmp: Path) -> None:
         p = self.prepared

@@ -104,6 +104,8 @@ def test_a_damaged_entry_is_ignored(tmp_path, cache_root):
     cache.read_table_cached(f, **OPTS)
     (entries(cache_root)[0] / "X.npy").write_bytes(b"garbage")
     assert cache.read_table_cached(f, **OPTS)[0].X.tolist() == [[1.0, 2.0], [4.0, 5.0]]
+    [entry] = entries(cache_root)  # and replaced by a whole one, which the next read serves
+    assert np.load(entry / "X.npy").tolist() == [[1.0, 2.0], [4.0, 5.0]]
 
 
 def test_cache_off_writes_nothing(tmp_path, cache_root, monkeypatch):
