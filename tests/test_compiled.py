@@ -177,22 +177,18 @@ def test_one_minibatch_step_is_the_reference_step():
     assert sums.squared_error == pytest.approx(0.5) and sums.active == 2 and sums.rows == 3
 
 
-def test_a_stopped_minibatch_epoch_resumes_to_the_same_bits(fast):
+def test_a_stopped_minibatch_epoch_resumes_to_the_same_bits(fast, monkeypatch):
     X, y = _data(30_000, 6, np.float64, layout="C")
     order, w, b = epoch_order(2, 1, 30_000), np.full(6, 0.1), np.float64(0.2)
     whole = memory.minibatch_epoch(X, y, order, 64, w.copy(), b, 0.01, 0, EpochSums(), lambda: False)
-    monkey = [0]
+    asked = []
 
     def stop_after_two_calls() -> bool:
-        monkey[0] += 1
-        return monkey[0] >= 2
+        asked.append(True)
+        return len(asked) >= 2
 
-    compiled_calls = compiled.CALL_BYTES
-    try:
-        compiled.CALL_BYTES = 64 * 6 * 8 * 37  # calls of 37 batches
-        part = memory.minibatch_epoch(X, y, order, 64, w.copy(), b, 0.01, 0, EpochSums(), stop_after_two_calls)
-    finally:
-        compiled.CALL_BYTES = compiled_calls
+    monkeypatch.setattr(compiled, "CALL_BYTES", 64 * 6 * 8 * 37)  # calls of 37 batches
+    part = memory.minibatch_epoch(X, y, order, 64, w.copy(), b, 0.01, 0, EpochSums(), stop_after_two_calls)
     assert part.batch == 74 and not part.diverged
     rest = memory.minibatch_epoch(X, y, order, 64, part.w, part.b, 0.01, part.batch,
                                   dataclasses.replace(part.sums), lambda: False)

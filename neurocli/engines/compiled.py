@@ -50,7 +50,7 @@ CALL_BYTES = 4 << 20
 INSTALL = 'pip install "neurocli[fast]"'
 
 _kernels = None
-_unloadable = False
+_unloadable = False  # numba missing, or failed to load: the numpy kernels, for good
 _announce: Callable[[str], None] | None = None
 
 
@@ -68,6 +68,7 @@ def available() -> bool:
     if _kernels is not None:
         return True
     if importlib.util.find_spec("numba") is None:
+        _unloadable = True  # not installed: asked once, not at every epoch
         return False
     try:
         kernels()
