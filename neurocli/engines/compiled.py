@@ -75,7 +75,8 @@ def available() -> bool:
     except Exception as exc:  # any failure to import or set up numba: the numpy path is complete
         _unloadable = True
         warnings.warn(f"the fast extra's numba did not load ({type(exc).__name__}: {exc}); training on the "
-                      f"numpy kernels (set NEUROCLI_FAST=off to skip it)", RuntimeWarning, stacklevel=2)
+                      f"numpy kernels (reinstall it with {INSTALL}, or set NEUROCLI_FAST=off to skip it)",
+                      RuntimeWarning, stacklevel=2)
         return False
     return True
 
