@@ -3,6 +3,7 @@ its checks start without numpy, pandas and the other heavy libraries; a run impo
 what it uses. Each case is a fresh interpreter that runs the console script's entry and then
 lists sys.modules (timings are the benchmarks', not these tests')."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,19 @@ def test_the_quickstart_loads_neither_the_plots_nor_the_cluster_nor_the_live_vie
     assert {"numpy", "pandas"} <= modules  # the run itself: the data read, the neuron trained
     assert not loaded(modules, NEVER_IN_A_RUN + ("rich.live", "rich.progress", "neurocli.plot",
                                                  "neurocli.engines.dask_engine", "neurocli.gradcheck"))
+
+
+@pytest.mark.parametrize("users_setting", [None, "logfire"])
+def test_the_console_script_skips_pydantics_plugin_search_unless_the_user_chose(users_setting, tmp_path):
+    # the search reads every installed package's entry points on each run; a program that
+    # imports neurocli keeps its own plugins
+    code = ("import os, sys\nsys.argv = ['neurocli', '--version']\nimport neurocli\n"
+            "print('API', os.environ.get('PYDANTIC_DISABLE_PLUGINS'))\nfrom neurocli.entry import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\nprint('CLI', os.environ.get('PYDANTIC_DISABLE_PLUGINS'))")
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    if users_setting:
+        env["PYDANTIC_DISABLE_PLUGINS"] = users_setting
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                       timeout=120)
+    said = dict(line.split(" ", 1) for line in p.stdout.splitlines() if line.startswith(("API", "CLI")))
+    assert said == {"API": str(users_setting), "CLI": users_setting or "__all__"}, p.stdout + p.stderr
