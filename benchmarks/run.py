@@ -414,7 +414,7 @@ def load_as_seen(path: Path, npy: Path, tmp: Path, rounds: int, pandas_read):
                        "cached": lambda: loads["cached"].append(_load_s(config, filled))}, rounds)
     first_s, cached_s = statistics.median(loads["first"]), statistics.median(loads["cached"])
     row("first run, what train --json waits for (load_s): parse, checks, split, standardize; "
-        "the entries written meanwhile [target <= 1.25x pandas]", first_s, med["pandas"], "pandas",
+        "its entry written as it trains [target <= 1.25x pandas]", first_s, med["pandas"], "pandas",
         [("pandas read_csv", med["pandas"])])
     row("cached run, what train --json waits for (load_s): the prepared data mapped, its pages read by the "
         "first epoch [target >= 5x faster than pandas]", cached_s, med["np.load"], "np.load (the floor)",

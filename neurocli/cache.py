@@ -92,16 +92,14 @@ def _keys(path: Path, options: dict) -> tuple[str, str, dict]:
 
 
 def read_table_cached(path: Path, *, target, features, missing: str, delimiter: str,
-                      layout: str = "C", progress=None, in_background: bool = False) -> tuple[Table, str]:
+                      layout: str = "C", progress=None) -> tuple[Table, str]:
     """:func:`neurocli.data.read_table` through the cache. Returns ``(table, sha256 of the file)``.
 
     Errors are those of ``read_table`` (nothing is cached for a file that fails validation).
     ``progress(bytes, rows)`` as read_table's; a hit tells it the whole file at once; a hit's
     arrays are read-only mappings of the entry's files (:func:`neurocli.data.prepare` copies
     X once, as it orders the rows).
-    ``in_background``: a new entry is written by an :class:`EntryWriter` while the caller goes
-    on (:func:`finish_writes` waits for it); the table's ``before_change`` holds any change to
-    X until the part of X it touches is written.
+    A miss writes its entry (:class:`EntryWriter`) before it returns.
     """
     path = Path(path)
     options = {"target": target, "features": features, "missing": missing, "delimiter": delimiter,
@@ -125,11 +123,8 @@ def read_table_cached(path: Path, *, target, features, missing: str, delimiter: 
     sha = table.sha256 or file_sha256(path)
     if _keys(path, options)[1] == suffix:  # the file did not change while we read it
         writer = EntryWriter(root, entry, prefix, table, sha, facts)
-        if in_background:
-            writer.start()
-        else:
-            writer.run()
-            _warn_if_failed(writer)
+        writer.run()
+        _warn_if_failed(writer)
     return table, sha
 
 
@@ -197,35 +192,16 @@ class _Writer(threading.Thread):
 
 
 class EntryWriter(_Writer):
-    """Writes one table's entry: X column by column (row-major X at once), then y, the row
-    numbers and meta.json. ``wait_for(j)`` returns once column j is in the file, so the caller
-    may change X in place behind the writer (the table's ``before_change``)."""
+    """Writes one table's entry: X (column-major X a column at a time, with no copy of the
+    whole), then y, the row numbers and meta.json."""
 
     def __init__(self, root: Path, entry: Path, prefix: str, table: Table, sha: str, facts: dict):
         super().__init__("neurocli-cache-write", root, entry, prefix, sha, facts)
         self.X, self.y, self.rows = table.X, table.y, table.rows
         self.feature_names, self.target, self.n_dropped = list(table.feature_names), table.target, table.n_dropped
-        self._written, self._columns = 0, table.X.shape[1]  # columns of X on disk, of all
-        self._over = False
-        self._progress = threading.Condition()
-        table.before_change = self.wait_for
-
-    def wait_for(self, column: int | None) -> None:
-        """Return once column ``column`` of X (None: all of X) is written, or the write is over."""
-        with self._progress:
-            last = self._columns - 1 if column is None else column
-            self._progress.wait_for(lambda: self._over or self._written > last)
 
     def _finished(self) -> None:
-        with self._progress:
-            self._over = True
-            self._progress.notify_all()
         self.X = self.y = self.rows = None
-
-    def _column_written(self, count: int) -> None:
-        with self._progress:
-            self._written = count
-            self._progress.notify_all()
 
     def _fill(self, tmp: Path) -> None:
         column_major = is_column_major(self.X)
@@ -240,10 +216,9 @@ class EntryWriter(_Writer):
 
     def _save_X(self, path: Path, column_major: bool) -> None:
         """X as a .npy file: row-major X as it is; column-major X as X^T, one column at a time
-        straight from X's memory, each counted as written once it is in the file."""
+        straight from X's memory."""
         if not column_major:
             np.save(path, np.ascontiguousarray(self.X), allow_pickle=False)
-            self._column_written(self.X.shape[1])
             return
         n, d = self.X.shape
         with open(path, "wb") as fh:
@@ -251,7 +226,6 @@ class EntryWriter(_Writer):
             np.lib.format.write_array_header_1_0(fh, header)
             for j in range(d):
                 fh.write(memoryview(np.ascontiguousarray(self.X[:, j])).cast("B"))
-                self._column_written(j + 1)
 
 
 _pending: list[threading.Thread] = []  # the entries this process writes in the background

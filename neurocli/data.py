@@ -58,9 +58,6 @@ class Table:
     delimiter: str = ","
     # a data set of several files: (file, global index of its first data row), in order
     parts: list[tuple[Path, int]] | None = None
-    # called with a column of X (None: all of X) before :func:`prepare` changes it in place:
-    # a cache entry still being written from X waits there (see neurocli.cache.EntryWriter)
-    before_change: Callable[[int | None], None] | None = None
 
     def place(self, i: int) -> str:
         """Where kept row ``i`` is, for a message: ``line 7`` in a CSV, ``row 6`` in a Parquet
@@ -602,21 +599,18 @@ def _private_buffer(shape: tuple[int, int], order: str) -> np.ndarray:
     return np.ndarray(shape, dtype=np.float64, buffer=buf, order=order)
 
 
-def columns_rows_first(X: np.ndarray, first: np.ndarray, rest: np.ndarray,
-                       hold: Callable[[int | None], None] = lambda column: None) -> np.ndarray:
+def columns_rows_first(X: np.ndarray, first: np.ndarray, rest: np.ndarray) -> np.ndarray:
     """Column-major X's rows ``first`` then ``rest`` (both sorted, together a permutation),
     one gather per column. A writable X is reordered in place, one column aside; a read-only
     one (a cache entry's mapped pages) is gathered into a column-major array of its own,
     each source column's pages handed back once read, so the two together stay about the
-    size of one. ``hold(j)`` is called before column j is changed or released. Returns the
-    reordered X."""
+    size of one. Returns the reordered X."""
     n, d = X.shape
     order = np.concatenate([first, rest])
     own = X.flags.writeable
     out = X if own else _private_buffer((n, d), "F")
     aside = np.empty(n, dtype=X.dtype) if own else None
     for j in range(d):
-        hold(j)
         if own:
             np.take(X[:, j], order, out=aside)
             X[:, j] = aside
@@ -708,16 +702,12 @@ def prepare(table: Table, *, validation_fraction: float, standardize: bool, seed
     table.X = None  # consumed: reordered and standardized in place below (no second copy;
     # a read-only X, mapped from a cache entry, is copied once, as it is reordered)
     n_train = len(train_idx)
-    hold = table.before_change or (lambda column: None)
     np_dtype = np.float32 if dtype == "float32" else np.float64
     changes = standardize or X.dtype != np_dtype
     if is_column_major(X) and (len(val_idx) or (changes and not X.flags.writeable)):
-        X = columns_rows_first(X, train_idx, val_idx, hold=hold)  # a column at a time
+        X = columns_rows_first(X, train_idx, val_idx)  # a column at a time
     elif len(val_idx) or (changes and not X.flags.writeable):
-        hold(None)
         X = move_rows_first(X, train_idx, val_idx)
-    if changes:
-        hold(None)
     standardization = _standardize_in_place(X, n_train, table.feature_names, table.path) if standardize else None
     if X.dtype != np_dtype:
         X = to_float32_in_place(X) if X.flags.c_contiguous or is_column_major(X) else X.astype(np_dtype)

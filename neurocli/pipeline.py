@@ -99,9 +99,11 @@ def _in_memory(loaded: LoadedConfig, files: list[Path], progress: Progress | Non
     prep_options = dict(validation_fraction=cfg.data.validation_fraction, standardize=cfg.data.standardize,
                         seed=cfg.seed, dtype=cfg.training.dtype)
 
-    def read() -> tuple[Table, str]:  # the cache entries: written while the run trains (TrainRun.run)
+    def read() -> tuple[Table, str]:
+        # one file: its prepared data is what is cached (written while the run trains), so the
+        # load waits on no entry's writing; a data set of many files: each file's table
         return sources.read_data_set(loaded.data_path, files, **read_options, progress=_counted(files, progress),
-                                     in_background=True)
+                                     cache_table=len(files) > 1)
 
     def prepared(table: Table) -> Prepared:
         return prepare(table, **prep_options, locate=loaded.error)

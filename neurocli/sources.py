@@ -152,18 +152,22 @@ def stream_data_set(path: Path, files: list[Path], out, *, target, features, mis
 
 
 def read_data_set(path: Path, files: list[Path], *, target, features, missing: str, delimiter: str,
-                  layout: str, progress=None, in_background: bool = False) -> tuple[Table, str]:
+                  layout: str, progress=None, cache_table: bool = True) -> tuple[Table, str]:
     """The files of the data set ``path`` as one table (:func:`neurocli.cache.read_table_cached`
     each), its rows numbered across them, and the SHA-256 that names the data set (one file's
     own; for many, of their names and hashes in order). Every file must have the first one's
-    columns. ``in_background``: a single file's cache entry is written while the caller goes
-    on (the parts of many are copied into one table, so each is written before the next)."""
+    columns. ``cache_table=False``: a single file is read as it is, not through the cache
+    (a training run caches its prepared data instead)."""
     from neurocli.cache import read_table_cached
+    from neurocli.data import file_sha256, read_table
 
+    if len(files) == 1 and not cache_table:
+        table = read_table(files[0], target=target, features=features, missing=missing, delimiter=delimiter,
+                           layout=layout, progress=progress)
+        return table, table.sha256 or file_sha256(files[0])
     if len(files) == 1:
         return read_table_cached(files[0], target=target, features=features, missing=missing,
-                                 delimiter=delimiter, layout=layout, progress=progress,
-                                 in_background=in_background)
+                                 delimiter=delimiter, layout=layout, progress=progress)
     first = column_names(files[0], delimiter)
     tables, parts, shas, offset = [], [], [], 0
     for f in files:

@@ -1,4 +1,5 @@
-"""The cache entry a training run writes while it trains: whole or absent, never in the way."""
+"""The cache entry a training run writes while it trains (its prepared data): whole or
+absent, never in the way."""
 
 import json
 import os
@@ -60,31 +61,35 @@ def test_the_entry_written_while_training_serves_the_next_run_the_same_bits(proj
     config, cache = project
     code, out, err = train(config, cache)
     assert code == 0, err
-    [entry] = table_entry(cache)  # whole once the process has ended: its arrays are the file's values
+    # one entry, whole once the process has ended: the prepared data (a training run on one
+    # file caches no table, so its load waits on no entry's writing)
     [prepared] = prepared_entry(cache)
-    assert len(entries(cache)) == 2
-    meta = json.loads((entry / "meta.json").read_text())
+    assert entries(cache) == [prepared] and table_entry(cache) == []
+    meta = json.loads((prepared / "meta.json").read_text())
     values = np.array(ROWS, dtype=np.float64)
-    assert np.array_equal(np.load(entry / "X.npy").T, values[:, :2])  # column-major X, stored as X^T
-    assert np.array_equal(np.load(entry / "y.npy"), values[:, 2])
+    rows = np.concatenate([np.load(prepared / "train_rows.npy"), np.load(prepared / "val_rows.npy")])
+    assert sorted(rows) == list(range(len(ROWS)))  # training rows first, then the held-out ones
+    assert np.array_equal(np.concatenate([np.load(prepared / "y_train.npy"), np.load(prepared / "y_val.npy")]),
+                          values[rows, 2])
     code2, out2, err2 = train(config, cache)
     assert code2 == 0, err2
-    assert table_entry(cache) == [entry] and json.loads((entry / "meta.json").read_text()) == meta  # not rewritten
-    assert prepared_entry(cache) == [prepared]
+    assert entries(cache) == [prepared] and json.loads((prepared / "meta.json").read_text()) == meta  # not rewritten
     code3, out3, _ = train(config, cache, NEUROCLI_CACHE="off")
     assert weights(out) == weights(out2) == weights(out3)
 
 
-# The writer stops after X's first column is in the file, as a slow disk would have it.
+# The writer stops after X is in the file, as a slow disk would have it.
 STALL = """
 import pathlib, time
+import numpy as np
 from neurocli import cache
-written = cache.EntryWriter._column_written
-def stalled(self, count):
-    written(self, count)
-    pathlib.Path(self.root, 'stalled').touch()
-    time.sleep(600)
-cache.EntryWriter._column_written = stalled
+save = np.save
+def stalled(file, array, **kw):
+    save(file, array, **kw)
+    if str(file).endswith('X.npy'):
+        pathlib.Path(file).parent.parent.joinpath('stalled').touch()
+        time.sleep(600)
+cache.np.save = stalled
 """
 
 
@@ -103,7 +108,7 @@ def test_a_process_killed_while_it_writes_the_entry_leaves_none_and_the_next_run
     assert entries(cache) == []  # the half-written entry never took an entry's name
     code, out, err = train(config, cache)
     assert code == 0, err
-    assert len(table_entry(cache)) == 1 and len(prepared_entry(cache)) == 1
+    assert len(prepared_entry(cache)) == 1
     assert weights(out) == weights(train(config, cache, NEUROCLI_CACHE="off")[1])
 
 
@@ -121,7 +126,7 @@ def test_a_second_run_maps_the_prepared_data_and_reads_nothing_else(project, tmp
     config, cache = project
     code, out, err = train(config, cache)
     assert code == 0, err
-    [entry], [prepared] = table_entry(cache), prepared_entry(cache)
+    [prepared] = prepared_entry(cache)
     meta = json.loads((prepared / "meta.json").read_text())
     # 120 rows, a quarter held out by the split rule; X stored training rows first, standardized
     assert meta["n_train"] + meta["n_val"] == 120 and 0 < meta["n_val"] < 60
@@ -131,8 +136,6 @@ def test_a_second_run_maps_the_prepared_data_and_reads_nothing_else(project, tmp
     mean, scale = np.array(meta["mean"]), np.array(meta["scale"])
     assert np.allclose(X[:meta["n_train"]] * scale + mean, values[train_rows, :2], rtol=0, atol=1e-12)
     assert np.array_equal(np.load(prepared / "y_train.npy"), values[train_rows, 2])
-    import shutil
-    shutil.rmtree(entry)  # the table's entry gone: a second run needs none of it
     code2, out2, err2 = train(config, cache)
     assert code2 == 0, err2
     assert table_entry(cache) == [] and prepared_entry(cache) == [prepared]  # nothing parsed, nothing written
