@@ -189,11 +189,16 @@ def _header(data: str, s: Survey, written_to: Path | None) -> list[str]:
             "# Every key is written out, its default in its comment (the README says more)."]
 
 
+def _names(s: Survey, columns: list[str]) -> str:
+    """Column names for a comment; a column with an empty header name by its place (1-based)."""
+    return ", ".join(c if c.strip() else f"the unnamed column {s.columns.index(c) + 1}" for c in columns)
+
+
 def _notes(s: Survey, written_to: Path | None) -> dict[tuple[str, ...], tuple[str | None, str]]:
     """(a comment line above the key or None, the end of its own comment) for the keys init chose."""
-    left_out = [f"not numbers: {', '.join(s.text)}" if s.text else "",
-                f"empty: {', '.join(s.empty)}" if s.empty else "",
-                f"one value: {', '.join(s.constant)}" if s.constant else ""]
+    left_out = [f"not numbers: {_names(s, s.text)}" if s.text else "",
+                f"empty: {_names(s, s.empty)}" if s.empty else "",
+                f"one value: {_names(s, s.constant)}" if s.constant else ""]
     left_out = "; ".join(p for p in left_out if p)
     below = (f"{s.target_below_zero} target value{'s are' if s.target_below_zero > 1 else ' is'} below 0: "
              f"max(0, w.x + b) never predicts {'them' if s.target_below_zero > 1 else 'it'}"

@@ -326,7 +326,8 @@ def test_without_distributed_the_error_names_the_install_command(in_tmp, monkeyp
     monkeypatch.setattr(builtins, "__import__", no_distributed)
     r = runner.invoke(app, ["train", str(QUICKSTART), "--set", "engine.kind=dask", "--set", "output.dir=runs/x"])
     assert r.exit_code == 2
-    assert 'engine.kind dask needs dask.distributed, an optional extra: pip install "neurocli[dask]"' in r.stderr
+    assert 'engine.kind: dask needs dask.distributed, an optional extra: pip install "neurocli[dask]"' in r.stderr
+    assert 'engine.kind: engine.kind' not in r.stderr
 
 
 def test_a_scheduler_that_does_not_answer_is_a_located_config_error(in_tmp, monkeypatch):

@@ -197,3 +197,14 @@ def test_init_example_writes_the_quickstart_that_trains(in_tmp):
     assert r.exit_code == 0 and (in_tmp / "configs/quickstart.yaml").exists()
     r = runner.invoke(app, ["init", str(PENGUINS), "--example"])
     assert r.exit_code == 2 and "--example" in r.stderr
+
+
+def test_a_text_column_with_no_header_name_is_named_by_its_place(in_tmp):
+    # y = 2a + 1 on 12 rows; the second column has no name in the header and holds text
+    write(in_tmp / "d.csv", "a,,y\n" + "".join(f"{a},t{a},{2 * a + 1}\n" for a in range(12)))
+    r = runner.invoke(app, ["init", "d.csv", "--target", "y", "-o", "c.yaml"])
+    assert r.exit_code == 0, r.output
+    text = (in_tmp / "c.yaml").read_text()
+    assert "left out, not numbers: the unnamed column 2" in text
+    assert yaml.safe_load(text)["data"]["features"] == ["a"]
+    assert _trained(in_tmp / "c.yaml")["stopped"] in ("completed", "early_stopping")

@@ -62,7 +62,7 @@ def _distributed():
     try:
         import distributed
     except ImportError:
-        raise ConfigError(f"engine.kind dask needs dask.distributed, an optional extra: {INSTALL}",
+        raise ConfigError(f"dask needs dask.distributed, an optional extra: {INSTALL}",
                           where="engine.kind") from None
     return distributed
 
