@@ -7,6 +7,7 @@ greater than 0, got -0.1``. A value that came from ``--set`` is located as ``--s
 
 from __future__ import annotations
 
+import csv
 import difflib
 import re
 import sys
@@ -17,7 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from neurocli.errors import ConfigError, ConfigErrors
+from neurocli import parquetread, sources
+from neurocli.errors import ConfigError, ConfigErrors, DataError
 from neurocli.io import check_regular_file
 
 # A config is a handful of keys; anything that expands to more nodes is an alias bomb.
@@ -420,16 +422,27 @@ def _error_keys(error: dict) -> tuple:
     return tuple(k for k in error["loc"] if not (isinstance(k, str) and ("[" in k or k in {"literal", "list", "float", "str", "int", "bool"})))
 
 
-def validate(data: dict, path: Path | None, locations: dict, overrides: dict) -> LoadedConfig:
+def validate(data: dict, path: Path | None, locations: dict, overrides: dict,
+             check_data: bool = False) -> LoadedConfig:
     """``data`` checked against the schema; every problem found is raised at once, each located
-    (one: a ConfigError, as always; more: a ConfigErrors, one line each)."""
+    (one: a ConfigError, as always; more: a ConfigErrors, one line each). With ``check_data``,
+    a schema that fails still has data.path and the columns it names checked, where the data
+    section is valid enough, and their lines join the report (:func:`_data_problems`)."""
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         found = [_problem(group, path, locations, overrides) for group in _by_field(exc.errors())]
-        found = sorted({e.located(): e for e in found}.values(), key=lambda e: _place_order(e, overrides))
-        raise (found[0] if len(found) == 1 else ConfigErrors(found)) from exc
+        if check_data:
+            found += _data_problems(data, exc.errors(), path, locations, overrides)
+        raise at_once(found, overrides) from exc
     return LoadedConfig(config=config, path=path, locations=locations, overrides=overrides)
+
+
+def at_once(found: list[ConfigError], overrides: dict) -> ConfigError:
+    """The errors ``found`` as one error to raise: each line once, in the order of the file,
+    then of the --set overrides (one: a ConfigError; more: a ConfigErrors)."""
+    found = sorted({e.located(): e for e in found}.values(), key=lambda e: _place_order(e, overrides))
+    return found[0] if len(found) == 1 else ConfigErrors(found)
 
 
 def _by_field(errors: list[dict]) -> list[list[dict]]:
@@ -469,7 +482,33 @@ def _place_order(error: ConfigError, overrides: dict) -> tuple:
     if found:
         return (0, int(found.group(1)), int(found.group(2)))
     sets = [f"--set {shown(text)}" for text in overrides.values()]
-    return (1, sets.index(where)) if where in sets else (2, 0)
+    if where in sets:
+        return (1, sets.index(where))
+    return (2, _schema_order(where[len("key "):])) if where.startswith("key ") else (3,)
+
+
+def _schema_order(dotted: str) -> tuple:
+    """Where the key ``dotted`` (``data.features[1]``) comes in the schema, for the errors of a
+    config that no file locates (a dict's): its sections and keys in the schema's order, list
+    items by index, a key the schema lacks after its section's known ones."""
+    model: Any = Config
+    order = []
+    for part in re.findall(r"[^.\[\]]+", dotted):
+        if part.isdigit():
+            order.append(int(part))
+            continue
+        fields = list(getattr(model, "model_fields", {}))
+        order.append(fields.index(part) if part in fields else len(fields))
+        model = _schema_model(model, part)
+    return tuple(order)
+
+
+def _schema_model(model: Any, key: str) -> Any:
+    """The section model that ``model``'s field ``key`` holds, or None."""
+    info = getattr(model, "model_fields", {}).get(key)
+    ann = info.annotation if info else None
+    return next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)),
+                None)
 
 
 _UNION_HELP = {
@@ -511,7 +550,7 @@ def load_config(path: Path, overrides: list[str] | None = None) -> LoadedConfig:
     for item in overrides or []:
         keys, text_item = _apply_override(data, item)
         applied[keys] = text_item
-    loaded = validate(data, path, locations, applied)
+    loaded = validate(data, path, locations, applied, check_data=True)
     return resolve_features(loaded) if loaded.config.data.exclude else checked_columns(loaded)
 
 
@@ -546,29 +585,33 @@ def checked_columns(loaded: LoadedConfig) -> LoadedConfig:
 
 def _first_header(loaded: LoadedConfig):
     """(the data set's first file, its column names), or None when data.path names no file."""
-    from neurocli import sources
-    from neurocli.errors import DataError
+    if loaded.data_url:
+        from neurocli.cache import cache_dir  # here: the cache's module loads numpy
 
-    try:
-        if loaded.data_url:
-            from neurocli.cache import cache_dir  # here: the cache's module loads numpy
-
+        try:
             first = sources.fetched(loaded.data_url, cache_dir() / "remote")[0]
-        elif sources.is_pattern(loaded.data_path) or loaded.data_path.is_file() or loaded.data_path.is_dir():
-            first = sources.data_files(loaded.data_path)[0]
-        else:
+        except DataError:
             return None
+    else:
+        first = _first_file(loaded)
+    return None if first is None else (first, sources.column_names(first, loaded.config.data.delimiter))
+
+
+def _first_file(loaded: LoadedConfig) -> Path | None:
+    """The first file of the data set at data.path (not a URL), or None when it names none."""
+    path = loaded.data_path
+    try:
+        if sources.is_pattern(path) or path.is_file() or path.is_dir():
+            return sources.data_files(path)[0]
     except DataError:
-        return None
-    return first, sources.column_names(first, loaded.config.data.delimiter)
+        pass
+    return None
 
 
 def check_data_path(loaded: LoadedConfig) -> None:
     """Raise, located at data.path, when it names a file that is not there, or one that is
     neither a regular file nor a folder (a pipe, a device); a glob or a URL is looked into
     when the data is read."""
-    from neurocli import sources
-
     path = loaded.data_path
     if loaded.data_url or sources.is_pattern(path):
         return
@@ -594,8 +637,79 @@ def _check_named_columns(loaded: LoadedConfig, first: Path, names: list[str]) ->
             hint = f"; did you mean {close[0]!r}?" if close else f"; it has: {', '.join(names)}"
             found.append(loaded.error(keys, f"{label}: column {name!r} is not in {first.name}{hint}"))
     if found:
-        found = sorted({e.located(): e for e in found}.values(), key=lambda e: _place_order(e, loaded.overrides))
-        raise found[0] if len(found) == 1 else ConfigErrors(found)
+        raise at_once(found, loaded.overrides)
+
+
+def _data_problems(data: dict, errors: list[dict], path, locations, overrides) -> list[ConfigError]:
+    """For a config whose schema failed: what the checks of data.path and of the columns it
+    names say, where the data section is valid enough to check, so that one report holds
+    every line. The data keys with an error of their own are left out (the schema's line
+    tells of them); data.path is checked when it parsed, the columns when data.path,
+    data.target and data.delimiter did and the first file's header is plain. Nothing heavy
+    is loaded for it: a URL is left to the run, which fetches it, and the header is read by
+    :func:`_plain_header`."""
+    section, whole = _data_section(data, errors)
+    if section is None:
+        return []
+    loaded = LoadedConfig(Config.model_construct(data=section), path, locations, overrides)
+    if loaded.data_url:
+        return []
+    try:
+        check_data_path(loaded)
+    except ConfigError as exc:
+        return [exc]
+    first = _first_file(loaded) if whole else None
+    names = _plain_header(first, section.delimiter) if first is not None else None
+    if names is None:
+        return []
+    try:
+        _check_named_columns(loaded, first, names)
+    except ConfigError as exc:
+        return list(exc.errors) if isinstance(exc, ConfigErrors) else [exc]
+    return []
+
+
+def _data_section(data: dict, errors: list[dict]) -> tuple[DataConfig | None, bool]:
+    """The data section of ``data`` without its keys that have an error in ``errors``, and
+    whether it is whole: validated when what is left is a section (its data.delimiter among
+    it); else data.path alone, its other keys unset; else None."""
+    section = data.get("data")
+    keys = [k for k in map(_error_keys, errors) if k[:1] == ("data",)]
+    if not isinstance(section, dict) or any(len(k) == 1 for k in keys):
+        return None, False
+    bad = {k[1] for k in keys}
+    kept = {k: v for k, v in section.items() if k not in bad}
+    if "delimiter" not in bad:
+        try:
+            return DataConfig.model_validate(kept), True
+        except ValidationError:
+            pass
+    return (DataConfig.model_construct(path=kept["path"]) if "path" in kept else None), False
+
+
+def _plain_header(first: Path, delimiter: str) -> list[str] | None:
+    """The column names of a CSV file's first line, stripped, as the reader takes them, read
+    by the standard library alone; None when that line cannot settle them here (a Parquet
+    file, a line that is blank, not UTF-8, longer than the reader's first read, ends in a
+    lone CR, opens a quoted name that runs on, or has one name that looks otherwise
+    delimited): reading the data then tells what is wrong."""
+    if parquetread.is_parquet(first):
+        return None
+    try:
+        with open(first, "rb") as fh:
+            line = fh.readline(1 << 20)
+        text = line.decode("utf-8-sig").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if len(line) == 1 << 20 or not text.strip() or "\r" in text or text.count('"') % 2:
+        return None
+    try:
+        names = [name.strip() for name in next(csv.reader([text], delimiter=delimiter))]
+    except csv.Error:  # a NUL byte, say
+        return None
+    if len(names) == 1 and any(other in names[0] for other in ";\t|," if other != delimiter):
+        return None
+    return names
 
 
 def config_from_dict(data: dict, path: Path | None = None) -> LoadedConfig:
@@ -618,5 +732,5 @@ def load_config_dict(data: dict, overrides: list[str] | None = None) -> LoadedCo
     for item in overrides or []:
         keys, text_item = _apply_override(data, item)
         applied[keys] = text_item
-    loaded = validate(data, None, {}, applied)
+    loaded = validate(data, None, {}, applied, check_data=True)
     return resolve_features(loaded) if loaded.config.data.exclude else checked_columns(loaded)

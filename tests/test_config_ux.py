@@ -95,6 +95,71 @@ def test_a_single_mistake_is_still_one_line(tmp_path):
                         f"got -0.1\n")
 
 
+COLUMNS_AND_EPOCHS = """\
+data:
+  path: d.csv
+  target: yy
+  features: [x_1, x2]
+  exclude: [specie]
+training:
+  epochs: 0
+"""
+
+
+def test_absent_columns_come_with_the_schema_s_errors_in_one_run(tmp_path):
+    write(tmp_path / "d.csv", DATED)
+    cfg = write(tmp_path / "c.yaml", COLUMNS_AND_EPOCHS)
+    r = run("train", cfg)
+    # difflib: 'yy' against 'y' is 2*1/3 = 0.67, 'x_1' against 'x1' 2*2/5 = 0.8, 'specie' against
+    # 'species' 2*6/13 = 0.92: each above the cutoff 0.6
+    expected = [("yy", "data.target: column 'yy' is not in d.csv; did you mean 'y'?"),
+                ("x_1", "data.features[0]: column 'x_1' is not in d.csv; did you mean 'x1'?"),
+                ("specie", "data.exclude[0]: column 'specie' is not in d.csv; did you mean 'species'?"),
+                ("0\n", "training.epochs must be greater than or equal to 1, got 0")]
+    lines = [f"error: {cfg}, line {place(COLUMNS_AND_EPOCHS, needle)[0]}, column "
+             f"{place(COLUMNS_AND_EPOCHS, needle)[1]}: {said}" for needle, said in expected]
+    assert r.exit_code == 2 and r.stdout == "" and "Traceback" not in r.stderr
+    assert error_lines(r) == lines
+
+
+def test_a_missing_data_file_comes_with_the_schema_s_errors_in_one_run(tmp_path):
+    text = "data:\n  path: absent.csv\n  target: y\ntraining:\n  epochs: 0\n"
+    cfg = write(tmp_path / "c.yaml", text)
+    r = run("train", cfg)
+    (pl, pc), (el, ec) = place(text, "absent.csv"), place(text, "0\n")
+    assert r.exit_code == 2 and "Traceback" not in r.stderr
+    assert error_lines(r) == [
+        f"error: {cfg}, line {pl}, column {pc}: data.path: data file {str(tmp_path / 'absent.csv')!r} not found "
+        f"(a relative path is taken from the config file's folder)",
+        f"error: {cfg}, line {el}, column {ec}: training.epochs must be greater than or equal to 1, got 0"]
+
+
+def test_a_data_key_with_an_error_of_its_own_is_told_once_and_the_others_still_checked(tmp_path):
+    write(tmp_path / "d.csv", DATED)
+    text = "data:\n  path: d.csv\n  target: yy\n  features: [x1, x1]\n"
+    r = run("train", write(tmp_path / "c.yaml", text))
+    # data.features fails the schema (x1 twice): its one line, not a column check of its items
+    assert r.exit_code == 2 and len(error_lines(r)) == 2, r.stderr
+    assert "feature 'x1' is listed twice in data.features" in error_lines(r)[1]
+    assert "data.target: column 'yy' is not in d.csv" in error_lines(r)[0]
+
+
+def test_the_python_api_raises_every_line_of_a_dict_config_in_the_schema_s_order(in_tmp):
+    import neurocli
+    from neurocli.errors import ConfigErrors
+
+    write(in_tmp / "d.csv", DATED)
+    config = yaml.safe_load(COLUMNS_AND_EPOCHS)
+    with pytest.raises(ConfigErrors) as caught:
+        neurocli.train(config)
+    assert [line.split(": ", 1)[0] for line in caught.value.lines()] == [
+        "key data.target", "key data.features.0", "key data.exclude.0", "key training.epochs"]
+    config["data"]["path"] = "absent.csv"
+    with pytest.raises(ConfigErrors) as caught:
+        neurocli.train(config)
+    assert [line.split(": ", 1)[0] for line in caught.value.lines()] == ["key data.path", "key training.epochs"]
+
+
 # ---- data.exclude and the hint for text among the default features -------------------------
 
 DATED = ("date,x1,x2,species,y\n2012-01-01,1,2,adelie,3\n2012-01-02,2,1,gentoo,4\n2012-01-03,3,5,adelie,6\n"

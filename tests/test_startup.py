@@ -59,8 +59,11 @@ def config_errors(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     no_data.write_text("data:\n  path: absent.csv\n  target: body_mass_g\n")
     bad_value = tmp_path / "bad-value.yaml"
     bad_value.write_text(f"data: {{path: {PENGUINS}, target: body_mass_g}}\ntraining: {{learning_rate: -1}}\n")
+    columns = tmp_path / "columns.yaml"  # the header is read for the columns, with neither numpy nor pandas
+    columns.write_text(f"data: {{path: {PENGUINS}, target: body_mas}}\ntraining: {{epochs: 0}}\n")
     return {
         "an unknown key": ([str(bad_key)], "bad-key.yaml, line 4, column 3: unknown key 'data.colour'"),
+        "an absent column": ([str(columns)], "data.target: column 'body_mas' is not in penguins.csv"),
         "a missing data file": ([str(no_data)], "no-data.yaml, line 2, column 9: data.path: data file"),
         "a value out of range": ([str(bad_value)], "training.learning_rate must be greater than 0"),
         "a missing config file": ([str(tmp_path / "absent.yaml")], "absent.yaml: config file not found"),
@@ -69,8 +72,8 @@ def config_errors(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     }
 
 
-@pytest.mark.parametrize("case", ["an unknown key", "a missing data file", "a value out of range",
-                                  "a missing config file", "a bad --set"])
+@pytest.mark.parametrize("case", ["an unknown key", "an absent column", "a missing data file",
+                                  "a value out of range", "a missing config file", "a bad --set"])
 def test_a_config_error_is_told_before_any_data_library_loads(case, tmp_path):
     args, says = config_errors(tmp_path)[case]
     code, stderr, modules = run_listing_modules(["train", *args], tmp_path)
