@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from neurocli import parquetread
@@ -33,25 +33,39 @@ def data_files(path: Path) -> list[Path]:
         if not files:
             raise DataError("no file matches this pattern", path=path)
     elif path.is_dir():
-        files = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in
-                       CSV_SUFFIXES + parquetread.SUFFIXES)
+        files = sorted(f for f in path.iterdir() if f.is_file() and is_data_file(f))
         if not files:
-            raise DataError("the folder holds no CSV or Parquet file", path=path)
+            raise DataError(EMPTY_FOLDER, path=path)
     else:
         return [path]
+    check_one_format(files)
+    return files
+
+
+EMPTY_FOLDER = "the folder holds no CSV or Parquet file"
+
+
+def is_data_file(name: str | Path) -> bool:
+    """Whether a folder's file of this name is one of its data set's: a CSV or Parquet file."""
+    return PurePosixPath(name).suffix.lower() in CSV_SUFFIXES + parquetread.SUFFIXES
+
+
+def check_one_format(files: list, named=lambda f: f) -> None:
+    """Raises when ``files`` (paths, or a store's names, told apart by suffix) mix CSV and
+    Parquet, naming the first of the other format as ``named`` gives it."""
     kinds = [parquetread.is_parquet(f) for f in files]
     if len(set(kinds)) > 1:
         other = files[kinds.index(not kinds[0])]
         raise DataError(f"{'a Parquet' if not kinds[0] else 'a CSV'} file among {'CSV' if not kinds[0] else 'Parquet'} "
-                        f"files ({files[0].name}, ...): a data set is of one format", path=other)
-    return files
+                        f"files ({PurePosixPath(files[0]).name}, ...): a data set is of one format",
+                        path=named(other))
 
 
 def fetched(url: str, folder: Path) -> list[Path]:
-    """The files a URL names (a file, or a glob), each copied once into ``folder`` and read
-    from there: fsspec reaches the store (``s3://`` needs s3fs, ``gs://`` gcsfs, ...); a copy
-    is named by the URL, size and modification time or ETag the store reports, so a changed
-    object is fetched again."""
+    """The files a URL names (a file, a folder, or a glob; chosen as :func:`data_files`
+    chooses a path's), each copied once into ``folder`` and read from there: fsspec reaches
+    the store (``s3://`` needs s3fs, ``gs://`` gcsfs, ...); a copy is named by the URL, size
+    and modification time or ETag the store reports, so a changed object is fetched again."""
     try:
         import fsspec
     except ImportError:
@@ -59,14 +73,27 @@ def fetched(url: str, folder: Path) -> list[Path]:
                         'pip install "neurocli[dask]" or pip install fsspec', path=url) from None
     try:
         fs, _, paths = fsspec.get_fs_token_paths(url)
-        files = sorted(p for p in paths if fs.isfile(p))
+        files = _stored_files(fs, paths, url)
     except (ImportError, ValueError) as exc:
         raise DataError(f"cannot open this URL: {exc}", path=url) from None
     except OSError as exc:
         raise DataError(f"cannot read this URL: {exc.strerror or exc}", path=url) from None
     if not files:
         raise DataError("no file at this URL", path=url)
+    check_one_format(files, fs.unstrip_protocol)
     return [_local_copy(fs, p, folder) for p in files]
+
+
+def _stored_files(fs, paths: list[str], url: str) -> list[str]:
+    """The store's files of the URL ``url`` (``paths``, as fsspec read it), in name order: a
+    folder's CSV or Parquet files, as a local folder's; else those of ``paths`` that are files."""
+    if not is_pattern(Path(url)) and len(paths) == 1 and fs.isdir(paths[0]):
+        files = sorted(e["name"] for e in fs.ls(paths[0], detail=True)
+                       if e.get("type") == "file" and is_data_file(e["name"]))
+        if not files:
+            raise DataError(EMPTY_FOLDER, path=url)
+        return files
+    return sorted(p for p in paths if fs.isfile(p))
 
 
 # Each local copy's URL, so that an error found in a copy names the object the user gave.

@@ -192,6 +192,57 @@ def test_a_url_is_fetched_once_and_trains_to_the_bits_of_the_local_file(in_tmp):
     memfs.rm("/bucket", recursive=True)
 
 
+def test_a_folder_given_as_a_url_trains_to_the_bits_of_the_local_folder(in_tmp):
+    fsspec = pytest.importorskip("fsspec")
+    memfs = fsspec.filesystem("memory")
+    frame = pd.read_csv(PENGUINS)
+    (in_tmp / "pq").mkdir()
+    for k, part in enumerate((frame.iloc[:100], frame.iloc[100:250], frame.iloc[250:])):
+        part.to_parquet(in_tmp / f"pq/p{k}.parquet", index=False)
+    write(in_tmp / "pq/README.md", "not data\n")  # the folder's other files are not data
+    (in_tmp / "pq/sub").mkdir()
+    for f in (in_tmp / "pq").iterdir():
+        if f.is_file():
+            memfs.pipe(f"/folder-bucket/pq/{f.name}", f.read_bytes())
+    memfs.pipe("/folder-bucket/pq/sub/p9.parquet", (in_tmp / "pq/p0.parquet").read_bytes())  # not in the folder
+    try:
+        runs = []
+        for data in ("pq", f"file://{in_tmp}/pq", f"file://{in_tmp}/pq/", "memory://folder-bucket/pq"):
+            out = f"runs/{len(runs)}"
+            r = runner.invoke(app, ["train", _config(in_tmp, "pq"), "-q", "--set", f"data.path={data}",
+                                    "--set", f"output.dir={out}", "--set", "training.epochs=20"])
+            assert r.exit_code == 0, (data, r.output)
+            sha = json.loads((in_tmp / out / "model.json").read_text())["data"]["sha256"]
+            runs.append((*_run_files(in_tmp, out), sha))  # the same data set: its files, their names, their order
+        used = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
+        assert runs[0][-2] == len(frame.dropna(subset=used))  # every part's rows, none of sub/'s
+        assert all(run == runs[0] for run in runs), [run[-2:] for run in runs]
+        r = runner.invoke(app, ["evaluate", "runs/0/model.json", "memory://folder-bucket/pq/"])
+        local = runner.invoke(app, ["evaluate", "runs/0/model.json", "pq"])
+        assert r.exit_code == 0 and r.stdout.splitlines()[1:] == local.stdout.splitlines()[1:], r.output
+    finally:
+        memfs.rm("/folder-bucket", recursive=True)
+
+
+def test_an_empty_or_mixed_folder_url_is_one_located_line(in_tmp):
+    (in_tmp / "empty").mkdir()
+    write(in_tmp / "empty/notes.txt.bak", "no data\n")
+    write(in_tmp / "c.yaml", f"data: {{path: 'file://{in_tmp}/empty', target: y}}\n")
+    r = runner.invoke(app, ["train", "c.yaml"])
+    # the value starts after "data: {path: ", 13 characters: column 14
+    assert r.exit_code == 2 and r.stderr == (f"error: c.yaml, line 1, column 14: data.path: file://{in_tmp}/empty: "
+                                             "the folder holds no CSV or Parquet file\n"), r.stderr
+    (in_tmp / "mixed").mkdir()
+    pd.DataFrame(GOOD).to_parquet(in_tmp / "mixed/a.parquet", index=False)
+    write(in_tmp / "mixed/b.csv", "x1,x2,y\n1,2,3\n")
+    write(in_tmp / "m.json", json.dumps({"format": "neurocli.model/2", "features": ["x1", "x2"],
+                                         "weights_standardized": [1.0, 1.0], "bias_standardized": 0.0,
+                                         "standardization": None}))
+    r = runner.invoke(app, ["predict", "m.json", f"file://{in_tmp}/mixed"])
+    assert r.exit_code == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"error: file://{in_tmp}/mixed/b.csv: a CSV file among Parquet files (a.parquet, ...)")
+
+
 def test_an_overflowing_prediction_on_parquet_names_its_row(in_tmp):
     pd.DataFrame({"x1": [1.0, 2.0, 3.0], "x2": [2.0, 1e300, 1.0]}).to_parquet(in_tmp / "ov.parquet", index=False)
     write(in_tmp / "m.json", json.dumps({"format": "neurocli.model/2", "features": ["x1", "x2"],
