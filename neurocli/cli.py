@@ -762,15 +762,16 @@ def gradcheck(
 
 def _print_report(report, problem, json_out: bool) -> None:
     from neurocli.render import gradcheck as rg
-    from neurocli.render.layout import show
+    from neurocli.render.layout import Prose, show
 
     if json_out:
         print(rg.report_json(report, problem), flush=True)
         return
     report, left_out = _worst_points(report)
-    show(_console(), rg.report_renderable(report, problem))
+    out = _console()
+    show(out, rg.report_renderable(report, problem))
     if left_out:
-        print(left_out)
+        show(out, Prose(left_out))
 
 
 @contextlib.contextmanager

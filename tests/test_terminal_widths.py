@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import fcntl
 import io
+import itertools
 import json
 import os
 import pty
@@ -333,6 +334,43 @@ def test_train_on_a_terminal_live_view_and_summary(request, in_tmp, which, width
     assert_fits(text, width)
     assert_shown(text[text.index("neurocli train"):], train_numbers(s))
     assert all(f"w[{name}]" in text for name in feature_names(config))
+
+
+def test_gradchecks_count_of_the_points_left_out_wraps_at_words(in_tmp):
+    text = on_terminal(["gradcheck", str(QUICKSTART), "--points", "50"], 60, in_tmp)
+    assert_fits(text, 60)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    start = max(i for i, line in enumerate(lines) if line.startswith("shown: "))
+    # 20 points are shown: the first and the 19 worst of the 50 random ones; 50 - 19 = 31 left out
+    assert re.fullmatch(r"shown: the 19 worst of 50 random points; 31 more \(31 pass\) in --json",
+                        " ".join(lines[start:])), lines[start:]
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_the_live_view_of_reading_keeps_each_number_with_its_unit(in_tmp, monkeypatch, width):
+    rng = np.random.default_rng(3)
+    (in_tmp / "parts").mkdir()
+    for k in range(3):  # 3 x 40,000 rows: long enough a read for the view to show it going
+        X = rng.uniform(1, 2, size=(40_000, 8))
+        np.savetxt(in_tmp / f"parts/p{k}.csv", np.c_[X, X.sum(axis=1)], delimiter=",", fmt="%.10g", comments="",
+                   header=",".join([f"x{i}" for i in range(8)] + ["y"]))
+    config = write(in_tmp / "s.yaml", "data: {path: 'parts/*.csv', target: y}\nengine: {kind: stream}\n"
+                                      "training: {epochs: 2}\noutput: {dir: runs/s}\n")
+    monkeypatch.setenv("NEUROCLI_CACHE_DIR", str(in_tmp / "cache"))  # empty: the parts are read and prepared
+    text = on_terminal(["train", str(config)], width, in_tmp)
+    assert_fits(text, width)
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    first = next(i for i, line in enumerate(lines) if line.startswith("reading "))
+    frames = list(itertools.takewhile(lambda line: line.startswith(("reading ", "preparing ")), lines[first:]))
+    after = lines[first + len(frames)]
+    assert after.startswith(("note: ", "warning: ", "training on ")), f"a frame of two lines: {frames[-1]!r}, {after!r}"
+    # each frame: what it does, then the bytes with their unit, then the rows so far (0 to 3 x 40,000)
+    frame = re.compile(r"(reading|preparing) [━╸╺ ]*\d+\.\d/\d+\.\d MB +[\d,]+ rows( .*)?")
+    assert all(frame.fullmatch(line) for line in frames), frames
+    assert any(line.startswith("preparing ") and " 120,000 rows" in line for line in frames), frames
+    if width == 80:  # room for every column: the speed and the time left too
+        speed_and_left = re.compile(r".* rows +(\?|\d+\.\d [kMG]?B/s) +(-:--:--|\d+:\d\d:\d\d)")
+        assert all(speed_and_left.fullmatch(line) for line in frames), frames
 
 
 # ---- --help, cache info, predict's note --------------------------------------------------------

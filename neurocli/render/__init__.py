@@ -171,17 +171,19 @@ def summary_event(summary: dict) -> str:
 
 class ReadingView:
     """The live view of reading the data: bytes read of all, rows so far, speed and time left;
-    gone once the reading is done (the epochs' view follows). Call it as load_inputs's
-    ``progress``."""
+    gone once the reading is done (the epochs' view follows). On a narrow page the speed goes
+    first, then the time left, then the rows. Call it as load_inputs's ``progress``."""
 
     def __init__(self, console: Console):
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+        from rich.progress import (BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn,
                                    TransferSpeedColumn)  # here: a run with --quiet or --json shows no progress
 
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(bar_width=None), DownloadColumn(),
-            TextColumn("{task.fields[rows]:,} rows"), TransferSpeedColumn(), TimeRemainingColumn(),
-            console=console, transient=True, expand=True,
+        from neurocli.render.progress import FittedProgress
+
+        rows, speed, left = TextColumn("{task.fields[rows]:,} rows"), TransferSpeedColumn(), TimeRemainingColumn()
+        self.progress = FittedProgress(
+            TextColumn("{task.description}"), BarColumn(bar_width=None), DownloadColumn(), rows, speed, left,
+            droppable=(speed, left, rows), console=console, transient=True, expand=True,
         )
         self.task = None
 
