@@ -423,3 +423,15 @@ def test_predicts_note_is_one_line_when_piped(in_tmp):
     assert r.exit_code == 0, r.output
     notes = [line for line in r.stderr.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and notes[0].endswith("is left empty") and long_name.name in notes[0]
+
+
+def test_the_preparing_phase_shows_its_own_total_not_the_readings():
+    # reading 14 MB of file, then preparing 10 MB of rows: the bar's total follows the phase
+    from neurocli.render import ReadingView
+
+    console = Console(file=io.StringIO(), width=80, force_terminal=True)
+    with ReadingView(console) as view:
+        view("reading", 7_000_000, 14_000_000, 40_000)
+        view("preparing", 5_000_000, 10_000_000, 120_000)
+        task = view.progress.tasks[0]
+        assert (task.description, task.completed, task.total) == ("preparing", 5_000_000, 10_000_000)

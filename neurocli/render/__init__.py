@@ -197,7 +197,7 @@ class ReadingView:
     def __call__(self, phase: str, done: int, total: int, rows: int) -> None:
         if self.task is None:
             self.task = self.progress.add_task(phase, total=max(1, total), rows=0)
-        self.progress.update(self.task, description=phase, completed=done, rows=rows)
+        self.progress.update(self.task, description=phase, completed=done, total=max(1, total), rows=rows)
 
 
 class LiveView:
