@@ -1,4 +1,5 @@
-"""A binary cache of validated tables, so a second run on an unchanged CSV skips the parse.
+"""A binary cache of validated data, so a second run on an unchanged file skips the parse:
+a training run's prepared data (one file), or each file's table (a data set of several).
 
 Where: ``$NEUROCLI_CACHE_DIR``, else ``$XDG_CACHE_HOME/neurocli``, else ``~/.cache/neurocli``
 (never next to the data). ``NEUROCLI_CACHE=off`` turns it off; ``neurocli cache info`` and
@@ -16,8 +17,9 @@ An entry is served only when everything that decides the table is unchanged:
 Each entry also keeps the SHA-256 of the whole file, computed while the parse ran, so a
 cached load does not have to read the CSV at all. Entries are written to a temporary folder
 and renamed into place, so a crash leaves no half entry; a damaged entry is ignored and
-replaced. A training run writes its entry on a thread of its own while it trains
-(:class:`EntryWriter`); the arrays of an entry are .npy files, mapped when served, so a hit
+replaced. A training run on one file writes its prepared data's entry on a thread of its own
+while it trains (:class:`PreparedWriter`); a file's table is written before the read returns
+(:class:`EntryWriter`). The arrays of an entry are .npy files, mapped when served, so a hit
 reads each page of them once, on first use.
 """
 
@@ -165,9 +167,9 @@ def _load(entry: Path, path: Path) -> tuple[Table, str] | None:
 
 
 class _Writer(threading.Thread):
-    """Writes one entry on a thread of its own (:func:`_write_entry`: whole or not at all), its
-    files from :meth:`_fill`; then :meth:`_finished`. Not a daemon: a process that ends
-    normally waits for its entry. Failing to write (a read-only or full disk, anything) only
+    """Writes one entry (:func:`_write_entry`: whole or not at all), its files from
+    :meth:`_fill`; then :meth:`_finished`: on a thread of its own once started, or in the
+    caller's by :meth:`run`. Not a daemon: a process that ends normally waits for its entry. Failing to write (a read-only or full disk, anything) only
     costs the next run a parse: ``failure`` names it, for :func:`finish_writes` to tell."""
 
     def __init__(self, name: str, root: Path, entry: Path, prefix: str, sha: str, facts: dict):
@@ -228,7 +230,7 @@ class EntryWriter(_Writer):
                 fh.write(memoryview(np.ascontiguousarray(self.X[:, j])).cast("B"))
 
 
-_pending: list[threading.Thread] = []  # the entries this process writes in the background
+_pending: list[_Writer] = []  # the entries this process is writing, not yet told of
 atexit.register(lambda: finish_writes())  # a command that loaded data but did not train waits and tells too
 
 
@@ -270,7 +272,7 @@ def finish_writes() -> None:
             _warn_if_failed(writer)
 
 
-def _warn_if_failed(writer: EntryWriter) -> None:
+def _warn_if_failed(writer: _Writer) -> None:
     if writer in _pending:
         _pending.remove(writer)
     if writer.failure:
