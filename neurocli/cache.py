@@ -107,13 +107,11 @@ def read_table_cached(path: Path, *, target, features, missing: str, delimiter: 
     options = {"target": target, "features": features, "missing": missing, "delimiter": delimiter,
                "layout": layout}
     if not enabled():
-        table = read_table(path, **options, progress=progress)
-        return table, table.sha256 or file_sha256(path)
+        return read_uncached(path, **options, progress=progress)
     try:
         prefix, suffix, facts = _keys(path, options)
     except OSError:  # missing or unreadable: let read_table name the problem
-        table = read_table(path, **options, progress=progress)
-        return table, table.sha256 or file_sha256(path)
+        return read_uncached(path, **options, progress=progress)
     root = cache_dir()
     entry = root / f"{prefix}-{suffix}"
     hit = _load(entry, path)
@@ -128,6 +126,12 @@ def read_table_cached(path: Path, *, target, features, missing: str, delimiter: 
         writer.run()
         _warn_if_failed(writer)
     return table, sha
+
+
+def read_uncached(path: Path, **options) -> tuple[Table, str]:
+    """:func:`neurocli.data.read_table`, not through the cache: ``(table, sha256 of the file)``."""
+    table = read_table(path, **options)
+    return table, table.sha256 or file_sha256(path)
 
 
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14

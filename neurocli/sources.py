@@ -185,13 +185,11 @@ def read_data_set(path: Path, files: list[Path], *, target, features, missing: s
     own; for many, of their names and hashes in order). Every file must have the first one's
     columns. ``cache_table=False``: a single file is read as it is, not through the cache
     (a training run caches its prepared data instead)."""
-    from neurocli.cache import read_table_cached
-    from neurocli.data import file_sha256, read_table
+    from neurocli.cache import read_table_cached, read_uncached
 
     if len(files) == 1 and not cache_table:
-        table = read_table(files[0], target=target, features=features, missing=missing, delimiter=delimiter,
-                           layout=layout, progress=progress)
-        return table, table.sha256 or file_sha256(files[0])
+        return read_uncached(files[0], target=target, features=features, missing=missing, delimiter=delimiter,
+                             layout=layout, progress=progress)
     if len(files) == 1:
         return read_table_cached(files[0], target=target, features=features, missing=missing,
                                  delimiter=delimiter, layout=layout, progress=progress)
