@@ -85,17 +85,41 @@ def load_inputs(config_path: Path | LoadedConfig, overrides: list[str] | None = 
     return Inputs(loaded, prepared, w0, b0, time.perf_counter() - t0, data_sha256)
 
 
-def _layout(cfg) -> str:
-    """How the in-memory reader lays X out: full batch column-major (its kernel reads X faster
-    that way); mini-batches gather rows, row-major."""
-    return "F" if cfg.training.batch_size is None else "C"
+def _layout(loaded: LoadedConfig, files: list[Path]) -> str:
+    """How the reader lays X out: mini-batches gather rows, row-major; a full batch as
+    :func:`neurocli.engines.compiled.full_batch_layout` has it (column-major, the kernels'
+    layout, unless the compiled row kernel reads wide data), the width asked of the first
+    file's header only where the files may hold enough data to use the compiled path."""
+    cfg = loaded.config
+    if cfg.training.batch_size is not None:
+        return "C"
+    from neurocli.engines import compiled
+
+    # a value takes 2 bytes of a CSV at least ("0,"), 8 of X: smaller files never compile
+    big = sum(_size(f) for f in files) * 4 >= compiled.FAST_MIN_BYTES
+    if not (big and compiled.may_run()):
+        return "F"
+    d = cfg.data
+    if d.features is not None:
+        n_features = len(d.features)
+    else:
+        names = sources.column_names(files[0], d.delimiter)
+        n_features = len(set(names) - {d.target} - set(d.exclude or ()))
+    return compiled.full_batch_layout(n_features, cfg.training.dtype)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # said by the reader
+        return 0
 
 
 def _in_memory(loaded: LoadedConfig, files: list[Path], progress: Progress | None) -> tuple[Prepared, str]:
     """The data set read into memory and prepared there."""
     cfg = loaded.config
     read_options = dict(target=cfg.data.target, features=cfg.data.features, missing=cfg.data.missing,
-                        delimiter=cfg.data.delimiter, layout=_layout(cfg))
+                        delimiter=cfg.data.delimiter, layout=_layout(loaded, files))
     prep_options = dict(validation_fraction=cfg.data.validation_fraction, standardize=cfg.data.standardize,
                         seed=cfg.seed, dtype=cfg.training.dtype)
 
@@ -129,7 +153,7 @@ def _streamed(loaded: LoadedConfig, files: list[Path], progress: Progress | None
         loaded.data_path, files, out, target=cfg.data.target, features=cfg.data.features,
         missing=cfg.data.missing, delimiter=cfg.data.delimiter, progress=_counted(files, progress))
     prepared = streamprep.prepare(table, out, standardize=cfg.data.standardize, dtype=cfg.training.dtype,
-                                  layout=_layout(cfg), validation_fraction=cfg.data.validation_fraction,
+                                  layout=_layout(loaded, files), validation_fraction=cfg.data.validation_fraction,
                                   locate=loaded.error, progress=progress)
     return prepared, sha
 
@@ -430,7 +454,7 @@ def _warmed_kernel(p: Prepared, cfg) -> str:
     kind = compiled.used_by(n, d, dtype, engine_options(cfg.training, cfg.seed, n, dtype)["batch_size"])
     if kind is None:
         return "numpy"
-    compiled.warm(p.X_train.dtype, minibatch=kind == "mini-batch")
+    compiled.warm(dtype, minibatch=kind == "mini-batch", by_rows=kind == "full-batch" and compiled.reads_rows(d, dtype))
     return "compiled"
 
 

@@ -152,7 +152,7 @@ def _evaluate(X, y, w, b) -> dict:
         sq, mae = float(r @ r), float(np.abs(r).mean())
         mse = sq / n
     else:
-        lg = stream.loss_and_gradient(X, y, w, b, block_fn=memory.block_errors)
+        lg = stream.loss_and_gradient(X, y, w, b, block_fn=memory.errors_fn_for(n, X.shape[1], X.dtype))
         mse, mae = lg.loss, lg.abs_error_sum / n
         sq = mse * n
     return {

@@ -63,10 +63,12 @@ def _grid_partials(block_fn, X, y, w, b, rows):
     return grad_parts, sums
 
 
+@pytest.mark.parametrize("layout", ["F", "C"])  # read in place, or each block copied
 @pytest.mark.parametrize("dtype, rel", [(np.float64, 1e-12), (np.float32, 2e-5)])
-@pytest.mark.parametrize("d", [1, 3, 7, 32, 45])  # four features at a time, and the rest
-def test_the_full_batch_kernel_is_the_loop_over_samples_and_the_numpy_kernel(d, dtype, rel):
-    X, y = _data(3001, d, dtype)
+# four features at a time, and the rest; 97 and 256: the row kernel (97 in float32: the column one)
+@pytest.mark.parametrize("d", [1, 3, 7, 32, 45, 97, 256])
+def test_the_full_batch_kernel_is_the_loop_over_samples_and_the_numpy_kernel(d, dtype, rel, layout):
+    X, y = _data(3001, d, dtype, layout=layout)
     w = np.random.default_rng(1).normal(size=d).astype(dtype) * dtype(0.3)
     b = dtype(0.1)
     X[5] = 0.0  # z = b > 0 on this row; and a row exactly at the kink:
@@ -96,18 +98,22 @@ def test_the_kink_is_inactive_and_nan_is_kept():
     assert np.isnan(sums[0, 0])  # a NaN weight shows in the loss, as in numpy
 
 
-def test_the_full_batch_bits_do_not_depend_on_workers_layout_or_storage(fast, monkeypatch, tmp_path):
-    X, y = _data(50_000, 12, np.float64, seed=4)
-    w, b = np.linspace(-0.5, 0.5, 12), 0.2
-    rows = engines.rows_per_block(50_000, 12, np.float64, block_bytes=1 << 15)  # 341 rows, 147 blocks
+# 12 features: the column kernel, 341 rows a block, 147 blocks; 100: the row kernel, 40 rows, 200 blocks
+@pytest.mark.parametrize("n, d", [(50_000, 12), (8_000, 100)])
+def test_the_full_batch_bits_do_not_depend_on_workers_layout_or_storage(n, d, fast, monkeypatch, tmp_path):
+    X, y = _data(n, d, np.float64, seed=4)
+    w, b = np.linspace(-0.5, 0.5, d), 0.2
+    rows = engines.rows_per_block(n, d, np.float64, block_bytes=1 << 15)
     results = []
     for workers in (1, 2, 3):
         monkeypatch.setattr(memory, "WORKERS", workers)
         monkeypatch.setattr(memory, "_pool", None)
-        for Xs in (X, np.ascontiguousarray(X)):  # in place, and each block copied column-major
+        for Xs in (X, np.ascontiguousarray(X)):  # each kernel's layout in place, the other copied
             results.append(_grid_partials(compiled.block_partials, Xs, y, w, b, rows))
     tiles = _tiles(tmp_path, X, rows)
     results.append(_grid_partials(compiled.block_partials, tiles, y, w, b, rows))
+    mapped = stream.spill(np.ascontiguousarray(X), tmp_path)  # a mapped file: each block copied
+    results.append(_grid_partials(compiled.block_partials, mapped, y, w, b, rows))
     for grad_parts, sums in results[1:]:
         assert np.array_equal(grad_parts, results[0][0]) and np.array_equal(sums, results[0][1])
 
@@ -133,6 +139,58 @@ def test_the_engines_take_the_compiled_kernel_only_where_it_is_wanted(fast, monk
     monkeypatch.setattr(compiled, "FAST_MIN_BYTES", X.nbytes + 1)  # small data: never compiled
     assert memory.block_fn_for(20_000, 5, np.float64, rows) is memory.block_partials
     assert compiled.used_by(20_000, 5, np.float64, 64) is None
+
+
+def test_wide_data_gets_a_grid_of_blocks_only_on_the_compiled_path(fast, monkeypatch):
+    # blocks of 1.5 MiB: 2,048 rows of 96 float64 features, the fewest numpy's blocks take;
+    # 97 features make 1,572,864 // 776 = 2,026 rows, too few: the row kernel's
+    assert not compiled.reads_rows(96, np.float64) and compiled.reads_rows(97, np.float64)
+    assert not compiled.reads_rows(192, np.float32) and compiled.reads_rows(193, np.float32)
+    assert engines.rows_per_block(10_000, 97, np.float64) == 2026
+    assert memory.block_fn_for(10_000, 97, np.float64, 2026) is compiled.block_partials
+    assert memory.errors_fn_for(10_000, 97, np.float64) is compiled.block_partials
+    assert compiled.used_by(10_000, 97, np.float64, 10_000) == "full-batch"
+    assert compiled.full_batch_layout(97, np.float64) == "C" and compiled.full_batch_layout(96, np.float64) == "F"
+    monkeypatch.setenv("NEUROCLI_FAST", "off")  # one block: the numpy reference, on column-major X
+    assert engines.rows_per_block(10_000, 97, np.float64) == 10_000
+    assert memory.errors_fn_for(10_000, 97, np.float64) is memory.block_errors
+    assert compiled.full_batch_layout(97, np.float64) == "F"
+
+
+def _wide_csv(root, n=600, d=100):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(n, d))
+    y = np.abs(X @ rng.normal(size=d) * 0.1) + rng.normal(size=n) * 0.1
+    names = ",".join(f"x{j}" for j in range(d))
+    np.savetxt(root / "w.csv", np.column_stack([X, y]), fmt="%.17g", delimiter=",", header=names + ",y",
+               comments="")
+
+
+def test_a_full_batch_run_on_wide_data_reads_x_row_major_for_the_row_kernel(fast, in_tmp, monkeypatch):
+    from neurocli import pipeline
+    from neurocli.config import load_config
+
+    _wide_csv(in_tmp)
+    write(in_tmp / "c.yaml", "data: {path: w.csv, target: y}\ntraining: {epochs: 3, learning_rate: 0.01}\n")
+    loaded = load_config(in_tmp / "c.yaml")
+    files = pipeline._data_files(loaded)
+    assert pipeline._layout(loaded, files) == "C"  # 100 features
+    few = load_config(in_tmp / "c.yaml", ["data.features=[" + ",".join(f"x{j}" for j in range(96)) + "]"])
+    assert pipeline._layout(few, files) == "F"
+    monkeypatch.setenv("NEUROCLI_FAST", "off")
+    assert pipeline._layout(loaded, files) == "F"
+    monkeypatch.delenv("NEUROCLI_FAST")
+    # a grid of 20-row blocks (16 KiB of 100 features), 480 training rows: 24 blocks
+    monkeypatch.setattr(engines, "BLOCK_BYTES", 1 << 14)
+    monkeypatch.setattr(engines, "FUSED_MIN_BYTES", 0)
+    runs = {e: _train(in_tmp, f"output.dir={e}", f"engine.kind={e}") for e in ("memory", "stream")}
+    monkeypatch.setenv("NEUROCLI_FAST", "off")
+    ref = _train(in_tmp, "output.dir=numpy")
+    assert runs["memory"]["kernel"] == runs["stream"]["kernel"] == "compiled" and ref["kernel"] == "numpy"
+    history = (in_tmp / "memory" / "history.csv").read_bytes()
+    assert (in_tmp / "stream" / "history.csv").read_bytes() == history  # the same bits
+    np.testing.assert_allclose(runs["memory"]["weights_standardized"], ref["weights_standardized"], rtol=1e-12)
+    assert runs["memory"]["loss"] == pytest.approx(ref["loss"], rel=1e-12)
 
 
 def _numpy_epoch(X, y, order, B, w, b, lr, first=0, sums=None, monkeypatch=None):

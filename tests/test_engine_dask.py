@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from neurocli import engines, neuron
 from neurocli.cli import app
 from neurocli.engines import SHUFFLE_BLOCK_ROWS, EpochSums, compiled, epoch_order, memory
 from neurocli.engines.memory import MemoryEngine
@@ -364,6 +365,30 @@ def test_the_compiled_kernels_on_dask_give_the_memory_engines_bits(dtype, client
         assert got.grad_w.tobytes() == full.grad_w.tobytes() and (got.loss, got.grad_b) == (full.loss, full.grad_b)
     finally:
         in_memory.close()
+        engine.close()
+
+
+@pytest.mark.parametrize("dtype, d", [(np.float64, 100), (np.float32, 200)])
+def test_wide_data_on_dask_gets_the_row_kernel_and_the_memory_engines_bits(dtype, d, client, monkeypatch):
+    pytest.importorskip("numba")
+    monkeypatch.setattr(compiled, "FAST_MIN_BYTES", 0)
+    monkeypatch.delenv("NEUROCLI_FAST", raising=False)
+    assert compiled.reads_rows(d, dtype)
+    X, y = _rows(6000, d, dtype)  # 1.5 MiB blocks: 1,966 rows of 800 bytes, 4 blocks
+    X = np.asfortranarray(X)  # as a run without the row kernel would hold it: the parts go row-major
+    w, b = np.linspace(-0.2, 0.2, d).astype(dtype), dtype(0.1)
+    engine = dask_engine.DaskEngine(X, y, client=client, batch_size=6000, shuffle=False, seed=3, epochs=1, lr=0.01,
+                                    part_bytes=2500 * d * np.dtype(dtype).itemsize)
+    try:
+        assert engine.rows == engines.rows_per_block(6000, d, dtype) < 6000
+        assert engine._fast and engine._block_fn is compiled.block_partials
+        full = memory.loss_and_gradient(X, y, w, b)
+        got = engine.loss_and_gradient(w, b)
+        assert got.grad_w.tobytes() == full.grad_w.tobytes() and (got.loss, got.grad_b) == (full.loss, full.grad_b)
+        ref = neuron.loss_and_gradient(X, y, w, b)
+        rel = 1e-12 if dtype == np.float64 else 1e-4
+        np.testing.assert_allclose(got.grad_w, ref.grad_w, rtol=rel, atol=rel * np.abs(ref.grad_w).max())
+    finally:
         engine.close()
 
 

@@ -9,7 +9,9 @@ The reduction rule (full batch)
 -------------------------------
 1. The rows are cut into a fixed grid of blocks: :func:`rows_per_block` rows each (the last
    may be shorter), a number that depends on the data's shape and dtype only, never on the
-   machine, the number of workers or how the data is stored.
+   machine, the number of workers or how the data is stored. (One exception: data too wide
+   for the numpy kernel's blocks is one block without the ``fast`` extra and a grid with it,
+   for the compiled row kernel; the two paths agree to rounding only anyway.)
 2. A grid of one block is computed by :func:`neurocli.neuron.loss_and_gradient` itself.
 3. Otherwise each block k, copied into a column-major buffer (so that the BLAS sees the same
    layout and alignment wherever X is held), yields its partials: ``X_k^T g_k`` (in the data's dtype) and, in
@@ -67,14 +69,23 @@ def uses_blocks(n_samples: int, n_features: int, dtype) -> bool:
 def rows_per_block(n_samples: int, n_features: int, dtype, block_bytes: int | None = None) -> int:
     """The grid of the reduction rule: rows per block (``n_samples``: one block).
 
-    From the shape and dtype only; ``block_bytes`` overrides the default block size and
-    the size thresholds (the tests use it to make many blocks of small data).
+    From the shape and dtype, and, for data too wide for the numpy kernel's blocks, whether
+    the compiled path trains it (its row kernel reads blocks of any width:
+    :func:`neurocli.engines.compiled.reads_rows`). ``block_bytes`` overrides the default
+    block size and the size thresholds (the tests use it to make many blocks of small data).
     """
     if block_bytes is None:
-        if not uses_blocks(n_samples, n_features, dtype):
+        if not (uses_blocks(n_samples, n_features, dtype) or compiled_rows(n_samples, n_features, dtype)):
             return max(1, n_samples)
         block_bytes = BLOCK_BYTES
     return block_rows(n_samples, n_features, np.dtype(dtype).itemsize, block_bytes)
+
+
+def compiled_rows(n_samples: int, n_features: int, dtype) -> bool:
+    """Whether the compiled row kernel trains data of this shape (wide, and big enough)."""
+    from neurocli.engines import compiled  # it imports this module
+
+    return compiled.reads_rows(n_features, dtype) and compiled.wanted(n_samples, n_features, dtype)
 
 
 def combine(grad_parts: np.ndarray, sums: np.ndarray, n_samples: int) -> LossGrad:

@@ -5,8 +5,10 @@ to machine code. Two kernels, each with the numpy function it must equal to roun
 
 - :func:`block_partials`, a block function of the reduction rule (the same signature and
   outputs as :func:`neurocli.engines.memory.block_partials`): per block, ``z = X_k w + b``
-  column by column, then ``X_k^T g`` and the sums; the blocks are split among the in-memory
-  engine's workers and added by :func:`neurocli.engines.combine` in block order, as always.
+  column by column, then ``X_k^T g`` and the sums, on column-major X; or, for data too wide
+  for column blocks (:func:`reads_rows`), row by row on row-major X, each row's ``z_i`` and
+  its share of the gradient while the row is in cache. The blocks are split among the
+  in-memory engine's workers and added by :func:`neurocli.engines.combine` in block order.
 - :func:`descend`, the mini-batch epoch (:func:`neurocli.engines.memory.descend`): gather,
   step, update, errors and the overflow check of many batches in one call. (Gathering the
   next call's rows on a helper thread was slower: the shuffled gather is bound by memory's
@@ -21,8 +23,10 @@ inside a row and a block may be reordered by the compiler for the machine's vect
 lets the compiler assume values are finite: an overflow is found as in numpy.
 
 When: data of at least :data:`FAST_MIN_BYTES` of X (small data never compiles), numba
-installed, and ``NEUROCLI_FAST`` not ``off``. The machine code is cached on disk in the
-cache folder (``compiled/``), so only the first run on a machine compiles.
+installed, and ``NEUROCLI_FAST`` not ``off``. Data too wide for the numpy kernel's blocks
+(one block, the reference, without the extra) gets the grid of blocks all the same with it,
+read row-major by the row kernel (:func:`full_batch_layout`). The machine code is cached on
+disk in the cache folder (``compiled/``), so only the first run on a machine compiles.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Callable
 
 import numpy as np
 
-from neurocli.engines import EpochSums, rows_per_block
+from neurocli.engines import FUSED_MIN_ROWS, EpochSums, block_rows, rows_per_block
 
 # X of at least this many bytes uses the compiled kernels: below it a run is over before a
 # compilation (or even a load from the disk cache) would pay for itself.
@@ -81,6 +85,26 @@ def available() -> bool:
     return True
 
 
+def may_run() -> bool:
+    """Whether the compiled path could run here, asked without loading numba: installed, not
+    switched off, and not found unloadable."""
+    return not (switched_off() or _unloadable) and (_kernels is not None or importlib.util.find_spec("numba") is not None)
+
+
+def reads_rows(n_features: int, dtype) -> bool:
+    """Whether full-batch data of this width goes to the row kernel: a block of the grid would
+    hold fewer than :data:`neurocli.engines.FUSED_MIN_ROWS` rows, so each feature's stretch of
+    a column-major block would be too short to stream (d > 96 in float64, 192 in float32)."""
+    return block_rows(1 << 62, n_features, np.dtype(dtype).itemsize) < FUSED_MIN_ROWS
+
+
+def full_batch_layout(n_features: int, dtype, big: bool = True) -> str:
+    """How a full-batch run lays X out: "F" (column-major, the numpy kernel's and the column
+    kernel's), or "C" where the row kernel will read it (wide data, ``big`` enough to use the
+    compiled path, and the path able to run). Mini-batches always gather rows, "C"."""
+    return "C" if big and reads_rows(n_features, dtype) and may_run() else "F"
+
+
 def wanted(n_samples: int, n_features: int, dtype) -> bool:
     """Whether training data of this shape and dtype uses the compiled kernels."""
     return n_samples * n_features * np.dtype(dtype).itemsize >= FAST_MIN_BYTES and available()
@@ -116,10 +140,10 @@ def kernels():
     return _kernels
 
 
-def warm(dtype, minibatch: bool) -> None:
-    """Load the kernel a run will use (mini-batch or full batch) for ``dtype`` now, on a few
-    rows, compiling it if it is not on disk yet, and announce a compilation with its time: the
-    run's first epoch is then the kernel's own time."""
+def warm(dtype, minibatch: bool, by_rows: bool = False) -> None:
+    """Load the kernel a run will use (mini-batch, full batch by rows or by columns) for
+    ``dtype`` now, on a few rows, compiling it if it is not on disk yet, and announce a
+    compilation with its time: the run's first epoch is then the kernel's own time."""
     k = kernels()
     dtype, zero = np.dtype(dtype), np.dtype(dtype).type(0)
     before = time.perf_counter()
@@ -132,6 +156,9 @@ def warm(dtype, minibatch: bool) -> None:
             fn(X, v, np.zeros(0, dtype=np.int64), False, 0, 2, 2, 0, 1, np.zeros(2, dtype=dtype), zero, 0.1,
                np.zeros(2, dtype=dtype), np.zeros(2, dtype=dtype), np.zeros(4), np.zeros((2, 2), dtype=dtype),
                np.zeros(2, dtype=dtype))
+        elif by_rows:
+            fn = k.row_block_sums
+            fn(X, 0, 1, v, np.zeros(2, dtype=dtype), zero, zero, np.zeros((1, 2), dtype=dtype), np.zeros((1, 4)), 2)
         else:
             fn = k.block_sums
             XT = np.zeros((2, 2), dtype=dtype)
@@ -153,18 +180,32 @@ def block_partials(X, y, w, b, rows: int, blocks: range, grad_parts: np.ndarray,
     """:func:`neurocli.engines.memory.block_partials` compiled: rows k of ``grad_parts``
     (``X_k^T g_k``) and ``sums`` (``r.r, sum |r|, sum g, active count``) for k in ``blocks``.
 
-    The kernel reads X's transpose row by row (a feature's values over the block's rows), so X
-    column-major (the full-batch layout) is read in place; any other X (a mapped file, tiles,
-    a row-major part) has each block copied column-major first, as the numpy kernel does. Both
-    give the kernel the same values in the same order: the same bits.
+    The column kernel reads X's transpose row by row (a feature's values over the block's
+    rows), so X column-major (the full-batch layout) is read in place; any other X (a mapped
+    file, tiles, a row-major part) has each block copied column-major first, as the numpy
+    kernel does. The row kernel (wide data, :func:`reads_rows`) reads a row-major X in place
+    and any other block copied row-major first. Either way the kernel gets the same values in
+    the same order: the same bits.
     """
     k = kernels()
     n, d = X.shape
     w = np.ascontiguousarray(w, dtype=grad_parts.dtype)
     dtype = grad_parts.dtype
-    b, zero, piece = dtype.type(b), dtype.type(0), piece_rows(rows, d, dtype)
+    b, zero = dtype.type(b), dtype.type(0)
+    in_memory = isinstance(X, np.ndarray) and not isinstance(X, np.memmap) and len(blocks)
+    if reads_rows(d, dtype):
+        if in_memory and X.flags.c_contiguous:
+            k.row_block_sums(X, blocks.start, blocks.stop, y, w, b, zero, grad_parts, sums, rows)
+            return
+        from neurocli.engines.memory import _copied_blocks
+
+        for kb, Xk, yk in _copied_blocks(X, y, rows, blocks, order="C"):
+            k.row_block_sums(Xk, 0, 1, np.ascontiguousarray(yk), w, b, zero, grad_parts[kb:kb + 1],
+                             sums[kb:kb + 1], Xk.shape[0])
+        return
+    piece = piece_rows(rows, d, dtype)
     z = np.empty(rows, dtype=dtype)
-    if isinstance(X, np.ndarray) and not isinstance(X, np.memmap) and X.T.flags.c_contiguous and len(blocks):
+    if in_memory and X.T.flags.c_contiguous:
         k.block_sums(X.T, blocks.start, blocks.stop, y, w, b, zero, z, grad_parts, sums, rows, piece)
         return
     from neurocli.engines.memory import _copied_blocks

@@ -325,8 +325,10 @@ class DaskEngine:
         # the one-block grid of small data is computed by neuron.loss_and_gradient on the very array
         # the in-memory engine would use (its bits can depend on X's strides); many blocks go out
         self._small = (X, y) if self.rows >= n else None
-        # each part in the layout its reads want: blocks copied column-major, or rows gathered
-        layout = np.asfortranarray if batch_size >= n else np.ascontiguousarray
+        # each part in the layout its reads want: rows gathered, or read by the compiled row kernel;
+        # else blocks copied column-major
+        by_rows = batch_size < n or (self._fast and compiled.reads_rows(d, X.dtype))
+        layout = np.ascontiguousarray if by_rows else np.asfortranarray
         path = _path_for_workers(X, client)
         if path is not None:  # each worker reads its parts from the file: dask paces and spills them
             self._parts = [client.submit(_read_part, path, X.shape, X.dtype, X.rows, lo, hi,

@@ -91,10 +91,20 @@ def block_errors(X, y, w, b, rows: int, blocks: range, grad_parts: np.ndarray, s
         sums[k] = float(r @ r), float(np.add.reduce(np.abs(r, out=z))), 0.0, 0
 
 
-def _copied_blocks(X, y, rows: int, blocks: range):
-    """``(k, X_k, y_k)`` for k in ``blocks``, X_k copied into a column-major buffer of this
-    call's own (read straight into it from a file that has ``read_rows``, engines/stream.py)."""
-    x_buf = np.empty((rows, X.shape[1]), dtype=X.dtype, order="F")
+def errors_fn_for(n_samples: int, n_features: int, dtype):
+    """The block function of the metrics on data of this shape: :func:`block_errors`; or, for
+    wide data on the compiled path (a grid of short blocks, where numpy's calls a block would
+    cost more than the epoch), the compiled row kernel, whose sums hold the same two errors."""
+    from neurocli.engines import compiled_rows
+
+    return compiled.block_partials if compiled_rows(n_samples, n_features, dtype) else block_errors
+
+
+def _copied_blocks(X, y, rows: int, blocks: range, order: str = "F"):
+    """``(k, X_k, y_k)`` for k in ``blocks``, X_k copied into a buffer of this call's own,
+    column-major (``order`` "F") or row-major ("C"), read straight into it from a file that has
+    ``read_rows`` (engines/stream.py)."""
+    x_buf = np.empty((rows, X.shape[1]), dtype=X.dtype, order=order)
     read_rows = getattr(X, "read_rows", None)
     for k in blocks:
         n = min(rows, X.shape[0] - k * rows)
