@@ -247,11 +247,18 @@ def minibatch(n, d, epochs, rounds, torch):
 
     Xf = np.asfortranarray(X)  # full-batch training holds X column-major, mini-batches row-major
 
-    def train(batch_size, data=X):
+    epoch_s = {}  # per variant, each epoch's time after a run's first (which holds the run's set-up)
+
+    def train(batch_size, data=X, key=None):
         cfg = TrainingConfig(epochs=epochs, learning_rate=0.01, batch_size=batch_size, shuffle=True, early_stopping=None)
         t = Trainer(data, y, empty_X, empty_y, cfg, 0, TrainState(w=np.full(d, 0.1), b=np.float64(1.0)))
+        last, times = time.perf_counter(), []
         for _ in t.run():
-            pass
+            now = time.perf_counter()
+            times.append(now - last)
+            last = now
+        if key is not None:
+            epoch_s.setdefault(key, []).extend(times[1:])
         return t.state
 
     # The step's numpy calls alone: each epoch one gather of its rows (the permutation drawn
@@ -282,15 +289,15 @@ def minibatch(n, d, epochs, rounds, torch):
                 np.add(w, grad, out=w)
                 b -= 0.01 * 2.0 / len(yb) * g_sum
 
-    variants = {"full": numpy_only(lambda: train(None, Xf)), "mini": numpy_only(lambda: train(256, X)),
+    variants = {"full": numpy_only(lambda: train(None, Xf, "full")), "mini": numpy_only(lambda: train(256, X, "mini")),
                 "calls": calls_only}
     fast = fast_on() and compiled.used_by(n, d, X.dtype, 256) == "mini-batch"
     if fast:
         compiled.warm(X.dtype, minibatch=True)
         if compiled.used_by(n, d, X.dtype, n) == "full-batch":
             compiled.warm(X.dtype, minibatch=False)
-        variants["full compiled"] = lambda: train(None, Xf)
-        variants["mini compiled"] = lambda: train(256, X)
+        variants["full compiled"] = lambda: train(None, Xf, "full compiled")
+        variants["mini compiled"] = lambda: train(256, X, "mini compiled")
     if torch is not None:
         tX, ty = torch.from_numpy(X), torch.from_numpy(y)
 
@@ -314,22 +321,32 @@ def minibatch(n, d, epochs, rounds, torch):
     med = interleaved(variants, rounds)
     a, b = numpy_only(lambda: train(256))(), numpy_only(lambda: train(256))()
     same = np.array_equal(a.w, b.w) and a.b == b.b
-    peers = [("torch slicing", med["torch slicing"])] if "torch slicing" in med else []
+    peers = [("torch slicing", med["torch slicing"] / epochs)] if "torch slicing" in med else []
+
+    def running(k):  # an epoch once the run is under way: the median of every round's epochs after its first
+        return statistics.median(epoch_s[k])
+
+    def means(*ks):
+        return "; mean of a run of {} epochs: {}".format(epochs, ", ".join(f"{k} {fmt_s(med[k] / epochs)}" for k in ks))
+
     if fast:
-        full = med["full compiled"] if "full compiled" in med else med["full"]
-        row(f"mini-batch epoch N={n:,} d={d} batch 256, shuffled, compiled [target <= 1.5x the full-batch epoch; "
-            f">= 20x faster than torch slicing]", med["mini compiled"] / epochs, full / epochs,
-            "compiled full-batch epoch", [(k, v / epochs) for k, v in peers + [("numpy epoch", med["mini"])]])
-        row(f"full-batch epoch N={n:,} d={d}, compiled", full / epochs, med["full"] / epochs, "numpy full-batch epoch")
+        full = "full compiled" if "full compiled" in med else "full"
+        row(f"mini-batch epoch N={n:,} d={d} batch 256, shuffled, compiled, once running [target <= 1.5x the "
+            f"full-batch epoch; >= 20x faster than torch slicing]", running("mini compiled"), running(full),
+            "compiled full-batch epoch", peers + [("numpy epoch", running("mini"))])
+        row(f"full-batch epoch N={n:,} d={d}, compiled, once running", running(full), running("full"),
+            "numpy full-batch epoch")
+        NOTES.append(f"mini-batch N={n:,} d={d}" + means("mini compiled", full))
         c, e = train(256), train(256)
         NOTES.append(f"mini-batch, compiled: two runs with the same seed "
                      f"{'are' if np.array_equal(c.w, e.w) and c.b == e.b else 'are NOT'} bit-identical; "
                      f"against numpy's, max |w diff| / max |w| = {np.max(np.abs(c.w - a.w)) / np.max(np.abs(a.w)):.1e}")
-    row(f"mini-batch epoch N={n:,} d={d} batch 256, shuffled, numpy", med["mini"] / epochs, med["full"] / epochs,
-        "full-batch epoch", [(k, v / epochs) for k, v in peers + [("the step's numpy calls alone", med["calls"])]])
-    row(f"full-batch epoch N={n:,} d={d}, numpy", med["full"] / epochs)
+    row(f"mini-batch epoch N={n:,} d={d} batch 256, shuffled, numpy, once running", running("mini"), running("full"),
+        "full-batch epoch", peers + [("the step's numpy calls alone", med["calls"] / epochs)])
+    row(f"full-batch epoch N={n:,} d={d}, numpy, once running", running("full"))
     row(f"mini-batch epoch N={n:,} d={d}: the step's numpy calls alone (one gather, no metrics, checks or state)",
-        med["calls"] / epochs, med["full"] / epochs, "full-batch epoch")
+        med["calls"] / epochs, running("full"), "full-batch epoch")
+    NOTES.append(f"mini-batch N={n:,} d={d}, numpy" + means("mini", "full"))
     NOTES.append(f"mini-batch: two runs with the same seed {'are' if same else 'are NOT'} bit-identical")
 
 
@@ -695,9 +712,9 @@ def main(argv=None):
         if "gradient" in only:
             gradient([(2_000, 32), (500, 256)] if q else [(1_000_000, 32), (200_000, 256)], rounds, torch, jax)
         if "minibatch" in only:
-            minibatch(2_000 if q else 100_000, 20, 1 if q else 3, rounds, torch)
+            minibatch(2_000 if q else 100_000, 20, 2 if q else 5, rounds, torch)
             if not q:
-                minibatch(1_000_000, 32, 2, max(3, rounds // 2), torch)
+                minibatch(1_000_000, 32, 3, max(3, rounds // 2), torch)
         csv_n, csv_d = (2_000, 32) if q else (1_000_000, 32)
         path = None
         if "loading" in only or "memory" in only:
