@@ -157,6 +157,14 @@ def test_wide_data_gets_a_grid_of_blocks_only_on_the_compiled_path(fast, monkeyp
     assert compiled.full_batch_layout(97, np.float64) == "F"
 
 
+def test_the_metrics_on_wide_data_load_the_row_kernel_first(fast, monkeypatch):
+    warmed = []
+    monkeypatch.setattr(compiled, "warm", lambda dtype, minibatch, by_rows=False: warmed.append((minibatch, by_rows)))
+    assert memory.errors_fn_for(10_000, 97, np.float64) is compiled.block_partials
+    assert warmed == [(False, True)]  # announced if it compiles, as a run's own kernel is
+    assert memory.errors_fn_for(10_000, 96, np.float64) is memory.block_errors and len(warmed) == 1
+
+
 def _wide_csv(root, n=600, d=100):
     rng = np.random.default_rng(3)
     X = rng.normal(size=(n, d))

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import time
 import warnings
 from typing import Callable
@@ -55,7 +56,14 @@ INSTALL = 'pip install "neurocli[fast]"'
 
 _kernels = None
 _unloadable = False  # numba missing, or failed to load: the numpy kernels, for good
-_announce: Callable[[str], None] | None = None
+_warmed: set[tuple[str, bool, bool]] = set()  # the kernels loaded in this process: (dtype, mini-batch, by rows)
+
+
+def _to_stderr(line: str) -> None:
+    print(f"note: {line}", file=sys.stderr)
+
+
+_announce: Callable[[str], None] | None = _to_stderr  # the train command says it its own way
 
 
 def switched_off() -> bool:
@@ -121,7 +129,8 @@ def used_by(n_samples: int, n_features: int, dtype, batch_size: int) -> str | No
 
 
 def on_compile(announce: Callable[[str], None] | None) -> None:
-    """``announce(line)`` is told when a run compiles the kernels (not when it loads them)."""
+    """``announce(line)`` is told when a run compiles the kernels (not when it loads them);
+    by default the line goes to standard error as a note."""
     global _announce
     _announce = announce
 
@@ -143,7 +152,11 @@ def kernels():
 def warm(dtype, minibatch: bool, by_rows: bool = False) -> None:
     """Load the kernel a run will use (mini-batch, full batch by rows or by columns) for
     ``dtype`` now, on a few rows, compiling it if it is not on disk yet, and announce a
-    compilation with its time: the run's first epoch is then the kernel's own time."""
+    compilation with its time: the run's first epoch is then the kernel's own time. Once a
+    process: a kernel warmed before returns at once."""
+    key = (np.dtype(dtype).name, minibatch, by_rows and not minibatch)
+    if key in _warmed:
+        return
     k = kernels()
     dtype, zero = np.dtype(dtype), np.dtype(dtype).type(0)
     before = time.perf_counter()
@@ -165,6 +178,7 @@ def warm(dtype, minibatch: bool, by_rows: bool = False) -> None:
             XT.flags.writeable = x_writeable
             fn(XT, 0, 1, v, np.zeros(2, dtype=dtype), zero, zero, np.zeros(2, dtype=dtype),
                np.zeros((1, 2), dtype=dtype), np.zeros((1, 4)), 2, 2)
+    _warmed.add(key)
     if sum(fn.stats.cache_misses.values()) and _announce is not None:
         _announce(f"compiled the {'mini-batch' if minibatch else 'full-batch'} kernel for {dtype} in "
                   f"{time.perf_counter() - before:.1f} s (kept on disk: later runs load it)")

@@ -97,7 +97,10 @@ def errors_fn_for(n_samples: int, n_features: int, dtype):
     cost more than the epoch), the compiled row kernel, whose sums hold the same two errors."""
     from neurocli.engines import compiled_rows
 
-    return compiled.block_partials if compiled_rows(n_samples, n_features, dtype) else block_errors
+    if not compiled_rows(n_samples, n_features, dtype):
+        return block_errors
+    compiled.warm(dtype, minibatch=False, by_rows=True)  # a mini-batch run or a scoring warmed no row kernel
+    return compiled.block_partials
 
 
 def _copied_blocks(X, y, rows: int, blocks: range, order: str = "F"):
