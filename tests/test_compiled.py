@@ -314,6 +314,23 @@ def test_a_checkpoint_moves_between_the_numpy_and_the_compiled_path(fast, monkey
     assert float(got_b) == pytest.approx(float(ref_b), rel=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_minibatch_epochs_bits_do_not_depend_on_where_its_calls_end(dtype, fast, monkeypatch):
+    # the dask engine's calls end at each of its runs, the memory engine's every CALL_BYTES: the
+    # bias handed from one call to the next must keep its dtype (a float32 came back as a float)
+    X, y = _data(4000, 7, dtype, layout="C")
+    kw = dict(batch_size=32, shuffle=True, seed=2, epochs=1, lr=0.01)
+    done = []
+    for call_bytes in (1 << 20, 3 * 32 * 7 * np.dtype(dtype).itemsize):  # one call; 3 batches a call
+        monkeypatch.setattr(compiled, "CALL_BYTES", call_bytes)
+        e = MemoryEngine(X, y, **kw)
+        e.start(0)
+        done.append(e.minibatch_epoch(0, np.full(7, 0.1, dtype=dtype), dtype(0.1), 0, EpochSums(), lambda: False))
+        e.close()
+    assert done[0].w.tobytes() == done[1].w.tobytes() and done[0].b == done[1].b
+    assert dataclasses.asdict(done[0].sums) == dataclasses.asdict(done[1].sums)
+
+
 def test_the_stream_engine_steps_the_compiled_epoch_to_the_same_bits(fast, tmp_path):
     X, y = _data(20_000, 5, np.float64, layout="C")
     kw = dict(batch_size=50, shuffle=True, seed=4, epochs=1, lr=0.01)

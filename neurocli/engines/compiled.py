@@ -255,6 +255,7 @@ def descend(X: np.ndarray, y: np.ndarray, order: np.ndarray | None, base: int, n
             upto = min(last, batch + per_call)
             done, diverged, b, grad_b = k.batch_steps(X, y, idx, order is not None, base, n_total, B, batch, upto,
                                                       w, b, p.lr, p.grad, w_next, acc, rows_buf, y_buf)
+            b = dtype.type(b)  # numba hands a float32 back as a Python float: the next call's b as this one's
             if done > batch:
                 p.grad_b = float(grad_b)  # the last step's, for the gradient norm
             batch = done
