@@ -11,7 +11,8 @@ The reduction rule (full batch)
    may be shorter), a number that depends on the data's shape and dtype only, never on the
    machine, the number of workers or how the data is stored. (One exception: data too wide
    for the numpy kernel's blocks is one block without the ``fast`` extra and a grid with it,
-   for the compiled row kernel; the two paths agree to rounding only anyway.)
+   for the compiled row kernel, which reads it row-major; the two paths agree to rounding
+   only anyway.)
 2. A grid of one block is computed by :func:`neurocli.neuron.loss_and_gradient` itself.
 3. Otherwise each block k, copied into a column-major buffer (so that the BLAS sees the same
    layout and alignment wherever X is held), yields its partials: ``X_k^T g_k`` (in the data's dtype) and, in
