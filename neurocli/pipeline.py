@@ -6,6 +6,7 @@ to a CSV, with no printing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -67,6 +68,7 @@ def load_inputs(config_path: Path | LoadedConfig, overrides: list[str] | None = 
         prepared, data_sha256 = read(loaded, files, progress)
     except DataError as exc:  # a problem in a fetched copy is the object's: name its URL
         raise sources.named_as_fetched(exc) from None
+    prepared = _small_ones_column_major(prepared, cfg)
     table = prepared.table
     n_features = len(table.feature_names)
     wi = cfg.model.weights_init
@@ -106,6 +108,26 @@ def _layout(loaded: LoadedConfig, files: list[Path]) -> str:
         names = sources.column_names(files[0], d.delimiter)
         n_features = len(set(names) - {d.target} - set(d.exclude or ()))
     return compiled.full_batch_layout(n_features, cfg.training.dtype)
+
+
+def _small_ones_column_major(p: Prepared, cfg) -> Prepared:
+    """A full-batch run's training or validation X too small for the compiled path, copied
+    column-major where :func:`_layout` read it row-major for the row kernel (the file's size
+    only bounds X's): the numpy reference then reads it as without the extra, the same bits
+    (the standardization's do not depend on the layout). Each copy is under
+    :data:`neurocli.engines.compiled.FAST_MIN_BYTES`."""
+    if cfg.training.batch_size is not None:
+        return p
+    from neurocli.engines import compiled
+
+    def laid_out(X):
+        small = X.nbytes < compiled.FAST_MIN_BYTES and X.ndim == 2 and X.shape[1] > 1
+        return np.asfortranarray(X) if small and X.flags.c_contiguous else X
+
+    X_train, X_val = laid_out(p.X_train), laid_out(p.X_val)
+    if X_train is p.X_train and X_val is p.X_val:
+        return p
+    return dataclasses.replace(p, X_train=X_train, X_val=X_val)
 
 
 def _size(path: Path) -> int:

@@ -42,10 +42,17 @@ def validation_mask(seed: int, rows: np.ndarray, fraction: float) -> np.ndarray:
 
 
 def moments(X: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-    """(count, mean, sum of squared deviations) of each column of one block, in float64."""
-    mean = X.mean(axis=0, dtype=np.float64)
-    dev = X - mean
-    return X.shape[0], mean, np.einsum("ij,ij->j", dev, dev)
+    """(count, mean, sum of squared deviations) of each column of one block, in float64: each
+    column on its own, contiguous, by numpy's pairwise sums, so that the bits do not depend
+    on X's layout (row-major, column-major, a mapped file's)."""
+    n, d = X.shape
+    mean, m2 = np.empty(d), np.empty(d)
+    for j in range(d):
+        col = np.ascontiguousarray(X[:, j], dtype=np.float64)
+        mean[j] = np.add.reduce(col) / n
+        dev = col - mean[j]
+        m2[j] = np.add.reduce(dev * dev)
+    return n, mean, m2
 
 
 def merge(a: tuple[int, np.ndarray, np.ndarray], b: tuple[int, np.ndarray, np.ndarray]):

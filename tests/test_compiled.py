@@ -201,6 +201,20 @@ def test_a_full_batch_run_on_wide_data_reads_x_row_major_for_the_row_kernel(fast
     assert runs["memory"]["loss"] == pytest.approx(ref["loss"], rel=1e-12)
 
 
+def test_wide_data_too_small_to_compile_gives_the_numpy_paths_bits(in_tmp, monkeypatch):
+    # 3,000 x 100 at 17 digits: a 6 MB file, enough that the reader lays X out row-major for the
+    # row kernel, but 2,400 training rows are 1.9 MB of X, under FAST_MIN_BYTES: the numpy
+    # reference trains, on X as it is laid out without the extra, standardized alike
+    monkeypatch.delenv("NEUROCLI_FAST", raising=False)
+    _wide_csv(in_tmp, n=3000)
+    write(in_tmp / "c.yaml", "data: {path: w.csv, target: y}\ntraining: {epochs: 5, learning_rate: 0.01}\n")
+    got = _train(in_tmp, "output.dir=with")
+    monkeypatch.setenv("NEUROCLI_FAST", "off")
+    ref = _train(in_tmp, "output.dir=without")
+    assert got["kernel"] == ref["kernel"] == "numpy"
+    assert (in_tmp / "with" / "history.csv").read_bytes() == (in_tmp / "without" / "history.csv").read_bytes()
+
+
 def _numpy_epoch(X, y, order, B, w, b, lr, first=0, sums=None, monkeypatch=None):
     monkeypatch.setenv("NEUROCLI_FAST", "off")
     try:

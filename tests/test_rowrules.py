@@ -64,6 +64,18 @@ def test_statistics_of_one_block_are_the_two_pass_ones():
     assert std[0] == pytest.approx(np.sqrt(14 / 9), rel=1e-15)
 
 
+@pytest.mark.parametrize("n, d", [(1, 1), (7, 3), (70_001, 5), (1000, 130)])
+def test_statistics_do_not_depend_on_the_layout_of_x(n, d):
+    # the reader lays X out row- or column-major by the run's kernel; its standardization is one
+    X = np.random.default_rng(n).normal(3.0, 50.0, size=(n, d))
+    C, F = np.ascontiguousarray(X), np.asfortranarray(X)
+    for a, b in zip(rowrules.column_stats(C), rowrules.column_stats(F)):
+        assert a.tobytes() == b.tobytes()
+    mean, std = rowrules.column_stats(F)
+    np.testing.assert_allclose(mean, X.mean(axis=0), rtol=1e-13, atol=1e-12)
+    np.testing.assert_allclose(std, X.std(axis=0), rtol=1e-12)
+
+
 @pytest.mark.parametrize("n, block", [(8, 3), (10, 10), (1, 4), (23, 5), (100, 7)])
 def test_the_two_level_shuffle_visits_blocks_whole_each_in_its_own_order(n, block):
     order = engines.epoch_order(3, 2, n, block)
