@@ -9,8 +9,8 @@ file or of a validation file, row-major float64. Only the target, the rows' indi
 which split each row went to stay in memory: a few numbers per row, a feature's worth each.
 
 Preparing (:func:`prepare`): the statistics of the training rows block by block, as
-:func:`neurocli.rowrules.column_stats` takes them in memory (each block copied into the
-layout the in-memory reader gives X, so its moments are the same bits); then each file
+:func:`neurocli.rowrules.column_stats` takes them in memory (a block's moments do not depend
+on where or how its rows are laid out, so they are the same bits); then each file
 standardized and cast to the training dtype part by part, in place. The values are those
 :func:`neurocli.data.prepare` gives, bit for bit; only where they live differs.
 
@@ -181,7 +181,7 @@ def prepare(table: Table, files: RowFiles, *, standardize: bool, dtype: str, lay
     done = _Done(progress, passes * row_bytes, len(table.rows))
     standardization = None
     if standardize:
-        standardization = checked_standardization(*_train_stats(files.train, layout, done), table.feature_names,
+        standardization = checked_standardization(*_train_stats(files.train, done), table.feature_names,
                                                   table.path)
     X_train = _finished(files.train, standardization, np_dtype, layout, done)
     X_val = _finished(files.val, standardization, np_dtype, layout, done)
@@ -267,12 +267,13 @@ def _parts(X: np.ndarray) -> list[tuple[int, int]]:
     return [(lo, min(lo + rows, X.shape[0])) for lo in range(0, X.shape[0], rows)]
 
 
-def _train_stats(train: RowFile, layout: str, done: _Done) -> tuple[np.ndarray, np.ndarray]:
+def _train_stats(train: RowFile, done: _Done) -> tuple[np.ndarray, np.ndarray]:
     """:func:`neurocli.rowrules.column_stats` of the training rows, block by block, each
-    block copied into a buffer of ``layout`` (as the in-memory X is laid out)."""
+    block copied into a column-major buffer (its pages handed back; each column contiguous
+    for its sums)."""
     X = train.mapped()
     block = rowrules.STAT_BLOCK_ROWS
-    buffer = np.empty((min(block, X.shape[0]), X.shape[1]), dtype=np.float64, order=layout)
+    buffer = np.empty((min(block, X.shape[0]), X.shape[1]), dtype=np.float64, order="F")
     moments = []
     for lo in range(0, X.shape[0], block):
         part = buffer[:min(block, X.shape[0] - lo)]

@@ -155,9 +155,9 @@ def _batch(X, y, idx, use_idx, lo, k, base, w, b, zero, rows_buf, y_buf, grad):
     ``grad`` gets ``X_b^T g``; returns ``(r.r, sum |r|, sum g, active)``. Rows go four at a
     time (a quarter of the loop's overhead), then one by one."""
     d = X.shape[1]
+    line = max(1, 64 // X.itemsize)  # values a cache line
     src, ys, off = X, y, lo - base
     if use_idx:
-        line = max(1, 64 // X.itemsize)  # values a cache line
         for t in range(k):
             if lo + t + GATHER_AHEAD - base < idx.shape[0]:  # the row gathered a few on, asked for now
                 ahead = idx[lo + t + GATHER_AHEAD - base]
@@ -173,7 +173,6 @@ def _batch(X, y, idx, use_idx, lo, k, base, w, b, zero, rows_buf, y_buf, grad):
         grad[c] = 0
     sq, ab, gs, act = zero, zero, zero, 0  # in X's dtype, as numpy sums a batch: a float32 overflow shows
     k4 = k - k % 4
-    line = max(1, 64 // src.itemsize)  # values a cache line
     for t in range(0, k4, 4):
         if not use_idx and off + t + PREFETCH_ROWS + 4 <= src.shape[0]:  # X's rows a few groups on
             for r in range(4):

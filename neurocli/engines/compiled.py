@@ -106,11 +106,11 @@ def reads_rows(n_features: int, dtype) -> bool:
     return block_rows(1 << 62, n_features, np.dtype(dtype).itemsize) < FUSED_MIN_ROWS
 
 
-def full_batch_layout(n_features: int, dtype, big: bool = True) -> str:
-    """How a full-batch run lays X out: "F" (column-major, the numpy kernel's and the column
-    kernel's), or "C" where the row kernel will read it (wide data, ``big`` enough to use the
-    compiled path, and the path able to run). Mini-batches always gather rows, "C"."""
-    return "C" if big and reads_rows(n_features, dtype) and may_run() else "F"
+def full_batch_layout(n_features: int, dtype) -> str:
+    """How a full-batch run of data big enough for the compiled path lays X out: "F"
+    (column-major, the numpy kernel's and the column kernel's), or "C" where the row kernel
+    will read it (wide data, and the path able to run). Mini-batches always gather rows, "C"."""
+    return "C" if reads_rows(n_features, dtype) and may_run() else "F"
 
 
 def wanted(n_samples: int, n_features: int, dtype) -> bool:
